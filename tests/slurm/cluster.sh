@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# One-node SLURM test cluster on localhost, for linpath's SLURM tests.
+#
+#   bash tests/slurm/cluster.sh start    install (if needed), configure, start, wait for idle node
+#   bash tests/slurm/cluster.sh stop     stop slurmctld, slurmd and munged (fine if not running)
+#   bash tests/slurm/cluster.sh status   show sinfo / squeue
+#
+# Exit codes: 0 ok, 1 failure, 2 usage error, 3 "cannot run here" (not root,
+# no apt-get): tests treat 3 as a skip.
+#
+# Meant for a throwaway container (Debian, root, no systemd, no usable
+# cgroups).  It overwrites /etc/slurm/slurm.conf and /etc/slurm/gres.conf.
+set -euo pipefail
+
+# The config has to live at the default path: the snakemake SLURM job-step
+# plugin clears SLURM_CONF inside jobs, so srun there only finds the default.
+SLURM_ETC=/etc/slurm
+SLURM_CONF_FILE=$SLURM_ETC/slurm.conf
+GRES_CONF_FILE=$SLURM_ETC/gres.conf
+RUN_DIR=/run/slurm
+SPOOL_DIR=/var/spool/slurm
+LOG_DIR=/var/log/slurm
+CTLD_PID=$RUN_DIR/slurmctld.pid
+SLURMD_PID=$RUN_DIR/slurmd.pid
+MUNGE_PID=/run/munge/munged.pid
+MUNGE_KEY=/etc/munge/munge.key
+PARTITION=debug
+READY_TIMEOUT=${SLURM_TEST_READY_TIMEOUT:-60}   # seconds to wait for an idle node
+
+log() { echo "cluster.sh: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+skip() { echo "cluster.sh: cannot run here: $*" >&2; exit 3; }
+
+# A pid file counts only while the process it names is alive and has the
+# expected name; stale pid files from a killed container must not fool us.
+pid_alive() {  # pidfile name
+    local pidfile=$1 name=$2 pid
+    [[ -r $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]]
+}
+
+# Stop a daemon by its pid file: TERM first, KILL if it will not go.
+stop_daemon() {  # pidfile name
+    local pidfile=$1 name=$2 pid i
+    if pid_alive "$pidfile" "$name"; then
+        pid=$(<"$pidfile")
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 50); do
+            [[ -d /proc/$pid ]] || break
+            sleep 0.2
+        done
+        if [[ -d /proc/$pid ]]; then
+            log "$name ($pid) ignored SIGTERM, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        log "stopped $name"
+    fi
+    rm -f "$pidfile"
+}
+
+check_can_run() {
+    [[ $(id -u) -eq 0 ]] || skip "needs root (to install and run slurm daemons)"
+    command -v apt-get >/dev/null 2>&1 || skip "apt-get not found (Debian/Ubuntu only)"
+}
+
+install_packages() {
+    local pkgs=(slurmctld slurmd slurm-client munge) missing=() p
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed"
+    # Recommends would drag in every optional plugin (hdf5, rrd, *-dev ...).
+    apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null \
+        || die "apt-get install failed"
+}
+
+start_munge() {
+    mkdir -p /etc/munge /var/lib/munge /var/log/munge /run/munge
+    if [[ ! -s $MUNGE_KEY ]]; then
+        log "creating munge key"
+        if command -v mungekey >/dev/null 2>&1; then
+            mungekey --create --keyfile="$MUNGE_KEY" --force
+        else
+            dd if=/dev/urandom of="$MUNGE_KEY" bs=1024 count=1 status=none
+        fi
+    fi
+    # munged refuses keys/dirs that are group/world accessible or wrongly owned.
+    chown munge:munge /etc/munge "$MUNGE_KEY" /var/lib/munge /var/log/munge /run/munge
+    chmod 0700 /etc/munge /var/log/munge
+    chmod 0600 "$MUNGE_KEY"
+    chmod 0711 /var/lib/munge
+    chmod 0755 /run/munge
+    if pid_alive "$MUNGE_PID" munged; then
+        return 0
+    fi
+    rm -f "$MUNGE_PID" /run/munge/munge.socket.2*
+    # Run as the munge user, as the Debian service would; munged forks itself.
+    runuser -u munge -- /usr/sbin/munged || die "munged failed to start (see /var/log/munge/munged.log)"
+    munge -n </dev/null | unmunge >/dev/null 2>&1 || die "munge self-test failed"
+}
+
+# Write the config to stdout.  Sizes come from this machine so the same
+# script works on a 2-core VM and on a GPU host.
+render_slurm_conf() {
+    local host cpus mem_total real_mem def_mem
+    host=$(hostname -s)
+    cpus=$(nproc --all)
+    mem_total=$(free -m | awk '/^Mem:/ {print $2}')
+    # Leave headroom: slurmd drains a node whose RealMemory exceeds what it sees.
+    real_mem=$(( mem_total * 95 / 100 ))
+    (( real_mem > mem_total - 256 )) && real_mem=$(( mem_total - 256 ))
+    (( real_mem < 256 )) && real_mem=256
+    # Jobs without --mem would otherwise be given the whole node's memory
+    # (CR_Core_Memory) and block each other; default to an even share per CPU.
+    def_mem=$(( real_mem / cpus ))
+    cat <<EOF
+# Generated by tests/slurm/cluster.sh -- one-node test cluster; do not edit.
+ClusterName=linpath-test
+SlurmctldHost=${host}(127.0.0.1)
+# Daemons run as root: throwaway container, no need for slurm-owned state dirs.
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+SwitchType=switch/none
+# No cgroups inside the container: track processes via /proc, no task binding.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+# No slurmdbd: no accounting, no job accounting gathering (so no sacct).
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+# No mail in a container; the default MailProg is missing and logs errors.
+MailProg=/bin/true
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=${def_mem}
+GresTypes=gpu
+# Trust the node line below even if the detected hardware differs a little,
+# instead of draining the only node.
+SlurmdParameters=config_overrides
+# A node that was down comes back by itself once slurmd registers.
+ReturnToService=2
+StateSaveLocation=${SPOOL_DIR}/ctld
+SlurmdSpoolDir=${SPOOL_DIR}/d
+SlurmctldPidFile=${CTLD_PID}
+SlurmdPidFile=${SLURMD_PID}
+SlurmctldLogFile=${LOG_DIR}/slurmctld.log
+SlurmdLogFile=${LOG_DIR}/slurmd.log
+SlurmctldPort=6817
+SlurmdPort=6818
+# Short timeouts so tests see state changes quickly; keep finished jobs in
+# squeue for a while (squeue is the job-status source without accounting).
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=5
+MinJobAge=600
+SchedulerType=sched/backfill
+NodeName=${host} NodeAddr=127.0.0.1 NodeHostname=${host} CPUs=${cpus} RealMemory=${real_mem} Gres=gpu:1 State=UNKNOWN
+PartitionName=${PARTITION} Nodes=${host} Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+write_configs() {
+    mkdir -p "$SLURM_ETC" "$RUN_DIR" "$SPOOL_DIR/ctld" "$SPOOL_DIR/d" "$LOG_DIR"
+    local tmp changed=1
+    tmp=$(mktemp)
+    render_slurm_conf >"$tmp"
+    if [[ -f $SLURM_CONF_FILE ]] && cmp -s "$tmp" "$SLURM_CONF_FILE"; then changed=0; fi
+    install -m 0644 "$tmp" "$SLURM_CONF_FILE"
+    rm -f "$tmp"
+    # A GPU GRES without hardware: /dev/null exists everywhere, so slurmd
+    # accepts the device file and jobs can request --gres=gpu:1 / --gpus=1.
+    local gres='# Generated by tests/slurm/cluster.sh -- fake GPU, no hardware needed.
+Name=gpu File=/dev/null'
+    if [[ ! -f $GRES_CONF_FILE ]] || [[ "$(<"$GRES_CONF_FILE")" != "$gres" ]]; then changed=1; fi
+    printf '%s\n' "$gres" >"$GRES_CONF_FILE"
+    chmod 0644 "$GRES_CONF_FILE"
+    echo "$changed"
+}
+
+node_state() {
+    sinfo -h -N -n "$(hostname -s)" -o '%T' 2>/dev/null | head -n1
+}
+
+wait_for_idle() {
+    local host deadline state
+    host=$(hostname -s)
+    deadline=$(( SECONDS + READY_TIMEOUT ))
+    while (( SECONDS < deadline )); do
+        state=$(node_state || true)
+        case "$state" in
+            idle|mixed|allocated|completing)
+                log "node $host is $state"
+                return 0 ;;
+            # Left over from an earlier run (e.g. killed slurmd): put it back.
+            down*|drain*|drained*|fail*|unknown*)
+                scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true ;;
+        esac
+        sleep 1
+    done
+    log "node state after ${READY_TIMEOUT}s: '${state:-<no answer from slurmctld>}'"
+    sinfo -N -l 2>&1 | sed 's/^/  /' >&2 || true
+    scontrol show node "$host" 2>/dev/null | grep -E 'State=|Reason=' | sed 's/^/  /' >&2 || true
+    tail -n 20 "$LOG_DIR/slurmctld.log" "$LOG_DIR/slurmd.log" 2>/dev/null | sed 's/^/  /' >&2 || true
+    die "node $host did not become idle within ${READY_TIMEOUT}s"
+}
+
+cmd_start() {
+    check_can_run
+    install_packages
+    start_munge
+    local changed
+    changed=$(write_configs)
+    # Node/gres definitions are only read at daemon start; restart on change.
+    if [[ $changed == 1 ]]; then
+        stop_daemon "$SLURMD_PID" slurmd
+        stop_daemon "$CTLD_PID" slurmctld
+    fi
+    if ! pid_alive "$CTLD_PID" slurmctld; then
+        rm -f "$CTLD_PID"
+        # Both daemons fork into the background and write their pid files.
+        slurmctld || die "slurmctld failed to start (see $LOG_DIR/slurmctld.log)"
+    fi
+    if ! pid_alive "$SLURMD_PID" slurmd; then
+        rm -f "$SLURMD_PID"
+        slurmd || die "slurmd failed to start (see $LOG_DIR/slurmd.log)"
+    fi
+    wait_for_idle
+}
+
+cmd_stop() {
+    # slurmd first so it does not log errors about a vanished controller.
+    stop_daemon "$SLURMD_PID" slurmd
+    stop_daemon "$CTLD_PID" slurmctld
+    stop_daemon "$MUNGE_PID" munged
+}
+
+cmd_status() {
+    if ! command -v sinfo >/dev/null 2>&1; then
+        echo "slurm client not installed"; return 1
+    fi
+    local d rc=0
+    for d in "$MUNGE_PID:munged" "$CTLD_PID:slurmctld" "$SLURMD_PID:slurmd"; do
+        if pid_alive "${d%%:*}" "${d##*:}"; then
+            echo "${d##*:}: running (pid $(<"${d%%:*}"))"
+        else
+            echo "${d##*:}: not running"; rc=1
+        fi
+    done
+    sinfo -N -l || rc=1
+    squeue || rc=1
+    return $rc
+}
+
+case "${1:-}" in
+    start)  cmd_start ;;
+    stop)   cmd_stop ;;
+    status) cmd_status ;;
+    *)      echo "usage: $0 {start|stop|status}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,246 @@
+"""Datasets as in-memory tensors, training loaders and cached evaluation splits.
+
+Images are kept as uint8 (N, C, H, W) and normalised with per-channel
+statistics of the full training set. The evaluation splits (training set
+without augmentation, test set) are written once as
+`<cache>/<dataset>-<key>/<split>.pt`, a dict {"x": float32 normalised,
+"y": int64}, so a loss can be recomputed from files alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets as tvd
+from torchvision.transforms import v2
+
+from .hparams import DataSpec, SettingsError
+from .io import load_checkpoint, save_torch
+
+
+class DataError(SettingsError):
+    """The dataset files are missing or unreadable."""
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8 images (N, C, H, W), or float features (N, D) for the spiral
+    y: torch.Tensor  # int64 labels
+
+
+@dataclass
+class Source:
+    """Raw train/test splits plus what a model needs to know about them."""
+
+    train: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    input_size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.x.dim() == 4
+
+
+# --- raw sources ------------------------------------------------------------
+
+SPIRAL_DEFAULTS = {"n_train": 10000, "n_test": 5000, "radius": 2.0, "turns": 4.0, "noise": 0.05, "seed": 0}
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # fixed: the digits train/test split is part of the dataset's definition
+
+
+def spiral_points(n: int, *, radius: float, turns: float, noise: float, generator: torch.Generator) -> Split:
+    """Two interleaved spirals; the class-2 arm is the class-1 arm turned by π."""
+    t = torch.rand(n, generator=generator)
+    labels = torch.arange(n) % 2
+    r = radius * t.sqrt()
+    phi = 2 * math.pi * turns * t.sqrt() + math.pi * labels
+    pts = torch.stack([r * torch.cos(phi), r * torch.sin(phi)], dim=1)
+    pts = pts + noise * torch.randn(n, 2, generator=generator)
+    return Split(pts.float(), labels.long())
+
+
+def _spiral(spec: DataSpec) -> Source:
+    unknown = set(spec.spiral) - set(SPIRAL_DEFAULTS)
+    if unknown:
+        raise SettingsError(f"data.spiral: unknown setting {sorted(unknown)[0]!r} (known: {sorted(SPIRAL_DEFAULTS)})")
+    p = {**SPIRAL_DEFAULTS, **spec.spiral}
+    g = torch.Generator().manual_seed(int(p["seed"]))
+    kw = dict(radius=p["radius"], turns=p["turns"], noise=p["noise"], generator=g)
+    train = spiral_points(int(p["n_train"]), **kw)
+    test = spiral_points(int(p["n_test"]), **kw)
+    return Source(train, test, 2, 2, 1, train.x.mean(0), train.x.std(0))
+
+
+def _digits(spec: DataSpec) -> Source:
+    """scikit-learn's bundled 8×8 digits (1797 images): real data with no download."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    n_test = round(DIGITS_TEST_FRACTION * len(labels))
+    test_idx, train_idx = order[:n_test].sort().values, order[n_test:].sort().values
+    return _image_source(Split(images[train_idx], labels[train_idx]), Split(images[test_idx], labels[test_idx]), 10)
+
+
+_TORCHVISION = {
+    "cifar10": (tvd.CIFAR10, 10, "cifar-10-batches-py/{data_batch_1..5, test_batch}"),
+    "cifar100": (tvd.CIFAR100, 100, "cifar-100-python/{train, test}"),
+    "mnist": (tvd.MNIST, 10, "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "fashion_mnist": (tvd.FashionMNIST, 10, "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+}
+
+
+def _torchvision_split(spec: DataSpec, train: bool) -> Split:
+    cls, _, files = _TORCHVISION[spec.dataset]
+    try:
+        ds = cls(root=spec.root, train=train, download=spec.download)
+    except RuntimeError as err:
+        hint = "" if spec.download else " (or set data.download: true where the network allows)"
+        raise DataError(
+            f"data.dataset={spec.dataset}: files not found under data.root={spec.root!r}: "
+            f"expected {spec.root}/{files}{hint}. torchvision said: {err}"
+        ) from None
+    x = torch.as_tensor(np.asarray(ds.data))
+    x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x.unsqueeze(1)  # CIFAR is NHWC, MNIST NHW
+    return Split(x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64))
+
+
+def _image_source(train: Split, test: Split, num_classes: int) -> Source:
+    pixels = train.x.float().div(255)
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return Source(train, test, num_classes, train.x.shape[1], train.x.shape[-1], mean, std)
+
+
+def load_source(spec: DataSpec) -> Source:
+    if spec.dataset == "spiral":
+        return _spiral(spec)
+    if spec.dataset == "digits":
+        return _digits(spec)
+    if spec.dataset in _TORCHVISION:
+        num_classes = _TORCHVISION[spec.dataset][1]
+        return _image_source(_torchvision_split(spec, True), _torchvision_split(spec, False), num_classes)
+    raise SettingsError(f"data.dataset: unknown dataset {spec.dataset!r}")
+
+
+# --- interventions on the training set ------------------------------------
+
+
+def subset_and_relabel(split: Split, spec: DataSpec, num_classes: int) -> Split:
+    """Seeded subset (data.subset) and random labels (data.random_labels) of a training split."""
+    g = torch.Generator().manual_seed(spec.seed)
+    x, y = split.x, split.y.clone()
+    if spec.subset < 1.0:
+        keep = max(1, round(spec.subset * len(y)))
+        idx = torch.randperm(len(y), generator=g)[:keep].sort().values
+        x, y = x[idx], y[idx]
+    if spec.random_labels > 0:
+        n = round(spec.random_labels * len(y))
+        idx = torch.randperm(len(y), generator=g)[:n]
+        y[idx] = torch.randint(num_classes, (n,), generator=g)
+    return Split(x, y)
+
+
+def normalise(source: Source, x: torch.Tensor) -> torch.Tensor:
+    if not source.is_image:
+        return (x - source.mean) / source.std
+    return v2.Normalize(source.mean.tolist(), source.std.tolist())(x.float().div(255))
+
+
+def train_transform(augment: str, size: int) -> v2.Transform | None:
+    """Per-sample augmentation applied to normalised images."""
+    if augment == "none":
+        return None
+    steps = [v2.RandomCrop(size, padding=max(1, size // 8)), v2.RandomHorizontalFlip()]
+    if augment == "more":
+        steps += [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)), v2.RandomErasing(p=0.25)]
+    return v2.Compose(steps)
+
+
+class AugmentedTensors(Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        xi = self.x[i]
+        return (self.transform(xi) if self.transform else xi), self.y[i]
+
+
+@dataclass
+class Prepared:
+    """Everything training needs: normalised tensors and model-shape facts."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    in_channels: int
+    input_size: int
+    transform: v2.Transform | None
+
+
+def prepare(spec: DataSpec) -> Prepared:
+    source = load_source(spec)
+    train = subset_and_relabel(source.train, spec, source.num_classes)
+    transform = train_transform(spec.augment, source.input_size) if source.is_image else None
+    return Prepared(
+        normalise(source, train.x), train.y, normalise(source, source.test.x), source.test.y,
+        source.num_classes, source.in_channels, source.input_size, transform,
+    )
+
+
+def train_loader(prep: Prepared, batch_size: int, generator: torch.Generator, workers: int = 0) -> DataLoader:
+    ds = AugmentedTensors(prep.train_x, prep.train_y, prep.transform)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=generator, num_workers=workers)
+
+
+# --- cached evaluation splits ----------------------------------------------
+
+
+def cache_key(spec: DataSpec, split: str) -> str:
+    """Directory name of a split's cache: dataset plus a hash of what changes its content."""
+    content = {"dataset": spec.dataset, "spiral": spec.spiral}
+    if split == "train":  # the test split ignores training-set interventions
+        content.update(subset=spec.subset, random_labels=spec.random_labels, seed=spec.seed)
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{spec.dataset}-{digest}"
+
+
+def eval_path(spec: DataSpec, split: str, cache_dir: str | Path) -> Path:
+    if split not in ("train", "test"):
+        raise SettingsError(f"split must be 'train' or 'test', got {split!r}")
+    return Path(cache_dir) / cache_key(spec, split) / f"{split}.pt"
+
+
+def write_eval_split(spec: DataSpec, split: str, cache_dir: str | Path, prep: Prepared | None = None) -> Path:
+    """Write (or keep) the cached evaluation tensors of a split; returns the path."""
+    path = eval_path(spec, split, cache_dir)
+    if not path.exists():
+        prep = prep or prepare(spec)
+        x, y = (prep.train_x, prep.train_y) if split == "train" else (prep.test_x, prep.test_y)
+        save_torch({"x": x.contiguous().float(), "y": y.long(), "data": asdict(spec)}, path)
+    return path
+
+
+def load_eval_split(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    blob = load_checkpoint(path)
+    if not isinstance(blob, dict) or "x" not in blob or "y" not in blob:
+        raise DataError(f"{path} is not an evaluation split (a dict with 'x' and 'y')")
+    return blob["x"], blob["y"]

@@ -1,0 +1,80 @@
+"""Atomic writes and safe checkpoint loading.
+
+Every file is written to a temporary name beside its target and renamed into
+place, so a killed job never leaves a file that looks complete. Checkpoints
+are read with `weights_only=True`: a checkpoint file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_yaml(data: Any, path: str | Path) -> None:
+    write_text(yaml.safe_dump(data, sort_keys=False), path)
+
+
+def write_parquet(frame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or holds more than plain tensors."""
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """Load a torch file with `weights_only=True`, naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain containers "
+            f"(weights_only=True). Detail: {str(err).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"could not read checkpoint {path}: {err}") from None
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict (name -> tensor) from a file."""
+    state = load_checkpoint(path)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} is not a state_dict (a mapping of names to tensors)")
+    return state
