@@ -43,11 +43,11 @@ pid_alive() {  # pidfile name
 
 # Stop a daemon by its pid file: TERM first, KILL if it will not go.
 stop_daemon() {  # pidfile name
-    local pidfile=$1 name=$2 pid i
+    local pidfile=$1 name=$2 pid _
     if pid_alive "$pidfile" "$name"; then
         pid=$(<"$pidfile")
         kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do
+        for _ in $(seq 1 50); do
             [[ -d /proc/$pid ]] || break
             sleep 0.2
         done
@@ -130,8 +130,11 @@ AuthType=auth/munge
 CredType=cred/munge
 MpiDefault=none
 SwitchType=switch/none
-# No cgroups inside the container: track processes via /proc, no task binding.
-ProctrackType=proctrack/linuxproc
+# No cgroups to rely on in a container.  Track job processes by process
+# group, not by parent chain (proctrack/linuxproc): on scancel the batch
+# shell dies first and snakemake, reparented to init, escaped linuxproc once
+# and lived on.  task/none: no CPU binding (srun warns about --cpu-bind, harmless).
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 # No slurmdbd: no accounting, no job accounting gathering (so no sacct).
 AccountingStorageType=accounting_storage/none
@@ -202,7 +205,7 @@ wait_for_idle() {
                 log "node $host is $state"
                 return 0 ;;
             # Left over from an earlier run (e.g. killed slurmd): put it back.
-            down*|drain*|drained*|fail*|unknown*)
+            down*|drain*|fail*|unknown*)
                 scontrol update NodeName="$host" State=RESUME >/dev/null 2>&1 || true ;;
         esac
         sleep 1

@@ -23,6 +23,65 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(result.summary())
 
 
+def _thresholds(args: argparse.Namespace):
+    from .shapes import ShapeThresholds
+
+    return ShapeThresholds(barrier_tol=args.barrier_tol, plateau_alpha=args.plateau_alpha)
+
+
+def _add_threshold_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--barrier-tol", type=float, default=0.01, help="Δ above this (loss units) is a barrier")
+    p.add_argument("--plateau-alpha", type=float, default=0.7, help="α_half at or above this is a plateau")
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .io import write_parquet
+    from .paths import InterpolationSettings, interpolate_run
+    from .shapes import shape_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = InterpolationSettings(
+        starts=tuple(args.start or ["init"]), full=not args.no_full, groups=args.groups,
+        param_groups=args.param_groups, bn_modes=tuple(args.bn_mode or ["interpolate"]), alphas=args.alphas,
+        splits=tuple(args.splits.split(",")), bn_subset=args.bn_subset, batch_size=args.batch_size, device=args.device)
+    out = Path(args.out)
+    try:
+        table = interpolate_run(args.run, args.eval_cache, settings, run_id=args.run_id, scratch=out.parent,
+                                progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as err:
+        raise SettingsError(str(err)) from None
+    write_parquet(table, out)
+    shapes = shape_table(table, _thresholds(args))
+    if args.shapes:
+        write_parquet(shapes, args.shapes)
+    summary = shapes[shapes["split"] == "train"][["path", "start", "group", "param_group", "bn_mode", "label", "delta"]]
+    print(f"{len(table)} rows -> {out}")
+    print(summary.to_string(index=False))
+
+
+def _cmd_barrier_init(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .barrier import write_barrier_inits
+
+    paths_file = Path(args.paths)
+    if not paths_file.is_file():
+        raise SettingsError(f"--paths: file not found: {paths_file}")
+    try:
+        info = write_barrier_inits(pd.read_parquet(paths_file), args.out, offset=args.offset,
+                                   thresholds=_thresholds(args), split=args.split)
+    except ValueError as err:
+        raise SettingsError(f"{paths_file}: {err}") from None
+    if info["has_barrier"]:
+        print(f"barrier at alpha={info['alpha_star']:g} (height {info['barrier_height']:.4g}); "
+              f"wrote {', '.join(f'{k}.pt' for k in info['alphas'])} to {args.out}")
+    else:
+        print(f"{info['reason']}; wrote {args.out}/barrier.yaml only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linpath", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -36,13 +95,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_train)
 
-    for register in _EXTRA_VERBS:
-        register(verbs)
+    p = verbs.add_parser("interpolate", help="loss and accuracy along linear paths of a finished run -> parquet")
+    p.add_argument("--run", required=True, help="run directory written by `linpath train`")
+    p.add_argument("--eval-cache", default="results/cache/eval", help="folder of cached evaluation splits")
+    p.add_argument("--out", required=True, help="long-format parquet, one row per path, split and α")
+    p.add_argument("--shapes", help="also write the per-path shape metrics here (parquet)")
+    p.add_argument("--run-id", help="run_id column (default: the run directory name)")
+    p.add_argument("--start", action="append",
+                   help="path start: init (default), epoch:<t>, other:<seed>, or <label>=<state file>; repeatable")
+    p.add_argument("--no-full", action="store_true", help="skip the full-model path")
+    p.add_argument("--groups", action="store_true", help="add the group-wise path of every group")
+    p.add_argument("--param-groups", action="store_true", help="add weights / BN affine / BN stats paths per group")
+    p.add_argument("--bn-mode", action="append", choices=["interpolate", "recompute"], help="repeatable")
+    p.add_argument("--alphas", default=None, help='"start:stop:count" or a comma list (default 0:1:51)')
+    p.add_argument("--splits", default="train,test")
+    p.add_argument("--bn-subset", type=int, default=1024, help="training samples for BN recomputation")
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    _add_threshold_args(p)
+    p.set_defaults(func=_cmd_interpolate)
+
+    p = verbs.add_parser("barrier-init", help="states at the barrier peak of a run's full path, and before/after it")
+    p.add_argument("--paths", required=True, help="parquet from `linpath interpolate` holding the full path")
+    p.add_argument("--out", required=True, help="folder for barrier.yaml and at.pt / before.pt / after.pt")
+    p.add_argument("--offset", type=float, default=0.1, help="δ: before = α*−δ, after = α*+δ")
+    p.add_argument("--split", default="train")
+    _add_threshold_args(p)
+    p.set_defaults(func=_cmd_barrier_init)
     return parser
-
-
-# Later modules add verbs here (paths, barrier extraction, tables) without touching train's.
-_EXTRA_VERBS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,11 +96,12 @@ def _digits(spec: DataSpec) -> Source:
     return _image_source(Split(images[train_idx], labels[train_idx]), Split(images[test_idx], labels[test_idx]), 10)
 
 
+_IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
 _TORCHVISION = {
     "cifar10": (tvd.CIFAR10, 10, "cifar-10-batches-py/{data_batch_1..5, test_batch}"),
     "cifar100": (tvd.CIFAR100, 100, "cifar-100-python/{train, test}"),
-    "mnist": (tvd.MNIST, 10, "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
-    "fashion_mnist": (tvd.FashionMNIST, 10, "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"),
+    "mnist": (tvd.MNIST, 10, "MNIST/raw/: " + _IDX_FILES),
+    "fashion_mnist": (tvd.FashionMNIST, 10, "FashionMNIST/raw/: " + _IDX_FILES),
 }
 
 
@@ -110,8 +112,13 @@ def _torchvision_split(spec: DataSpec, train: bool) -> Split:
     except RuntimeError as err:
         hint = "" if spec.download else " (or set data.download: true where the network allows)"
         raise DataError(
-            f"data.dataset={spec.dataset}: files not found under data.root={spec.root!r}: "
-            f"expected {spec.root}/{files}{hint}. torchvision said: {err}"
+            f"data.dataset={spec.dataset}: files missing or failing the official checksum under "
+            f"data.root={spec.root!r}: expected {spec.root}/{files}{hint}. torchvision said: {err}"
+        ) from None
+    except (AssertionError, ValueError, TypeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise DataError(
+            f"data.dataset={spec.dataset}: unreadable files under data.root={spec.root!r} "
+            f"({spec.root}/{files}): {type(err).__name__} {err}"
         ) from None
     x = torch.as_tensor(np.asarray(ds.data))
     x = x.permute(0, 3, 1, 2) if x.dim() == 4 else x.unsqueeze(1)  # CIFAR is NHWC, MNIST NHW

@@ -129,6 +129,11 @@ class TrainSpec:
             raise SettingsError(f"{where}.betas must have two numbers, got {self.betas}")
         for m in self.milestones:
             _positive(m, f"{where}.milestones")
+        for group, override in self.group_overrides.items():
+            for key in ("lr", "weight_decay"):
+                value = getattr(override, key)
+                if value is not None and value < 0:
+                    raise SettingsError(f"{where}.group_overrides.{group}.{key} must be >= 0, got {value}")
         if self.until_train_acc is not None and not 0 < self.until_train_acc <= 1:
             raise SettingsError(f"{where}.until_train_acc must be in (0, 1], got {self.until_train_acc}")
 
@@ -177,7 +182,10 @@ class RunSpec:
         path = Path(path)
         if not path.is_file():
             raise SettingsError(f"run settings file not found: {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise SettingsError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(raw, dict):
             raise SettingsError(f"{path}: expected a mapping of settings at top level")
         try:

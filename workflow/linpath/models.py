@@ -243,5 +243,10 @@ def load_pretrained(model: nn.Module, state: dict[str, torch.Tensor]) -> list[st
             raise SettingsError(f"pretrained tensor {key} has shape {tuple(value.shape)}, model expects {tuple(own[key].shape)}")
         own[key] = value
         copied.append(key)
+    missing = [k for k in own if not k.startswith(_REPLACED_BY_STUDY) and k not in state]
+    if missing:
+        raise SettingsError(
+            f"pretrained weights lack {len(missing)} of the model's tensors (first: {missing[0]}); "
+            "are they for another depth, or saved with a prefix such as 'module.'?")
     model.load_state_dict(own)
     return copied

@@ -67,6 +67,8 @@ def resolve(spec: RunSpec, prep: data_mod.Prepared) -> RunSpec:
     m = spec.model
     m.num_classes, m.in_channels, m.input_size = prep.num_classes, prep.in_channels, prep.input_size
     m.binary = spec.train.loss == "bce"
+    if m.binary and m.num_classes != 2:
+        raise SettingsError(f"train.loss='bce' needs a two-class dataset; data.dataset={spec.data.dataset} has {m.num_classes} classes")
     spec.validate()
     return spec
 
@@ -152,8 +154,11 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
         torch.set_num_threads(threads)
     prep = data_mod.prepare(spec.data)
     spec = resolve(spec, prep)
-    _claim_directory(spec, out)
     device = pick_device(spec.train.device)
+    models.check_group_names(models.build(spec.model), spec.train.group_overrides, "train.group_overrides")
+    resuming = (out / "checkpoint.pt").exists()
+    state = None if resuming else initial_state(spec)  # fails on bad init settings before anything is written
+    _claim_directory(spec, out)
     fast = device.type == "cuda" and spec.train.fast_cuda
     if eval_cache is not None:
         for split in ("train", "test"):
@@ -167,7 +172,7 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
     optimizer = None
     ckpt_path = out / "checkpoint.pt"
     generator = torch.Generator().manual_seed(spec.train.seed)
-    if ckpt_path.exists():
+    if resuming:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("digest") != spec.digest():
             raise SettingsError(f"{ckpt_path} belongs to other settings; remove it or use another output directory")
@@ -182,7 +187,6 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
             torch.cuda.set_rng_state(ckpt["rng_cuda"])
         history, start_epoch = list(ckpt["metrics"]), ckpt["epoch"] + 1
     else:
-        state = initial_state(spec)
         save_torch(state, out / "init.pt")
         model.load_state_dict(state)
         history, start_epoch = [], 1

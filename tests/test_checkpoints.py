@@ -1,0 +1,244 @@
+"""Checkpoints: kill-and-resume is bit-identical, unsafe pickles are refused, writes are atomic."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import pickle
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import assert_states_equal, linpath_command, load_tensors, run_dict, subprocess_env
+from linpath import cli
+from linpath.data import DataError, load_eval_split
+from linpath.hparams import RunSpec, SettingsError
+from linpath.io import CheckpointError, atomic_path, load_checkpoint, load_state, save_torch
+from linpath.train import train
+
+# --- kill -9 in the middle of a run, resume, compare with an uninterrupted run -------
+
+EPOCHS = 6
+RESUME_RUN = run_dict(
+    "resnet18_w4",
+    name="resume",
+    data={"augment": "standard"},  # augmentation draws from the global torch RNG: its restore matters
+    train={"epochs": EPOCHS, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
+           "milestones": [4], "gamma": 0.1, "seed": 3, "save_epochs": [2]},
+    init={"seed": 1},
+)
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return None
+
+
+def _kill_after_first_epoch(config: Path, out: Path) -> int:
+    """Start `linpath train` and SIGKILL it once checkpoint.pt records a finished epoch."""
+    proc = subprocess.Popen(
+        linpath_command() + ["train", "--config", str(config), "--out", str(out), "--threads", "1",
+                             "--no-progress", "--name", "resume"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=subprocess_env())
+    ckpt = out / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"linpath train ended (rc {proc.returncode}) before it could be killed:\n"
+                            f"{proc.stdout.read().decode()}")
+            epoch = _checkpoint_epoch(ckpt) if ckpt.exists() else None
+            if epoch is not None and epoch >= 1:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    return epoch
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path, write_config):
+    config = write_config(RESUME_RUN)
+
+    whole = tmp_path / "A"
+    train(RunSpec.from_dict(RESUME_RUN), whole, progress=False)
+
+    killed = tmp_path / "B"
+    _kill_after_first_epoch(config, killed)
+    assert not (killed / "final.pt").exists(), "the run was killed before it finished"
+    ckpt = load_checkpoint(killed / "checkpoint.pt")
+    k = ckpt["epoch"]
+    assert 1 <= k < EPOCHS
+    init_stamp = (killed / "init.pt").stat().st_ino, (killed / "init.pt").stat().st_mtime_ns
+
+    control = tmp_path / "C"  # the same checkpoint, but another augmentation RNG state
+    shutil.copytree(killed, control)
+    ckpt["rng_torch"] = torch.Generator().manual_seed(999).get_state()
+    save_torch(ckpt, control / "checkpoint.pt")
+
+    spec = RunSpec.from_yaml(config)
+    result = train(spec, killed, progress=False)
+
+    assert ((killed / "init.pt").stat().st_ino, (killed / "init.pt").stat().st_mtime_ns) == init_stamp, \
+        "resuming must continue from checkpoint.pt, not start again"
+    assert not (killed / "checkpoint.pt").exists()
+    assert result.epochs == EPOCHS
+    assert_states_equal(load_tensors(killed / "final.pt"), load_tensors(whole / "final.pt"))
+    assert_states_equal(load_tensors(killed / "epoch_2.pt"), load_tensors(whole / "epoch_2.pt"))
+    assert_states_equal(load_tensors(killed / "init.pt"), load_tensors(whole / "init.pt"))
+    a, b = pd.read_parquet(whole / "metrics.parquet"), pd.read_parquet(killed / "metrics.parquet")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert a["lr"].tolist() == pytest.approx([0.05] * 5 + [0.005] * 2), "milestone 4 lowers the LR for epochs 5-6"
+
+    # control: the restored RNG state is what makes B equal A
+    train(RunSpec.from_yaml(config), control, progress=False)
+    final_a, final_c = load_tensors(whole / "final.pt"), load_tensors(control / "final.pt")
+    assert not torch.equal(final_a["fc.weight"], final_c["fc.weight"])
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path, make_spec):
+    out = tmp_path / "run"
+    save_torch({"epoch": 1, "digest": "0123456789"}, out / "checkpoint.pt")
+    with pytest.raises(SettingsError, match="belongs to other settings"):
+        train(make_spec(), out, progress=False)
+    assert not (out / "final.pt").exists()
+
+
+# --- unsafe pickles -------------------------------------------------------------
+
+
+class RunsShell:
+    """Unpickling this runs a shell command: the classic malicious checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+class OpensFile:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return builtins.open, (str(self.marker), "w")
+
+
+@pytest.fixture(params=["torch.save-system", "pickle-system", "torch.save-open"])
+def evil(request, tmp_path):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pt"
+    if request.param == "torch.save-system":
+        torch.save({"fc.weight": torch.zeros(2, 2), "fc.bias": RunsShell(marker)}, path)
+    elif request.param == "pickle-system":
+        with open(path, "wb") as f:
+            pickle.dump({"fc.weight": RunsShell(marker)}, f, protocol=2)
+    else:
+        torch.save({"state_dict": {"fc.weight": OpensFile(marker)}}, path)
+    yield path, marker
+    # control: the payload is live, so "no marker" above really means "refused"
+    if not marker.exists():
+        try:
+            torch.load(path, weights_only=False)
+        except Exception:  # noqa: BLE001 - whatever the payload returns, it has run by now
+            pass
+        assert marker.exists(), "the malicious file does not do what the test assumes"
+
+
+def test_load_state_refuses_code(evil):
+    path, marker = evil
+    with pytest.raises(CheckpointError, match=r"refused to load .*evil\.pt.*weights_only"):
+        load_state(path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_eval_split(path)
+    assert not marker.exists()
+
+
+def test_training_refuses_malicious_init_source(evil, tmp_path, make_spec):
+    path, marker = evil
+    out = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="refused"):
+        train(make_spec(init={"source": str(path)}), out, progress=False)
+    with pytest.raises(CheckpointError, match="refused"):
+        train(make_spec(init={"groups": {"layer1": str(path)}}), tmp_path / "run2", progress=False)
+    assert not marker.exists()
+    assert not (out / "init.pt").exists() and not (out / "final.pt").exists()
+
+
+def test_cli_refuses_malicious_init_source(evil, tmp_path, write_config, capsys):
+    path, marker = evil
+    config = write_config(run_dict(init={"source": str(path)}))
+    code = cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "linpath train: error:" in err and "evil.pt" in err
+    assert not marker.exists()
+
+
+def test_resume_refuses_malicious_checkpoint(evil, tmp_path, make_spec):
+    path, marker = evil
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(path, out / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="refused"):
+        train(make_spec(), out, progress=False)
+    assert not marker.exists()
+
+
+# --- other unreadable files and atomic writes -------------------------------------
+
+
+def test_unreadable_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_state(tmp_path / "missing.pt")
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(1000.0)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"could not read checkpoint .*truncated\.pt"):
+        load_state(truncated)
+    not_state = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], not_state)
+    with pytest.raises(CheckpointError, match="is not a state_dict"):
+        load_state(not_state)
+    mixed = tmp_path / "mixed.pt"
+    torch.save({"w": torch.zeros(1), "epoch": 3}, mixed)
+    with pytest.raises(CheckpointError, match="is not a state_dict"):
+        load_state(mixed)
+    assert torch.equal(load_state(good)["w"], torch.arange(1000.0))
+
+
+def test_atomic_writes_leave_no_partial_file(tmp_path):
+    target = tmp_path / "sub" / "state.pt"
+    with pytest.raises(ZeroDivisionError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a file")
+            1 / 0
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    save_torch({"w": torch.ones(3)}, target)
+    assert torch.equal(load_state(target)["w"], torch.ones(3))
+    assert [p.name for p in target.parent.iterdir()] == ["state.pt"]
+
+
+def test_eval_split_of_the_wrong_kind(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(DataError, match="not an evaluation split"):
+        load_eval_split(path)

@@ -1,0 +1,300 @@
+"""Training runs: learning, the run directory, schedules, partial re-initialisation, group LRs,
+divergence and settings errors."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import assert_states_equal, load_tensors, run_dict, run_spec
+from linpath import data, models
+from linpath.hparams import RunSpec, SettingsError
+from linpath.io import save_torch
+from linpath.train import TrainingDiverged, evaluate, initial_state, make_optimizer, train
+
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+
+
+def read_metrics(out) -> pd.DataFrame:
+    return pd.read_parquet(out / "metrics.parquet")
+
+
+# --- a tiny run learns and leaves a complete run directory -------------------------
+
+
+def test_mlp_run_directory(trained_mlp):
+    out, spec, result = trained_mlp
+    for name in ("run.yaml", "init.pt", "final.pt", "metrics.parquet", "epoch_1.pt", "epoch_2.pt"):
+        assert (out / name).is_file(), name
+    assert not (out / "epoch_3.pt").exists() and not (out / "checkpoint.pt").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+    metrics = read_metrics(out)
+    assert set(METRIC_COLUMNS) <= set(metrics.columns)
+    assert metrics["epoch"].tolist() == [0, 1, 2, 3]
+    assert (metrics["run"] == spec.name).all()
+    assert result.epochs == 3
+    last = metrics.iloc[-1]
+    assert (result.train_loss, result.test_acc) == (last["train_loss"], last["test_acc"])
+    assert str(out) in result.summary() and "3 epochs" in result.summary()
+
+
+def test_mlp_learns(trained_mlp):
+    out, _, _ = trained_mlp
+    metrics = read_metrics(out)
+    first, last = metrics.iloc[0], metrics.iloc[-1]
+    assert last["train_loss"] < 0.5 * first["train_loss"]
+    assert last["test_loss"] < 0.5 * first["test_loss"]
+    assert last["train_acc"] > 0.8 and last["test_acc"] > 0.7  # chance is 0.1
+    assert first["test_acc"] < 0.3
+
+
+def test_run_yaml_rebuilds_the_model_and_its_metrics(trained_mlp):
+    out, _, _ = trained_mlp
+    spec = RunSpec.from_yaml(out / "run.yaml")
+    assert (spec.model.num_classes, spec.model.in_channels, spec.model.input_size) == (10, 1, 8)
+    model = models.build(spec.model)
+    model.load_state_dict(load_tensors(out / "final.pt"))  # strict: every key, right shapes
+    prep = data.prepare(spec.data)
+    test_loss, test_acc = evaluate(model, prep.test_x, prep.test_y, spec.train.loss)
+    last = read_metrics(out).iloc[-1]
+    assert math.isclose(test_loss, last["test_loss"], rel_tol=1e-6)
+    assert test_acc == last["test_acc"]
+    # θ₀ is re-derivable from the settings alone
+    assert_states_equal(load_tensors(out / "init.pt"), initial_state(spec))
+
+
+def test_saved_epochs_are_the_states_between(trained_mlp):
+    out, _, _ = trained_mlp
+    states = [load_tensors(out / f) for f in ("init.pt", "epoch_1.pt", "epoch_2.pt", "final.pt")]
+    for a, b in zip(states, states[1:]):
+        assert a.keys() == b.keys()
+        assert not torch.equal(a["layers.0.weight"], b["layers.0.weight"])
+
+
+def test_finished_run_is_not_retrained(trained_mlp):
+    out, spec, result = trained_mlp
+    stamp = (out / "final.pt").stat().st_mtime_ns, (out / "final.pt").stat().st_ino
+    again = train(RunSpec.from_dict(spec.to_dict()), out, progress=False)
+    assert ((out / "final.pt").stat().st_mtime_ns, (out / "final.pt").stat().st_ino) == stamp
+    assert (again.epochs, again.train_loss, again.test_acc) == (result.epochs, result.train_loss, result.test_acc)
+
+
+def test_directory_of_another_run_is_refused(trained_mlp):
+    out, spec, _ = trained_mlp
+    other = RunSpec.from_dict(spec.to_dict())
+    other.train.lr = 0.2
+    with pytest.raises(SettingsError, match="already holds a run with other settings"):
+        train(other, out, progress=False)
+
+
+def test_resnet18_learns(tmp_path):
+    out = tmp_path / "resnet"
+    result = train(run_spec("resnet18", train={"epochs": 3, "save_epochs": [2]}), out, progress=False)
+    metrics = read_metrics(out)
+    assert metrics["epoch"].tolist() == [0, 1, 2, 3]
+    first, last = metrics.iloc[0], metrics.iloc[-1]
+    assert last["train_loss"] < 0.5 * first["train_loss"]
+    assert last["train_acc"] > 0.6 and last["test_acc"] > 0.5  # chance is 0.1
+    assert (out / "epoch_2.pt").is_file() and not (out / "epoch_1.pt").exists()
+    spec = RunSpec.from_yaml(out / "run.yaml")
+    model = models.build(spec.model)
+    model.load_state_dict(load_tensors(out / "final.pt"))
+    assert model.conv1.weight.shape == (8, 1, 3, 3)
+    assert result.test_acc == last["test_acc"]
+
+
+def test_step_schedule_and_early_stop(tmp_path):
+    out = tmp_path / "sched"
+    train(run_spec(train={"epochs": 3, "lr": 0.1, "milestones": [2], "gamma": 0.1}), out, progress=False)
+    lrs = read_metrics(out)["lr"].tolist()
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.01])
+
+    out = tmp_path / "until"
+    train(run_spec(train={"epochs": 30, "lr": 0.1, "until_train_acc": 0.5}), out, progress=False)
+    metrics = read_metrics(out)
+    assert metrics["train_acc"].iloc[-1] >= 0.5
+    assert len(metrics) < 31 and (metrics["train_acc"].iloc[:-1] < 0.5).all()
+
+
+def test_binary_spiral_run(tmp_path):
+    out = tmp_path / "spiral"
+    raw = run_dict(
+        data={"dataset": "spiral", "spiral": {"n_train": 1000, "n_test": 200}},
+        train={"loss": "bce", "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "batch_size": 100, "epochs": 4},
+    )
+    train(RunSpec.from_dict(raw), out, progress=False)
+    spec = RunSpec.from_yaml(out / "run.yaml")
+    assert spec.model.binary and spec.model.num_classes == 2 and spec.model.in_channels == 2
+    final = load_tensors(out / "final.pt")
+    assert final["layers.1.weight"].shape == (1, 16)
+    metrics = read_metrics(out)
+    assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+    assert metrics["train_loss"].iloc[0] == pytest.approx(math.log(2), abs=0.1)
+
+
+# --- partial re-initialisation and per-group learning rates ------------------------
+
+
+def distinct_state(spec: RunSpec, seed: int) -> dict[str, torch.Tensor]:
+    """A state of the right shapes in which *every* tensor differs from any seeded init."""
+    torch.manual_seed(seed)
+    state = models.build(spec.model).state_dict()
+    return {k: (v + 1.5 if v.is_floating_point() else v + 7) for k, v in state.items()}
+
+
+def resolved(model: str = "resnet18_w4", **sections) -> RunSpec:
+    spec = run_spec(model, **sections)
+    spec.model.in_channels, spec.model.input_size = 1, 8  # what training resolves from the digits
+    return spec
+
+
+def test_init_group_from_another_state(tmp_path):
+    base = resolved()
+    donor_path = tmp_path / "donor.pt"
+    donor = distinct_state(base, seed=11)
+    save_torch(donor, donor_path)
+    out = tmp_path / "partial"
+    train(run_spec("resnet18_w4", train={"epochs": 1}, init={"groups": {"block2": str(donor_path)}}), out, progress=False)
+
+    theta0 = load_tensors(out / "init.pt")
+    plain = initial_state(base)
+    block2 = set(models.groups(models.build(base.model))["block2"])
+    assert block2 and len(block2) < len(theta0)
+    for key, value in theta0.items():
+        assert torch.equal(value, donor[key] if key in block2 else plain[key]), key
+
+
+def test_init_group_random_inside_a_loaded_source(tmp_path):
+    base = resolved()
+    source_path = tmp_path / "source.pt"
+    source = distinct_state(base, seed=12)
+    torch.save({"state_dict": source}, source_path)  # the common wrapped layout is accepted too
+    spec = resolved(init={"source": str(source_path), "groups": {"block3": "random"}})
+    theta0 = initial_state(spec)
+    seeded = initial_state(base)
+    block3 = set(models.groups(models.build(base.model))["block3"])
+    for key, value in theta0.items():
+        assert torch.equal(value, seeded[key] if key in block3 else source[key]), key
+
+
+def test_init_groups_errors_name_the_setting(tmp_path):
+    with pytest.raises(SettingsError, match=r"init\.groups: unknown group 'layer3'.*stem, block1"):
+        initial_state(resolved(init={"groups": {"layer3": "random"}}))
+    with pytest.raises(SettingsError, match=r"init\.groups\.block2: state file not found"):
+        initial_state(resolved(init={"groups": {"block2": str(tmp_path / "missing.pt")}}))
+    wider = resolved("resnet18")  # width 8
+    path = tmp_path / "wide.pt"
+    save_torch(initial_state(wider), path)
+    with pytest.raises(SettingsError, match=r"init\.groups\.block2: .*wide\.pt: tensor \S+ has shape"):
+        initial_state(resolved(init={"groups": {"block2": str(path)}}))
+    with pytest.raises(SettingsError, match=r"init\.source: .*wide\.pt"):
+        initial_state(resolved(init={"source": str(path)}))
+
+
+def test_group_with_zero_lr_does_not_move(tmp_path):
+    out = tmp_path / "frozen"
+    spec = run_spec("resnet18_w4", train={"epochs": 1, "group_overrides": {"block2": {"lr": 0.0}}})
+    train(spec, out, progress=False)
+    theta0, final = load_tensors(out / "init.pt"), load_tensors(out / "final.pt")
+    model = models.build(RunSpec.from_yaml(out / "run.yaml").model)
+    groups = models.groups(model)
+    params = {name for name, _ in model.named_parameters()}
+    for group, keys in groups.items():
+        moved = [k for k in keys if k in params and not torch.equal(theta0[k], final[k])]
+        if group == "block2":
+            assert not moved, f"block2 parameters moved with lr 0: {moved}"
+        else:
+            assert moved, f"{group} did not train"
+    stats = [k for k in groups["block2"] if k.endswith("running_mean")]
+    assert stats and all(not torch.equal(theta0[k], final[k]) for k in stats), "BN statistics still update"
+
+
+def test_group_overrides_reach_the_optimizer():
+    spec = resolved(train={"lr": 0.1, "weight_decay": 5e-4, "optimizer": "adam",
+                           "group_overrides": {"block1": {"lr": 0.001}, "head": {"weight_decay": 0.0}}})
+    model = models.build(spec.model)
+    opt = make_optimizer(spec, model)
+    by_group = {g["group"]: g for g in opt.param_groups}
+    assert list(by_group) == ["stem", "block1", "block2", "block3", "block4", "head"]
+    assert (by_group["block1"]["lr"], by_group["block1"]["weight_decay"]) == (0.001, 5e-4)
+    assert (by_group["head"]["lr"], by_group["head"]["weight_decay"]) == (0.1, 0.0)
+    assert (by_group["block4"]["lr"], by_group["block4"]["weight_decay"]) == (0.1, 5e-4)
+    assert isinstance(opt, torch.optim.Adam)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    with pytest.raises(SettingsError, match=r"train\.group_overrides: unknown group 'block5'"):
+        make_optimizer(resolved(train={"group_overrides": {"block5": {"lr": 0.1}}}), model)
+
+
+# --- divergence and settings errors ---------------------------------------------
+
+
+def test_huge_lr_raises_training_diverged(tmp_path):
+    out = tmp_path / "boom"
+    spec = run_spec(name="diverge-me", train={"lr": 1e10, "epochs": 3})
+    with pytest.raises(TrainingDiverged, match=r"run diverge-me: training loss became (nan|inf|-inf) in epoch \d"):
+        train(spec, out, progress=False)
+    assert not (out / "final.pt").exists() and not (out / "metrics.parquet").exists()
+
+
+BAD_SETTINGS = [
+    ({"train": {"lrr": 0.1}}, "train.lrr"),
+    ({"train": {"lr": "abc"}}, "train.lr"),
+    ({"train": {"lr": -1.0}}, "train.lr"),
+    ({"model": {"arch": "resnet19"}}, "model.arch"),
+    ({"data": {"dataset": "imagenet"}}, "data.dataset"),
+    ({"data": {"augment": "heavy"}}, "data.augment"),
+    ({"data": {"subset": 0.0}}, "data.subset"),
+    ({"train": {"epochs": 2.5}}, "train.epochs"),
+    ({"train": {"milestones": 3}}, "train.milestones"),
+    ({"train": {"milestones": [2, "x"]}}, "train.milestones[1]"),
+    ({"model": {"batchnorm": "yes"}}, "model.batchnorm"),
+    ({"train": {"group_overrides": {"block2": {"lrr": 0.0}}}}, "train.group_overrides.block2.lrr"),
+    ({"init": {"groups": {"block2": 3}}}, "init.groups.block2"),
+    ({"trian": {"lr": 0.1}}, "trian"),
+]
+
+
+@pytest.mark.parametrize("bad,setting", BAD_SETTINGS, ids=[s for _, s in BAD_SETTINGS])
+def test_settings_errors_name_the_setting(bad, setting):
+    with pytest.raises(SettingsError) as err:
+        RunSpec.from_dict({**run_dict(), **{k: {**run_dict().get(k, {}), **v} for k, v in bad.items()}})
+    assert setting in str(err.value)
+
+
+def test_yaml_round_trip_and_digest(tmp_path, make_dict):
+    raw = make_dict(train={"weight_decay": "5e-4", "group_overrides": {"head": {"lr": 0.01}}})
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  weight_decay: 5e-4\n  lr: 1e-2\n")  # YAML 1.1 reads these as strings
+    assert RunSpec.from_yaml(path).train.weight_decay == 5e-4 and RunSpec.from_yaml(path).train.lr == 0.01
+    spec = RunSpec.from_dict(raw)
+    path.write_text(yaml.safe_dump(spec.to_dict()))
+    again = RunSpec.from_yaml(path)
+    assert again == spec and again.digest() == spec.digest()
+    renamed = RunSpec.from_dict({**raw, "name": "other"})
+    assert renamed.digest() == spec.digest(), "the free-text name is not a setting"
+    assert RunSpec.from_dict(make_dict(train={"seed": 1})).digest() != spec.digest()
+    with pytest.raises(SettingsError, match="not found"):
+        RunSpec.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_late_settings_error_leaves_the_directory_usable(tmp_path):
+    out = tmp_path / "late"
+    with pytest.raises(SettingsError, match=r"train\.group_overrides: unknown group 'block2'"):
+        train(run_spec(train={"epochs": 1, "group_overrides": {"block2": {"lr": 0.0}}}), out, progress=False)
+    assert not (out / "run.yaml").exists()
+    train(run_spec(train={"epochs": 1, "group_overrides": {"layer2": {"lr": 0.0}}}), out, progress=False)
+
+
+@pytest.mark.parametrize("override,setting", [
+    ({"lr": -1.0}, "train.group_overrides.layer1.lr"),
+    ({"weight_decay": -0.1}, "train.group_overrides.layer1.weight_decay"),
+], ids=["lr", "weight_decay"])
+def test_negative_group_override_is_a_settings_error(override, setting):
+    with pytest.raises(SettingsError, match=re.escape(setting)):
+        run_spec(train={"group_overrides": {"layer1": override}})

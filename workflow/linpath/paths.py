@@ -1,0 +1,385 @@
+"""Loss and accuracy along linear paths between two states of one network.
+
+`PathEvaluator` keeps one model and the evaluation tensors on the device and
+writes each interpolated state into that model in place. For a group-wise path
+(only one group moves, eq. 2) the stages before the moving group see θ_T for
+every α, so with BatchNorm in eval mode their output is computed once and
+reused for the whole sweep.
+
+BatchNorm modes: "interpolate" treats running_mean/var like parameters;
+"recompute" resets them at every α and recomputes them on a fixed,
+non-augmented training subset (torch.optim.swa_utils.update_bn).
+`num_batches_tracked` is never interpolated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.fx
+from torch import nn
+from torch.optim.swa_utils import update_bn
+from tqdm.auto import tqdm
+
+from . import models
+from .objective import summed_loss_and_correct
+
+BN_MODES = ("interpolate", "recompute")
+PARAM_GROUPS = ("all", "weights", "bn_affine", "bn_stats")
+FULL = "all"  # group name of the full-model path
+
+
+def alpha_grid(spec: str | list[float] | None = None) -> np.ndarray:
+    """α values: a list, "start:stop:count" (inclusive), or the default 0, 0.02, …, 1."""
+    if spec is None:
+        return np.linspace(0.0, 1.0, 51)
+    if isinstance(spec, str):
+        parts = spec.split(":")
+        if len(parts) == 3:
+            return np.linspace(float(parts[0]), float(parts[1]), int(parts[2]))
+        return np.array([float(a) for a in spec.split(",")])
+    return np.asarray(spec, dtype=float)
+
+
+def tensor_kinds(model: nn.Module) -> dict[str, str]:
+    """state_dict key -> weights | bn_affine | bn_stats | counter (never interpolated)."""
+    kinds: dict[str, str] = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            kinds.update({prefix + "weight": "bn_affine", prefix + "bias": "bn_affine",
+                          prefix + "running_mean": "bn_stats", prefix + "running_var": "bn_stats",
+                          prefix + "num_batches_tracked": "counter"})
+        else:
+            for pname, _ in module.named_parameters(recurse=False):
+                kinds[prefix + pname] = "weights"
+    state = model.state_dict()
+    for key, value in state.items():
+        kinds.setdefault(key, "weights" if value.is_floating_point() else "counter")
+    return {k: kinds[k] for k in state}
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, batchnorm) module names where the BN reads only that conv's output."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # a model fx cannot trace is evaluated unfolded
+        return []
+    mods = dict(model.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(mods[node.target], nn.modules.batchnorm._BatchNorm):
+            continue
+        src = node.args[0]
+        if (isinstance(src, torch.fx.Node) and src.op == "call_module" and isinstance(mods[src.target], nn.Conv2d)
+                and len(src.users) == 1):
+            pairs.append((src.target, node.target))
+    return pairs
+
+
+class FoldedTwin:
+    """An inference copy of the model with each eval-mode BatchNorm folded into
+    the conv before it, laid out channels_last: the same function, fewer and
+    faster kernels. `refresh(keys)` re-derives the twin's tensors touched by
+    the given keys of the original model."""
+
+    def __init__(self, model: nn.Module, pairs: list[tuple[str, str]]):
+        self.source = model.state_dict()
+        self.model = copy.deepcopy(model).eval()
+        self.eps = {bn: model.get_submodule(bn).eps for _, bn in pairs}
+        for conv_name, bn_name in pairs:
+            conv = self.model.get_submodule(conv_name)
+            if conv.bias is None:
+                conv.bias = nn.Parameter(torch.zeros(conv.out_channels, device=conv.weight.device))
+            parent, _, leaf = bn_name.rpartition(".")
+            setattr(self.model.get_submodule(parent) if parent else self.model, leaf, nn.Identity())
+        self.model.to(memory_format=torch.channels_last)
+        self.target = self.model.state_dict()
+        self.owner: dict[str, tuple[str, str]] = {}
+        for conv_name, bn_name in pairs:
+            for key in self.source:
+                if key.startswith((conv_name + ".", bn_name + ".")):
+                    self.owner[key] = (conv_name, bn_name)
+        self.refresh(list(self.source))
+
+    def refresh(self, keys) -> None:
+        touched = set()
+        for key in keys:
+            if key in self.owner:
+                touched.add(self.owner[key])
+            elif key in self.target:
+                self.target[key].copy_(self.source[key])
+        for conv_name, bn_name in touched:
+            src = self.source
+            scale = src[f"{bn_name}.weight"] / torch.sqrt(src[f"{bn_name}.running_var"] + self.eps[bn_name])
+            bias = src.get(f"{conv_name}.bias")
+            bias = torch.zeros_like(scale) if bias is None else bias
+            self.target[f"{conv_name}.weight"].copy_(src[f"{conv_name}.weight"] * scale.reshape(-1, 1, 1, 1))
+            self.target[f"{conv_name}.bias"].copy_((bias - src[f"{bn_name}.running_mean"]) * scale + src[f"{bn_name}.bias"])
+
+
+@dataclass
+class EvalSplit:
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    source: str = ""  # file the tensors came from (recorded as eval_data)
+
+
+class PathEvaluator:
+    """Sweeps linear paths of one architecture over fixed evaluation splits."""
+
+    def __init__(self, model: nn.Module, splits: list[EvalSplit], loss: str, *, device: str | torch.device = "cpu",
+                 batch_size: int = 2048, bn_data: torch.Tensor | None = None, bn_batch_size: int = 256,
+                 reuse_prefix: bool = True, fold_bn: bool = True, progress: bool = False):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.live = self.model.state_dict()  # tensors sharing storage with the model
+        pairs = conv_bn_pairs(self.model) if fold_bn else []
+        self.twin = FoldedTwin(self.model, pairs) if pairs else None
+        self.runner = self.twin.model if self.twin else self.model
+        layout = torch.channels_last if self.twin else torch.contiguous_format
+        self.splits = [EvalSplit(s.name, _to(s.x, self.device, layout), s.y.to(self.device), s.source) for s in splits]
+        self.loss = loss
+        self.batch_size = batch_size
+        self.bn_batches = None if bn_data is None else list(bn_data.to(self.device).split(bn_batch_size))
+        self.reuse_prefix = reuse_prefix
+        self.progress = progress
+        self.stages = models.stages(self.runner)
+        self.stage_index = {name: i for i, (name, _) in enumerate(self.stages)}
+        self.groups = models.groups(self.model)
+        self.kinds = tensor_kinds(self.model)
+
+    def moving_keys(self, group: str, param_group: str = "all") -> list[str]:
+        if param_group not in PARAM_GROUPS:
+            raise ValueError(f"param_group must be one of {PARAM_GROUPS}, got {param_group!r}")
+        if group == FULL:
+            keys = list(self.live)
+        elif group in self.groups:
+            keys = self.groups[group]
+        else:
+            raise ValueError(f"unknown group {group!r} (groups: {', '.join(self.groups)})")
+        keys = [k for k in keys if self.kinds[k] != "counter"]
+        if param_group != "all":
+            keys = [k for k in keys if self.kinds[k] == param_group]
+        return keys
+
+    @torch.inference_mode()
+    def sweep(self, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alphas, *,
+              group: str = FULL, param_group: str = "all", bn_mode: str = "interpolate") -> pd.DataFrame:
+        """Loss and accuracy at every α of θ(α) = θ_T with `group` moved from start to end."""
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        recompute = bn_mode == "recompute" and has_batchnorm(self.model)
+        if recompute and self.bn_batches is None:
+            raise ValueError("bn_mode='recompute' needs bn_data (a non-augmented training subset)")
+        keys = self.moving_keys(group, param_group)
+        for key, value in end.items():
+            self.live[key].copy_(value)
+        self._sync_twin(self.live)
+        a_dev = {k: start[k].to(self.device, torch.float32) for k in keys}
+        b_dev = {k: end[k].to(self.device, torch.float32) for k in keys}
+        first = self.stage_index[group] if (group != FULL and self.reuse_prefix and not recompute) else 0
+        inputs = [self._run(self.stages[:first], s.x) for s in self.splits]
+        rows = []
+        for alpha in tqdm(np.asarray(alphas, dtype=float), desc=f"{group}/{param_group}", leave=False,
+                          disable=not self.progress, unit="α"):
+            for k in keys:
+                torch.lerp(a_dev[k], b_dev[k], float(alpha), out=self.live[k])
+            if recompute:
+                with torch.inference_mode(False), torch.no_grad():
+                    update_bn(self.bn_batches, self.model)
+                self.model.eval()
+            self._sync_twin(self.live if recompute else keys)
+            for split, h in zip(self.splits, inputs):
+                loss, acc = self._score(self.stages[first:], h, split.y)
+                rows.append({"alpha": float(alpha), "split": split.name, "loss": loss, "accuracy": acc})
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "bn_mode", bn_mode)
+        frame.insert(0, "param_group", param_group)
+        frame.insert(0, "group", group)
+        return frame
+
+    def _sync_twin(self, keys) -> None:
+        if self.twin is not None:
+            self.twin.refresh(keys)
+
+    def _run(self, stages, x: torch.Tensor) -> torch.Tensor:
+        if not stages:
+            return x
+        return torch.cat([_forward(stages, x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
+    def _score(self, stages, h: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for i in range(0, len(y), self.batch_size):
+            s, c = summed_loss_and_correct(_forward(stages, h[i : i + self.batch_size]), y[i : i + self.batch_size], self.loss)
+            total += s.double()
+            correct += c
+        return (total / len(y)).item(), (correct.double() / len(y)).item()
+
+
+def _to(x: torch.Tensor, device: torch.device, layout) -> torch.Tensor:
+    x = x.to(device)
+    return x.contiguous(memory_format=layout) if x.dim() == 4 else x
+
+
+def _forward(stages, x: torch.Tensor) -> torch.Tensor:
+    for _, stage in stages:
+        x = stage(x)
+    return x
+
+
+# --- plans: which paths a run asks for --------------------------------------
+
+
+@dataclass
+class PathRequest:
+    """One path: `group` moves from `start_state` to `end_state` (the rest stays at the end)."""
+
+    start: str  # label of the start point: init, other_init, epoch_<t>, ...
+    start_state: str
+    end_state: str
+    group: str = FULL
+    param_group: str = "all"
+
+    @property
+    def kind(self) -> str:
+        if self.group == FULL:
+            return "full"
+        return "group" if self.param_group == "all" else "param_group"
+
+
+def plan_requests(model: nn.Module, start: str, start_state: str, end_state: str, *, full: bool = True,
+                  groups: bool = False, param_groups: bool = False) -> list[PathRequest]:
+    """The full path and/or every group-wise / parameter-group path of one start→end pair."""
+    out = [PathRequest(start, start_state, end_state)] if full else []
+    kinds = tensor_kinds(model)
+    for group, keys in models.groups(model).items():
+        if groups:
+            out.append(PathRequest(start, start_state, end_state, group))
+        if param_groups:
+            present = {kinds[k] for k in keys}
+            for pg in ("weights", "bn_affine", "bn_stats"):
+                if pg in present and len(present - {"counter"}) > 1:
+                    out.append(PathRequest(start, start_state, end_state, group, pg))
+    return out
+
+
+def run_requests(evaluator: PathEvaluator, requests: list[PathRequest], alphas, bn_modes=("interpolate",),
+                 run_id: str = "", load=None) -> pd.DataFrame:
+    """Evaluate every request in every BN mode into one long-format table."""
+    from .io import load_state
+
+    load = load or load_state
+    cache: dict[str, dict] = {}
+
+    def state(path: str) -> dict:
+        if path not in cache:
+            cache[path] = load(path)
+        return cache[path]
+
+    frames = []
+    jobs = [(r, m) for r in requests for m in bn_modes]
+    for request, mode in tqdm(jobs, desc=f"paths {run_id}".strip(), unit="path", disable=not evaluator.progress):
+        frame = evaluator.sweep(state(request.start_state), state(request.end_state), alphas,
+                                group=request.group, param_group=request.param_group, bn_mode=mode)
+        frame.insert(0, "start", request.start)
+        frame.insert(0, "path", request.kind)
+        frame.insert(0, "run_id", run_id)
+        frame["start_state"] = str(request.start_state)
+        frame["end_state"] = str(request.end_state)
+        frame["eval_data"] = frame["split"].map({s.name: s.source for s in evaluator.splits})
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_eval_splits(run_dir: str | Path, cache_dir: str | Path, splits=("train", "test")) -> list[EvalSplit]:
+    """The cached evaluation tensors of a run's data (written on first use)."""
+    from . import data as data_mod
+    from .hparams import RunSpec
+
+    spec = RunSpec.from_yaml(Path(run_dir) / "run.yaml")
+    out = []
+    for split in splits:
+        path = data_mod.write_eval_split(spec.data, split, cache_dir)
+        x, y = data_mod.load_eval_split(path)
+        out.append(EvalSplit(split, x, y, str(path)))
+    return out
+
+
+@dataclass
+class InterpolationSettings:
+    """What to measure for one run (the `linpath interpolate` options)."""
+
+    starts: tuple[str, ...] = ("init",)  # init | epoch:<t> | other:<seed> | <label>=<state file>
+    full: bool = True
+    groups: bool = False
+    param_groups: bool = False
+    bn_modes: tuple[str, ...] = ("interpolate",)
+    alphas: str | None = None
+    splits: tuple[str, ...] = ("train", "test")
+    bn_subset: int = 1024
+    batch_size: int = 2048
+    device: str = "auto"
+
+
+def resolve_start(run_dir: Path, start: str, spec, scratch: Path) -> tuple[str, str]:
+    """(label, state file) of a start point; `other:<seed>` writes that random init into `scratch`."""
+    from .io import save_torch
+
+    if start == "init":
+        return "init", str(run_dir / "init.pt")
+    if start.startswith("epoch:"):
+        t = start.split(":", 1)[1]
+        path = run_dir / f"epoch_{t}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"start {start!r}: {path} does not exist (is {t} in train.save_epochs?)")
+        return f"epoch_{t}", str(path)
+    if start.startswith("other:"):
+        seed = int(start.split(":", 1)[1])
+        path = scratch / f"other_init_seed{seed}.pt"
+        if not path.exists():
+            torch.manual_seed(seed)
+            save_torch(models.build(spec.model).state_dict(), path)
+        return "other_init", str(path)
+    if "=" in start:
+        label, path = start.split("=", 1)
+        return label, path
+    raise ValueError(f"start must be init, epoch:<t>, other:<seed> or <label>=<file>; got {start!r}")
+
+
+def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: InterpolationSettings, *,
+                    run_id: str | None = None, scratch: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Every requested path of a finished run, as one long-format table."""
+    from .hparams import RunSpec
+    from .train import pick_device
+
+    run_dir = Path(run_dir)
+    spec = RunSpec.from_yaml(run_dir / "run.yaml")
+    if not (run_dir / "final.pt").is_file():
+        raise FileNotFoundError(f"{run_dir} has no final.pt: the run has not finished")
+    scratch = Path(scratch) if scratch else run_dir
+    model = models.build(spec.model)
+    splits = run_eval_splits(run_dir, cache_dir, settings.splits)
+    train_split = run_eval_splits(run_dir, cache_dir, ("train",))[0]
+    bn_data = train_split.x[: settings.bn_subset] if "recompute" in settings.bn_modes else None
+    evaluator = PathEvaluator(model, splits, spec.train.loss, device=pick_device(settings.device),
+                              batch_size=settings.batch_size, bn_data=bn_data, progress=progress)
+    requests = []
+    for start in settings.starts:
+        label, state = resolve_start(run_dir, start, spec, scratch)
+        requests += plan_requests(model, label, state, str(run_dir / "final.pt"), full=settings.full,
+                                  groups=settings.groups, param_groups=settings.param_groups)
+    return run_requests(evaluator, requests, alpha_grid(settings.alphas), settings.bn_modes,
+                        run_id=run_id or run_dir.name)

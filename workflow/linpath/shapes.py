@@ -1,0 +1,119 @@
+"""Shape of a loss curve along a path, and distance travelled θ₀ → θ_T.
+
+Definitions (PAPER.md §1): Δ is the largest rise anywhere along the path
+(Lucas et al.); the barrier height compares the peak with the higher endpoint;
+α_half is where the loss first falls half-way from L(0) to L(1). The label
+thresholds are settings and are written beside every label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+PATH_KEYS = ["run_id", "path", "start", "group", "param_group", "bn_mode", "split"]
+
+
+@dataclass(frozen=True)
+class ShapeThresholds:
+    # A path has a barrier (label B) when Δ exceeds this many loss units.
+    barrier_tol: float = 0.01
+    # A barrier-free path is a plateau (label P) when α_half is at least this.
+    plateau_alpha: float = 0.7
+
+    def rule(self) -> str:
+        return f"B: delta>{self.barrier_tol:g}; P: no B and alpha_half>={self.plateau_alpha:g}; else NB"
+
+
+def max_rise(losses: np.ndarray) -> float:
+    """Δ = max over i<j of L_j − L_i (0 for a non-increasing curve); a rise on the last step counts."""
+    losses = np.asarray(losses, dtype=float)
+    if len(losses) < 2:
+        return 0.0
+    running_min = np.minimum.accumulate(losses)[:-1]
+    return float(max(0.0, np.max(losses[1:] - running_min)))
+
+
+def alpha_half(alphas: np.ndarray, losses: np.ndarray) -> float:
+    """First α (inside [0, 1]) where L ≤ L(0) − ½(L(0) − L(1)); NaN when the loss does not fall."""
+    alphas, losses = np.asarray(alphas, float), np.asarray(losses, float)
+    inside = (alphas >= 0) & (alphas <= 1)
+    a, l = alphas[inside], losses[inside]
+    l0, l1 = l[np.argmin(a)], l[np.argmax(a)]
+    if not l1 < l0:
+        return float("nan")
+    hit = np.nonzero(l <= l0 - 0.5 * (l0 - l1))[0]
+    return float(a[hit[0]])
+
+
+def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds()) -> dict:
+    """Every shape metric of one loss curve, with its label and the rule behind it."""
+    alphas, losses = np.asarray(alphas, float), np.asarray(losses, float)
+    order = np.argsort(alphas)
+    alphas, losses = alphas[order], losses[order]
+    inside = (alphas >= 0) & (alphas <= 1)
+    a, l = alphas[inside], losses[inside]
+    l0, l1 = float(l[0]), float(l[-1])
+    peak = int(np.argmax(l))
+    delta = max_rise(l)
+    half = alpha_half(a, l)
+    if delta > thresholds.barrier_tol:
+        label = "B"
+    elif np.isfinite(half) and half >= thresholds.plateau_alpha:
+        label = "P"
+    else:
+        label = "NB"
+    return {
+        "loss_start": l0,
+        "loss_end": l1,
+        "loss_max": float(l[peak]),
+        "delta": delta,
+        "monotonic": delta <= thresholds.barrier_tol,
+        "barrier_height": float(l[peak] - max(l0, l1)),
+        "barrier_alpha": float(a[peak]),
+        "above_start": bool(l[peak] > l0),
+        "alpha_half": half,
+        "label": label,
+        "label_rule": thresholds.rule(),
+        **{f"threshold_{k}": v for k, v in asdict(thresholds).items()},
+    }
+
+
+def shape_table(paths: pd.DataFrame, thresholds: ShapeThresholds = ShapeThresholds()) -> pd.DataFrame:
+    """One row per path (and split) of a long-format paths table."""
+    keys = [k for k in PATH_KEYS if k in paths.columns]
+    rows = []
+    for values, curve in paths.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(keys, values if isinstance(values, tuple) else (values,)))
+        row.update(curve_metrics(curve["alpha"].to_numpy(), curve["loss"].to_numpy(), thresholds))
+        acc = curve.sort_values("alpha")["accuracy"].to_numpy()
+        row["accuracy_start"], row["accuracy_end"] = float(acc[0]), float(acc[-1])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- distance travelled ------------------------------------------------------
+
+
+def distances(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], parameter_keys: list[str]) -> dict:
+    """Relative distance θ₀ → θ_T.
+
+    `relative_distance_mean`: ‖θ_T − θ₀‖_F / ‖θ₀‖_F per weight tensor (conv/linear
+    weights of dimension ≥ 2), averaged (eq. 4). `relative_distance_global`:
+    the same over all parameters at once, BN buffers excluded (Lucas et al.)."""
+    per_tensor = []
+    diff_sq = base_sq = 0.0
+    for key in parameter_keys:
+        a, b = start[key].double(), end[key].double()
+        d, n = torch.linalg.vector_norm(b - a).item(), torch.linalg.vector_norm(a).item()
+        diff_sq += d**2
+        base_sq += n**2
+        if a.dim() >= 2 and n > 0:
+            per_tensor.append(d / n)
+    return {
+        "relative_distance_mean": float(np.mean(per_tensor)) if per_tensor else float("nan"),
+        "relative_distance_global": float(np.sqrt(diff_sq) / np.sqrt(base_sq)) if base_sq > 0 else float("nan"),
+    }
