@@ -136,3 +136,34 @@ def assert_states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"tensors differ: {different[:5]} ({len(different)} of {len(a)})"
+
+
+# --- fixtures of the path-engine tests (test_paths, test_barrier, test_interpolate_cli) ---
+
+
+def run_spec_with(model: str, model_extra: dict | None = None, **sections: dict) -> RunSpec:
+    """Like `run_spec`, with extra `model` settings merged in (e.g. {"hidden": []})."""
+    raw = run_dict(model, **sections)
+    raw["model"].update(model_extra or {})
+    return RunSpec.from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The digits prepared as training sees them (normalised, no augmentation)."""
+    from linpath.data import prepare
+    from linpath.hparams import DataSpec
+
+    return prepare(DataSpec())
+
+
+@pytest.fixture(scope="session")
+def trained_resnet(tmp_path_factory):
+    """One finished BatchNorm ResNet-18 run (width 4) on a quarter of the digits, with epoch_1.pt."""
+    from linpath.train import train
+
+    out = tmp_path_factory.mktemp("trained") / "resnet"
+    spec = run_spec("resnet18_w4", data={"subset": 0.25},
+                    train={"epochs": 4, "lr": 0.01, "save_epochs": [1]})
+    result = train(spec, out, progress=False)
+    return out, spec, result

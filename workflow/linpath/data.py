@@ -105,6 +105,20 @@ _TORCHVISION = {
 }
 
 
+def _rotations(split: Split) -> Split:
+    """Rotation prediction (0°, 90°, 180°, 270°): a label-free pretext task on the same images."""
+    xs = [torch.rot90(split.x, k, dims=(2, 3)) for k in range(4)]
+    ys = [torch.full_like(split.y, k) for k in range(4)]
+    return Split(torch.cat(xs), torch.cat(ys))
+
+
+def _digits_rot4(spec: DataSpec) -> Source:
+    """Self-supervised source task on the digits training images; stands in for ImageNet
+    pretraining where nothing can be downloaded. The test split is rotations of the test images."""
+    digits = _digits(spec)
+    return _image_source(_rotations(digits.train), _rotations(digits.test), 4)
+
+
 def _torchvision_split(spec: DataSpec, train: bool) -> Split:
     cls, _, files = _TORCHVISION[spec.dataset]
     try:
@@ -137,6 +151,8 @@ def load_source(spec: DataSpec) -> Source:
         return _spiral(spec)
     if spec.dataset == "digits":
         return _digits(spec)
+    if spec.dataset == "digits_rot4":
+        return _digits_rot4(spec)
     if spec.dataset in _TORCHVISION:
         num_classes = _TORCHVISION[spec.dataset][1]
         return _image_source(_torchvision_split(spec, True), _torchvision_split(spec, False), num_classes)

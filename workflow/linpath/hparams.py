@@ -24,7 +24,7 @@ class SettingsError(ValueError):
 
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "vgg11", "mlp")
-DATASETS = ("digits", "spiral", "cifar10", "cifar100", "mnist", "fashion_mnist")
+DATASETS = ("digits", "digits_rot4", "spiral", "cifar10", "cifar100", "mnist", "fashion_mnist")
 
 
 @dataclass
@@ -44,6 +44,8 @@ class ModelSpec:
     hidden: list[int] = field(default_factory=lambda: [50, 50])
     # Number of outputs for a binary task trained with BCE is 1.
     binary: bool = False
+    # Width multipliers per group (VGG conv<k>, MLP hidden layer<k>): widen or narrow single layers.
+    group_width: dict[str, float] = field(default_factory=dict)
 
     def validate(self, where: str = "model") -> None:
         _choice(self.arch, ARCHS, f"{where}.arch")
@@ -53,6 +55,9 @@ class ModelSpec:
         _positive(self.width, f"{where}.width")
         for i, w in enumerate(self.hidden):
             _positive(w, f"{where}.hidden[{i}]")
+        for group, factor in self.group_width.items():
+            if factor <= 0:
+                raise SettingsError(f"{where}.group_width.{group} must be > 0, got {factor}")
         if self.binary and self.num_classes != 2:
             raise SettingsError(f"{where}.binary needs {where}.num_classes == 2, got {self.num_classes}")
 
@@ -151,6 +156,8 @@ class InitSpec:
     seed: int = 0
     source: str = "random"
     groups: dict[str, str] = field(default_factory=dict)
+    # Groups that keep the random init when `source` is loaded (a new head for another task).
+    exclude: list[str] = field(default_factory=list)
     # torchvision weights enum name (e.g. IMAGENET1K_V1) or a local .pth file.
     imagenet_weights: str = "IMAGENET1K_V1"
 

@@ -95,7 +95,8 @@ class SmallVGG(tv_vgg.VGG):
                     layout.append("M")
                     size //= 2
             else:
-                layout.append(max(1, item * spec.width // 64))
+                conv = f"conv{sum(1 for x in layout if x != 'M') + 1}"
+                layout.append(max(1, round(item * spec.width / 64 * spec.group_width.get(conv, 1.0))))
         features = tv_vgg.make_layers(layout, batch_norm=spec.batchnorm)
         if spec.in_channels != 3:
             first = features[0]
@@ -123,7 +124,8 @@ class MLP(nn.Module):
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        widths = [spec.in_channels * spec.input_size**2, *spec.hidden, _outputs(spec)]
+        hidden = [max(1, round(w * spec.group_width.get(f"layer{i + 1}", 1.0))) for i, w in enumerate(spec.hidden)]
+        widths = [spec.in_channels * spec.input_size**2, *hidden, _outputs(spec)]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,6 +148,15 @@ class MLP(nn.Module):
         return [(f"layer{i + 1}", m) for i, m in enumerate(self._stage_modules())]
 
 
+def widenable_groups(spec: ModelSpec) -> list[str]:
+    """Groups whose width `ModelSpec.group_width` can change."""
+    if spec.arch == "mlp":
+        return [f"layer{i + 1}" for i in range(len(spec.hidden))]
+    if spec.arch == "vgg11":
+        return [f"conv{i + 1}" for i in range(8)]
+    return []
+
+
 def _outputs(spec: ModelSpec) -> int:
     return 1 if spec.binary else spec.num_classes
 
@@ -157,6 +168,10 @@ def build(spec: ModelSpec | dict) -> nn.Module:
 
         spec = from_dict(ModelSpec, spec, "model")
     spec.validate()
+    unknown = sorted(set(spec.group_width) - set(widenable_groups(spec)))
+    if unknown:
+        raise SettingsError(f"model.group_width: {unknown[0]!r} cannot be widened for {spec.arch} "
+                            f"(widenable: {', '.join(widenable_groups(spec)) or 'none'})")
     if spec.arch in _RESNET_LAYOUT:
         return CifarResNet(spec)
     if spec.arch == "vgg11":

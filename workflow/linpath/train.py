@@ -94,13 +94,18 @@ def initial_state(spec: RunSpec) -> dict[str, torch.Tensor]:
     model = models.build(spec.model)
     random_state = {k: v.clone() for k, v in model.state_dict().items()}
     models.check_group_names(model, spec.init.groups, "init.groups")
+    models.check_group_names(model, spec.init.exclude, "init.exclude")
+    group_keys = models.groups(model)
+    kept_random = {k for g in spec.init.exclude for k in group_keys[g]}
     source = spec.init.source
     if source == "imagenet":
         models.load_pretrained(model, models.imagenet_state(spec.model, spec.init.imagenet_weights))
     elif source != "random":
-        _load_exact(model, source, "init.source")
+        loaded = _read_matching(model, source, "init.source", skip=kept_random)
+        model.load_state_dict({k: (random_state[k] if k in kept_random else loaded[k]) for k in random_state})
     state = model.state_dict()
-    group_keys = models.groups(model)
+    for key in kept_random:
+        state[key] = random_state[key].clone()
     for group, src in spec.init.groups.items():
         donor = random_state if src == "random" else _read_matching(model, src, f"init.groups.{group}")
         for key in group_keys[group]:
@@ -108,11 +113,12 @@ def initial_state(spec: RunSpec) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def _read_matching(model: nn.Module, path: str, where: str) -> dict[str, torch.Tensor]:
+def _read_matching(model: nn.Module, path: str, where: str, skip=frozenset()) -> dict[str, torch.Tensor]:
+    """A state file's tensors for every key of `model` (but `skip`), checked for presence and shape."""
     if not Path(path).is_file():
         raise SettingsError(f"{where}: state file not found: {path}")
     state = load_state(path)
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if k not in skip}
     missing = [k for k in own if k not in state]
     if missing:
         raise SettingsError(f"{where}: {path} does not fit model {model.__class__.__name__} (missing {missing[0]})")
@@ -120,11 +126,6 @@ def _read_matching(model: nn.Module, path: str, where: str) -> dict[str, torch.T
         if state[k].shape != v.shape:
             raise SettingsError(f"{where}: {path}: tensor {k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}")
     return state
-
-
-def _load_exact(model: nn.Module, path: str, where: str) -> None:
-    state = _read_matching(model, path, where)
-    model.load_state_dict({k: state[k] for k in model.state_dict()})
 
 
 def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
@@ -237,9 +238,22 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
     metrics = pd.DataFrame(history)
     metrics.insert(0, "run", spec.name)
     write_parquet(metrics, out / "metrics.parquet")
-    save_torch({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "final.pt")
+    final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_yaml(_summary(spec, model, load_state(out / "init.pt"), final, history), out / "summary.yaml")
+    save_torch(final, out / "final.pt")
     ckpt_path.unlink(missing_ok=True)
     return _result(out, metrics, started)
+
+
+def _summary(spec: RunSpec, model: nn.Module, init: dict, final: dict, history: list[dict]) -> dict:
+    """Final metrics and distance travelled θ₀ → θ_T, so tables need no checkpoint reading."""
+    from .shapes import distances
+
+    last = history[-1]
+    params = [k for k, _ in model.named_parameters()]
+    return {"run": spec.name, "epochs": int(last["epoch"]),
+            **{k: float(last[k]) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+            **distances(init, final, params)}
 
 
 def _claim_directory(spec: RunSpec, out: Path) -> None:

@@ -1,0 +1,273 @@
+"""From the workflow config to the list of training runs and what to measure on each.
+
+The config names *settings*: overrides of the base recipe, each trained once
+per seed. A setting may refer to files of other runs of the same seed:
+
+    "@<setting>/<file>"            a file in that setting's run directory (final.pt, init.pt)
+    "@barrier:<setting>/<point>"   a barrier-height init (before | at | after) of that setting's run
+    "@barrier_groups:<setting>"    as a key of a group mapping: the groups whose group-wise path
+    "@no_barrier_groups:<setting>" shows (or does not show) a barrier in that setting's runs
+
+A run id is `<setting>-s<seed>-<hash>`; the hash covers the settings with
+references replaced by the upstream run ids, so a changed setting anywhere
+upstream gives a new run, and two targets needing the same run share it.
+Everything here is pure Python (no torch): the Snakefile calls it at parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .hparams import RunSpec, SettingsError
+
+REF = re.compile(r"^@(?:(?P<kind>barrier|barrier_groups|no_barrier_groups):)?(?P<setting>[A-Za-z0-9_]+)(?:/(?P<file>[\w.]+))?$")
+
+
+@dataclass
+class Setting:
+    name: str
+    experiment: str
+    run: dict  # overrides of the base recipe
+    intervention: str = ""
+    category: str = ""
+    figure: str = ""
+    baseline: str | None = None
+    paths: dict = field(default_factory=dict)
+    aux: bool = False  # a helper run (pretraining source), not an intervention of its own
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    setting: str
+    seed: int
+    recipe: dict  # run settings with references still in them
+    upstream: list[str]  # run ids this run reads files of
+    barrier_from: str | None = None  # run id whose barrier init this run starts from
+    groups_from: list[str] = field(default_factory=list)  # settings whose barrier groups it reads
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_settings(config: dict) -> dict[str, Setting]:
+    out = {}
+    for name, raw in config["settings"].items():
+        raw = dict(raw)
+        out[name] = Setting(name=name, experiment=raw.pop("experiment"), run=raw.pop("run", {}) or {}, **raw)
+    for s in out.values():
+        if s.baseline and s.baseline not in out:
+            raise SettingsError(f"settings.{s.name}.baseline: unknown setting {s.baseline!r}")
+    return out
+
+
+def _refs(obj: Any):
+    """Every reference string in a nested recipe (values and mapping keys)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and k.startswith("@"):
+                yield k
+            yield from _refs(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _refs(v)
+    elif isinstance(obj, str) and obj.startswith("@"):
+        yield obj
+
+
+def parse_ref(ref: str, where: str) -> re.Match:
+    m = REF.match(ref)
+    if not m:
+        raise SettingsError(f"{where}: malformed reference {ref!r}")
+    return m
+
+
+def _substitute(obj: Any, fn) -> Any:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            new_key = fn(k) if isinstance(k, str) and k.startswith("@") else k
+            value = _substitute(v, fn)
+            if isinstance(new_key, list):  # a group-list reference expands to several keys
+                for g in new_key:
+                    out[g] = copy.deepcopy(value)
+            else:
+                out[new_key] = value
+        return out
+    if isinstance(obj, list):
+        return [_substitute(v, fn) for v in obj]
+    if isinstance(obj, str) and obj.startswith("@"):
+        return fn(obj)
+    return obj
+
+
+class Plan:
+    """Every run of a config, keyed by run id, plus lookups by setting and seed."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.results = Path(config.get("results", "results"))
+        self.seeds = list(config["seeds"])
+        self.base = config["base"]
+        self.settings = load_settings(config)
+        self.runs: dict[str, PlannedRun] = {}
+        self.by_setting: dict[tuple[str, int], str] = {}
+        for name in self.settings:
+            for seed in self.seeds:
+                self._plan(name, seed, [])
+
+    def _plan(self, name: str, seed: int, stack: list[str]) -> str:
+        if (name, seed) in self.by_setting:
+            return self.by_setting[(name, seed)]
+        if name in stack:
+            raise SettingsError(f"settings: circular reference {' -> '.join([*stack, name])}")
+        if name not in self.settings:
+            raise SettingsError(f"settings.{stack[-1] if stack else '?'}: reference to unknown setting {name!r}")
+        setting = self.settings[name]
+        recipe = deep_merge(self.base, setting.run)
+        recipe.setdefault("init", {})["seed"] = seed + recipe.get("init", {}).get("seed", 0)
+        recipe.setdefault("train", {})["seed"] = seed + recipe.get("train", {}).get("seed", 0)
+        recipe["data"] = {**recipe.get("data", {}), "root": self.config.get("data_root", "data")}
+        upstream, barrier_from, groups_from = [], None, []
+        for ref in _refs(setting.run):
+            m = parse_ref(ref, f"settings.{name}")
+            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
+                groups_from.append(m["setting"])
+                for s in self.seeds:
+                    upstream.append(self._plan(m["setting"], s, [*stack, name]))
+            else:
+                up = self._plan(m["setting"], seed, [*stack, name])
+                upstream.append(up)
+                if m["kind"] == "barrier":
+                    barrier_from = up
+
+        def hashed(ref: str):
+            m = parse_ref(ref, f"settings.{name}")
+            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
+                return f"@{m['kind']}:" + ",".join(self.by_setting[(m["setting"], s)] for s in self.seeds)
+            return f"@{m['kind'] or 'run'}:{self.by_setting[(m['setting'], seed)]}/{m['file']}"
+
+        identity = _substitute(recipe, hashed)
+        identity.pop("name", None)
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+        run_id = f"{name}-s{seed}-{digest}"
+        self.runs[run_id] = PlannedRun(run_id, name, seed, recipe, sorted(set(upstream)), barrier_from,
+                                       sorted(set(groups_from)))
+        self.by_setting[(name, seed)] = run_id
+        return run_id
+
+    # --- files ---------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.results / "runs" / run_id
+
+    def settings_file(self, run_id: str) -> Path:
+        return self.results / "settings" / f"{run_id}.yaml"
+
+    def barrier_dir(self, run_id: str) -> Path:
+        return self.results / "derived" / "barrier" / run_id
+
+    def groups_file(self, setting: str) -> Path:
+        return self.results / "derived" / "barrier_groups" / f"{setting}.yaml"
+
+    def paths_file(self, run_id: str) -> Path:
+        return self.results / "paths" / f"{run_id}.parquet"
+
+    def shapes_file(self, run_id: str) -> Path:
+        return self.results / "shapes" / f"{run_id}.parquet"
+
+    def state_inputs(self, run_id: str) -> list[str]:
+        """State files a run starts from (other runs' states, barrier inits)."""
+        run = self.runs[run_id]
+        files = []
+        for ref in _refs(self.settings[run.setting].run):
+            m = parse_ref(ref, run.setting)
+            if m["kind"] == "barrier":
+                files.append(str(self.barrier_dir(self.by_setting[(m["setting"], run.seed)]) / "barrier.yaml"))
+            elif m["kind"] is None:
+                files.append(str(self.run_dir(self.by_setting[(m["setting"], run.seed)]) / m["file"]))
+        return files
+
+    def group_inputs(self, run_id: str) -> list[str]:
+        return [str(self.groups_file(s)) for s in self.runs[run_id].groups_from]
+
+    def resolve(self, run_id: str, groups: dict[str, dict] | None = None) -> dict:
+        """Concrete run settings: references become file paths and group names.
+
+        `groups[setting]` is the content of that setting's barrier_groups file."""
+        run = self.runs[run_id]
+
+        def concrete(ref: str):
+            m = parse_ref(ref, run.setting)
+            if m["kind"] == "barrier":
+                return str(self.barrier_dir(self.by_setting[(m["setting"], run.seed)]) / f"{m['file']}.pt")
+            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
+                if not groups or m["setting"] not in groups:
+                    raise SettingsError(f"{run_id}: barrier groups of {m['setting']} are not measured yet")
+                key = "with_barrier" if m["kind"] == "barrier_groups" else "without_barrier"
+                return list(groups[m["setting"]][key])
+            return str(self.run_dir(self.by_setting[(m["setting"], run.seed)]) / m["file"])
+
+        resolved = _substitute(run.recipe, concrete)
+        resolved["name"] = run_id
+        return resolved
+
+    def check(self) -> None:
+        """Validate every run's settings (with placeholder group lists) before anything runs."""
+        placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in self.settings}
+        for run_id in self.runs:
+            try:
+                RunSpec.from_dict(self.resolve(run_id, placeholder))
+            except SettingsError as err:
+                raise SettingsError(f"settings.{self.runs[run_id].setting} (run {run_id}): {err}") from None
+
+    # --- what to measure -----------------------------------------------------
+
+    def interpolate_args(self, run_id: str) -> list[str]:
+        """`linpath interpolate` options of a run, from its setting's `paths` and the `paths` defaults."""
+        defaults = self.config.get("paths", {})
+        own = self.settings[self.runs[run_id].setting].paths
+        p = {**defaults, **own}
+        args = ["--alphas", str(p.get("alphas", "0:1:51")), "--bn-subset", str(p.get("bn_subset", 1024)),
+                "--batch-size", str(p.get("batch_size", 2048))]
+        for start in p.get("starts", ["init"]):
+            if start == "other":
+                start = f"other:{10_000 + self.runs[run_id].seed}"
+            args += ["--start", start]
+        for mode in p.get("bn_modes", ["interpolate"]):
+            args += ["--bn-mode", mode]
+        if p.get("groups", False):
+            args.append("--groups")
+        if p.get("param_groups", False):
+            args.append("--param-groups")
+        shapes = self.config.get("shapes", {})
+        args += ["--barrier-tol", str(shapes.get("barrier_tol", 0.01)),
+                 "--plateau-alpha", str(shapes.get("plateau_alpha", 0.7))]
+        return args
+
+    def role(self, run_id: str) -> str:
+        """pretrain | pretrain_random_labels | retrain | train: which training rule makes the run."""
+        run = self.runs[run_id]
+        if self.settings[run.setting].aux:
+            labels = run.recipe.get("data", {}).get("random_labels", 0)
+            return "pretrain_random_labels" if labels > 0 else "pretrain"
+        return "retrain" if run.upstream and not run.groups_from else "train"
+
+    def runs_of(self, setting: str) -> list[str]:
+        return [self.by_setting[(setting, s)] for s in self.seeds]
+
+    def barrier_children(self, parent_run_id: str) -> list[str]:
+        return [r.run_id for r in self.runs.values() if r.barrier_from == parent_run_id]

@@ -1,0 +1,22 @@
+# Barrier-height extraction (E5): a checkpoint, because whether a run's path
+# has a barrier decides which retraining runs exist.
+
+
+checkpoint barrier_init:
+    input:
+        paths=f"{RESULTS}/paths/{{run_id}}.parquet",
+    output:
+        yaml=f"{RESULTS}/derived/barrier/{{run_id}}/barrier.yaml",
+    params:
+        out=lambda w: str(PLAN.barrier_dir(w.run_id)),
+        offset=SHAPES.get("barrier_offset", 0.1),
+        tol=SHAPES.get("barrier_tol", 0.01),
+        plateau=SHAPES.get("plateau_alpha", 0.7),
+    log:
+        "logs/barrier/{run_id}.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "linpath barrier-init --paths {input.paths} --out {params.out} --offset {params.offset} "
+        "--barrier-tol {params.tol} --plateau-alpha {params.plateau} > {log} 2>&1"

@@ -1,0 +1,70 @@
+# Shared helpers: config validation, the run plan, and input functions.
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from linpath.experiments import Plan  # noqa: E402
+
+# A bad config stops here, before any job runs, with the offending key named.
+validate(config, "../schemas/config.schema.yaml")
+PLAN = Plan(config)
+PLAN.check()
+
+RESULTS = PLAN.results
+REFERENCE = yaml.safe_load(Path(config["reference"]).read_text()) if config.get("reference") else {"tables": {}}
+RES = config.get("resources", {})
+SHAPES = config.get("shapes", {})
+EXPERIMENT_TABLES = sorted(REFERENCE.get("tables", {}))
+EXPERIMENT_FIGURES = sorted(
+    {s.experiment for s in PLAN.settings.values() if not s.aux}
+    | ({"E14"} if any(s.paths.get("param_groups") for s in PLAN.settings.values()) else set()),
+    key=lambda e: int(e[1:]),
+)
+
+
+def run_pattern(role):
+    """Regex of the run ids a training rule of this role produces."""
+    ids = [r for r in PLAN.runs if PLAN.role(r) == role]
+    return "|".join(ids) if ids else "(?!)"
+
+
+def barrier_group_files(wildcards):
+    return [checkpoints.barrier_groups.get(setting=s).output[0] for s in PLAN.runs[wildcards.run_id].groups_from]
+
+
+def barrier_runs(wildcards=None):
+    """Barrier-init runs (E5) whose parent's measured path has a barrier (read via the checkpoint)."""
+    out = []
+    for run_id, run in PLAN.runs.items():
+        if run.barrier_from:
+            found = checkpoints.barrier_init.get(run_id=run.barrier_from).output.yaml
+            if yaml.safe_load(Path(found).read_text())["has_barrier"]:
+                out.append(run_id)
+    return out
+
+
+def included_runs(wildcards=None):
+    """Every planned run, less barrier-init runs whose parent's path has no barrier."""
+    chosen = set(barrier_runs())
+    return [r for r, run in PLAN.runs.items() if not run.barrier_from or r in chosen]
+
+
+def run_outputs(run_ids):
+    return [f for r in run_ids for f in (str(PLAN.run_dir(r) / "summary.yaml"), str(PLAN.paths_file(r)),
+                                         str(PLAN.shapes_file(r)))]
+
+
+def final_targets():
+    tables = RESULTS / "tables"
+    figures = RESULTS / "figures"
+    return [
+        *(str(tables / f) for f in ("runs.parquet", "paths.parquet", "shapes.parquet", "table1.parquet", "table1.md")),
+        *(str(tables / f"{t}.parquet") for t in EXPERIMENT_TABLES),
+        str(figures / "figure_A11.png"),
+        str(figures / "figure_A11.pdf"),
+        *(str(figures / f"{e}.png") for e in EXPERIMENT_FIGURES),
+    ]

@@ -1,0 +1,40 @@
+# Figures: one per experiment of the catalogue, and the Figure A11 overview.
+
+
+rule experiment_figure:
+    input:
+        paths=f"{RESULTS}/tables/paths.parquet",
+    output:
+        report(
+            f"{RESULTS}/figures/{{experiment}}.png",
+            caption="../report/experiment.rst",
+            category="Experiments",
+            subcategory="{experiment}",
+        ),
+    wildcard_constraints:
+        experiment="E[0-9]+",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    run:
+        from linpath.figures import experiment_figure
+
+        experiment_figure(PLAN, wildcards.experiment, input.paths, output[0])
+
+
+rule figure_a11:
+    input:
+        paths=f"{RESULTS}/tables/paths.parquet",
+        shapes=f"{RESULTS}/tables/shapes.parquet",
+        table1=f"{RESULTS}/tables/table1.parquet",
+        runs=f"{RESULTS}/tables/runs.parquet",
+    output:
+        png=report(f"{RESULTS}/figures/figure_A11.png", caption="../report/figure_a11.rst", category="Overview"),
+        pdf=f"{RESULTS}/figures/figure_A11.pdf",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    run:
+        from linpath.figures import figure_a11
+
+        figure_a11(PLAN, input.paths, input.shapes, input.table1, input.runs, output.png)

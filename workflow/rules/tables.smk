@@ -1,0 +1,53 @@
+# Aggregation: long tables over all runs, Table 1, and the per-experiment tables.
+
+
+rule core_tables:
+    input:
+        # Separate items: the static runs are scheduled at once, the E5 ones once their checkpoint ran.
+        static=run_outputs([r for r, run in PLAN.runs.items() if not run.barrier_from]),
+        barrier=lambda w: run_outputs(barrier_runs()),
+    output:
+        runs=f"{RESULTS}/tables/runs.parquet",
+        paths=f"{RESULTS}/tables/paths.parquet",
+        shapes=f"{RESULTS}/tables/shapes.parquet",
+    params:
+        runs=lambda w: included_runs(),
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    run:
+        from linpath.tables import write_core_tables
+
+        write_core_tables(PLAN, params.runs, f"{RESULTS}/tables")
+
+
+rule table1:
+    input:
+        runs=f"{RESULTS}/tables/runs.parquet",
+        shapes=f"{RESULTS}/tables/shapes.parquet",
+    output:
+        parquet=f"{RESULTS}/tables/table1.parquet",
+        markdown=f"{RESULTS}/tables/table1.md",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    run:
+        from linpath.tables import write_table1
+
+        write_table1(PLAN, f"{RESULTS}/tables")
+
+
+rule experiment_table:
+    input:
+        runs=f"{RESULTS}/tables/runs.parquet",
+    output:
+        f"{RESULTS}/tables/{{table}}.parquet",
+    wildcard_constraints:
+        table="|".join(EXPERIMENT_TABLES) or "(?!)",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    run:
+        from linpath.tables import write_experiment_table
+
+        write_experiment_table(PLAN, wildcards.table, REFERENCE, f"{RESULTS}/tables")
