@@ -19,7 +19,6 @@ rule all:
     default_target: True
 
 
-include: "workflow/rules/settings.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/barrier.smk"
 include: "workflow/rules/paths.smk"

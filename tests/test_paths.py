@@ -163,12 +163,16 @@ def endpoint_models(evaluator: PathEvaluator, spec_model, start: dict, end: dict
 
 
 @pytest.mark.parametrize("reuse_prefix", [True, False])
-def test_endpoints_are_exact_without_folding(reuse_prefix, trained_resnet, digits):
-    run_dir, spec, _ = trained_resnet
+@pytest.mark.parametrize("arch", ["resnet", "mlp"])
+def test_endpoints_are_exact_without_folding(arch, reuse_prefix, trained_resnet, trained_mlp, digits):
+    """θ(0) and θ(1) of the full and every group-wise path score exactly as the models loaded directly
+    (BN folding is off for the ResNet; the MLP has no BN, so its default settings are used)."""
+    run_dir, spec, _ = trained_resnet if arch == "resnet" else trained_mlp
     start, end = states(run_dir)
     splits = splits_of(digits)
     evaluator = PathEvaluator(models.build(spec.model), splits, "ce", batch_size=128,
-                              reuse_prefix=reuse_prefix, fold_bn=False)
+                              reuse_prefix=reuse_prefix, fold_bn=arch != "resnet")
+    assert evaluator.twin is None
     for group in ["all", *evaluator.groups]:
         frame = evaluator.sweep(start, end, [0.0, 0.5, 1.0], group=group)
         m0, m1 = endpoint_models(evaluator, spec.model, start, end, group)

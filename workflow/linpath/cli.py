@@ -14,7 +14,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .hparams import RunSpec
     from .train import train
 
-    spec = RunSpec.from_yaml(args.config)
+    if args.settings_json:
+        import json
+
+        try:
+            spec = RunSpec.from_dict(json.loads(args.settings_json))
+        except json.JSONDecodeError as err:
+            raise SettingsError(f"--settings-json: not valid JSON: {err}") from None
+    else:
+        spec = RunSpec.from_yaml(args.config)
     if args.name:
         spec.name = args.name
     elif spec.name == "run":
@@ -87,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     p = verbs.add_parser("train", help="train one run from a RUN.yaml into a run directory")
-    p.add_argument("--config", required=True, help="run settings (model, data, train, init)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="run settings file (model, data, train, init)")
+    source.add_argument("--settings-json", help="the same settings inline, as JSON (used by the workflow)")
     p.add_argument("--out", required=True, help="run directory, e.g. results/runs/<run_id>")
     p.add_argument("--name", help="run name recorded in metrics (default: the directory name)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -102,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shapes", help="also write the per-path shape metrics here (parquet)")
     p.add_argument("--run-id", help="run_id column (default: the run directory name)")
     p.add_argument("--start", action="append",
-                   help="path start: init (default), epoch:<t>, other:<seed>, or <label>=<state file>; repeatable")
+                   help="path start: init (default), epoch:<t>, other:<seed>, or <label>=<state file>; repeatable. "
+                        "Group and parameter-group paths use the first start; later ones get the full path")
     p.add_argument("--no-full", action="store_true", help="skip the full-model path")
     p.add_argument("--groups", action="store_true", help="add the group-wise path of every group")
     p.add_argument("--param-groups", action="store_true", help="add weights / BN affine / BN stats paths per group")

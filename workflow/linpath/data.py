@@ -83,13 +83,25 @@ def _spiral(spec: DataSpec) -> Source:
     return Source(train, test, 2, 2, 1, train.x.mean(0), train.x.std(0))
 
 
-def _digits(spec: DataSpec) -> Source:
-    """scikit-learn's bundled 8×8 digits (1797 images): real data with no download."""
+def _digits_tensors(root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits as uint8 images and labels, kept under data.root after the first read:
+    importing scikit-learn costs more than the training of a small run."""
+    cache = Path(root) / "digits" / "digits.pt"
+    if cache.is_file():
+        blob = load_checkpoint(cache)
+        return blob["images"], blob["labels"]
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
+    save_torch({"images": images, "labels": labels}, cache)
+    return images, labels
+
+
+def _digits(spec: DataSpec) -> Source:
+    """scikit-learn's bundled 8×8 digits (1797 images): real data with no download."""
+    images, labels = _digits_tensors(spec.root)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
     n_test = round(DIGITS_TEST_FRACTION * len(labels))
     test_idx, train_idx = order[:n_test].sort().values, order[n_test:].sort().values

@@ -223,6 +223,10 @@ class Plan:
 
         resolved = _substitute(run.recipe, concrete)
         resolved["name"] = run_id
+        widen = resolved.get("model", {}).get("group_width")
+        if widen and groups:  # a measured group list only widens groups whose width can change
+            allowed = set().union(*(g.get("widenable", list(widen)) for g in groups.values()))
+            resolved["model"]["group_width"] = {g: f for g, f in widen.items() if g in allowed}
         return resolved
 
     def check(self) -> None:

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import copy
+import hashlib
+import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -348,7 +351,9 @@ def resolve_start(run_dir: Path, start: str, spec, scratch: Path) -> tuple[str, 
         return f"epoch_{t}", str(path)
     if start.startswith("other:"):
         seed = int(start.split(":", 1)[1])
-        path = scratch / f"other_init_seed{seed}.pt"
+        # The architecture is part of the name: runs of other shapes may share the scratch folder.
+        arch = hashlib.sha256(json.dumps(asdict(spec.model), sort_keys=True).encode()).hexdigest()[:10]
+        path = scratch / f"other_init_seed{seed}_{arch}.pt"
         if not path.exists():
             torch.manual_seed(seed)
             save_torch(models.build(spec.model).state_dict(), path)
@@ -377,9 +382,11 @@ def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: Interp
     evaluator = PathEvaluator(model, splits, spec.train.loss, device=pick_device(settings.device),
                               batch_size=settings.batch_size, bn_data=bn_data, progress=progress)
     requests = []
-    for start in settings.starts:
+    for i, start in enumerate(settings.starts):
+        # Group and parameter-group paths start from the first start point (θ₀ by default);
+        # further starts (another init, an earlier epoch) get the full-model path.
         label, state = resolve_start(run_dir, start, spec, scratch)
-        requests += plan_requests(model, label, state, str(run_dir / "final.pt"), full=settings.full,
-                                  groups=settings.groups, param_groups=settings.param_groups)
+        requests += plan_requests(model, label, state, str(run_dir / "final.pt"), full=settings.full or i > 0,
+                                  groups=settings.groups and i == 0, param_groups=settings.param_groups and i == 0)
     return run_requests(evaluator, requests, alpha_grid(settings.alphas), settings.bn_modes,
                         run_id=run_id or run_dir.name)

@@ -31,6 +31,8 @@ class ShapeThresholds:
 def max_rise(losses: np.ndarray) -> float:
     """Δ = max over i<j of L_j − L_i (0 for a non-increasing curve); a rise on the last step counts."""
     losses = np.asarray(losses, dtype=float)
+    if np.isnan(losses).any():
+        return float("nan")
     if len(losses) < 2:
         return 0.0
     running_min = np.minimum.accumulate(losses)[:-1]
@@ -60,7 +62,9 @@ def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds(
     peak = int(np.argmax(l))
     delta = max_rise(l)
     half = alpha_half(a, l)
-    if delta > thresholds.barrier_tol:
+    if not np.isfinite(l).all():
+        label = "NaN"  # the loss is not finite somewhere on the path: no shape to speak of
+    elif delta > thresholds.barrier_tol:
         label = "B"
     elif np.isfinite(half) and half >= thresholds.plateau_alpha:
         label = "P"
@@ -71,7 +75,7 @@ def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds(
         "loss_end": l1,
         "loss_max": float(l[peak]),
         "delta": delta,
-        "monotonic": delta <= thresholds.barrier_tol,
+        "monotonic": bool(delta <= thresholds.barrier_tol),
         "barrier_height": float(l[peak] - max(l0, l1)),
         "barrier_alpha": float(a[peak]),
         "above_start": bool(l[peak] > l0),

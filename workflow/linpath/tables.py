@@ -24,16 +24,6 @@ MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split":
 # --- settings and measured groups (used by the workflow before training) ----
 
 
-def write_run_settings(plan: Plan, run_id: str, group_files: list[str], out: str | Path) -> None:
-    groups = {Path(f).stem: yaml.safe_load(Path(f).read_text()) for f in group_files}
-    settings = plan.resolve(run_id, groups)
-    widen = settings.get("model", {}).get("group_width")
-    if widen:  # only groups whose width can change take a measured-group multiplier
-        allowed = set().union(*(g.get("widenable", []) for g in groups.values())) if groups else set(widen)
-        settings["model"]["group_width"] = {g: f for g, f in widen.items() if g in allowed}
-    write_yaml(settings, out)
-
-
 def barrier_groups(shapes: pd.DataFrame, widenable: list[str]) -> dict:
     """Groups whose group-wise path (θ₀ → θ_T, train split) has a barrier in most seeds."""
     sel = shapes[(shapes["path"] == "group") & (shapes["start"] == "init") & (shapes["split"] == "train")

@@ -7,7 +7,8 @@ Run directory layout (all written atomically):
     epoch_<k>.pt      θ after epoch k, for k in train.save_epochs
     final.pt          θ_T (written last: its presence marks a finished run)
     metrics.parquet   epoch, lr, train/test loss and accuracy (epoch 0 = θ₀)
-    checkpoint.pt     model, optimiser, scheduler and RNG states (removed at the end)
+    summary.yaml      final metrics and distance travelled θ₀ → θ_T
+    checkpoint.pt     model, optimiser, scheduler and RNG states and θ₀ (removed at the end)
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from .hparams import RunSpec, SettingsError
 from .io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
 from .objective import summed_loss_and_correct
 
-RUN_FILES = ("run.yaml", "init.pt", "final.pt", "metrics.parquet")
 
 
 class TrainingDiverged(RuntimeError):
@@ -187,7 +187,11 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
         if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"])
         history, start_epoch = list(ckpt["metrics"]), ckpt["epoch"] + 1
+        init_state = ckpt["init"]
+        if not (out / "init.pt").exists():  # a workflow manager removes a failed job's outputs
+            save_torch(init_state, out / "init.pt")
     else:
+        init_state = state
         save_torch(state, out / "init.pt")
         model.load_state_dict(state)
         history, start_epoch = [], 1
@@ -229,7 +233,7 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
             "optimizer": _optimizer_cpu_state(optimizer), "scheduler": scheduler.state_dict(),
             "rng_torch": torch.get_rng_state(), "rng_data": generator.get_state(),
             "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "metrics": history,
+            "metrics": history, "init": init_state,
         }, ckpt_path)
     if target is not None and history[-1]["train_acc"] < target:
         print(f"warning: {spec.name} reached train accuracy {history[-1]['train_acc']:.4f} < "
@@ -239,7 +243,7 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
     metrics.insert(0, "run", spec.name)
     write_parquet(metrics, out / "metrics.parquet")
     final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    write_yaml(_summary(spec, model, load_state(out / "init.pt"), final, history), out / "summary.yaml")
+    write_yaml(_summary(spec, model, init_state, final, history), out / "summary.yaml")
     save_torch(final, out / "final.pt")
     ckpt_path.unlink(missing_ok=True)
     return _result(out, metrics, started)

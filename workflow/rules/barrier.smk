@@ -18,5 +18,5 @@ checkpoint barrier_init:
         mem_mb=1000,
         runtime=10,
     shell:
-        "linpath barrier-init --paths {input.paths} --out {params.out} --offset {params.offset} "
+        LINPATH + " barrier-init --paths {input.paths} --out {params.out} --offset {params.offset} "
         "--barrier-tol {params.tol} --plateau-alpha {params.plateau} > {log} 2>&1"

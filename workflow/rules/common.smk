@@ -1,4 +1,7 @@
 # Shared helpers: config validation, the run plan, and input functions.
+import json
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +18,8 @@ PLAN = Plan(config)
 PLAN.check()
 
 RESULTS = PLAN.results
+# The CLI on PATH (activated venv, conda env); else the Python running Snakemake, which has linpath.
+LINPATH = "linpath" if shutil.which("linpath") else f"{shlex.quote(sys.executable)} -m linpath.cli"
 REFERENCE = yaml.safe_load(Path(config["reference"]).read_text()) if config.get("reference") else {"tables": {}}
 RES = config.get("resources", {})
 SHAPES = config.get("shapes", {})
@@ -45,6 +50,16 @@ def barrier_runs(wildcards=None):
             if yaml.safe_load(Path(found).read_text())["has_barrier"]:
                 out.append(run_id)
     return out
+
+
+def run_settings_json(wildcards):
+    """A run's concrete settings; measured group lists come from the barrier_groups checkpoint."""
+    run = PLAN.runs[wildcards.run_id]
+    groups = {
+        s: yaml.safe_load(Path(checkpoints.barrier_groups.get(setting=s).output[0]).read_text())
+        for s in run.groups_from
+    }
+    return json.dumps(PLAN.resolve(wildcards.run_id, groups), sort_keys=True)
 
 
 def included_runs(wildcards=None):

@@ -1,25 +1,30 @@
 # Figures: one per experiment of the catalogue, and the Figure A11 overview.
 
 
-rule experiment_figure:
+rule experiment_figures:
+    # All experiment figures in one job (each needs the same aggregated table).
     input:
         paths=f"{RESULTS}/tables/paths.parquet",
     output:
-        report(
-            f"{RESULTS}/figures/{{experiment}}.png",
-            caption="../report/experiment.rst",
-            category="Experiments",
-            subcategory="{experiment}",
-        ),
-    wildcard_constraints:
-        experiment="E[0-9]+",
+        [
+            report(
+                f"{RESULTS}/figures/{e}.png",
+                caption="../report/experiment.rst",
+                category="Experiments",
+                labels={"experiment": e},
+            )
+            for e in EXPERIMENT_FIGURES
+        ],
     resources:
         mem_mb=2000,
         runtime=10,
     run:
+        import pandas as pd
         from linpath.figures import experiment_figure
 
-        experiment_figure(PLAN, wildcards.experiment, input.paths, output[0])
+        paths = pd.read_parquet(input.paths)
+        for experiment, out in zip(EXPERIMENT_FIGURES, output):
+            experiment_figure(PLAN, experiment, paths, out)
 
 
 rule figure_a11:

@@ -22,5 +22,5 @@ rule interpolate:
         mem_mb=RES.get("paths_mem_mb", 2000),
         runtime=RES.get("paths_runtime", 30),
     shell:
-        "linpath interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
+        LINPATH + " interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
         "--out {output.paths} --shapes {output.shapes} {params.args} --threads {threads} --no-progress > {log} 2>&1"

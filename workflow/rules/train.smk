@@ -3,10 +3,24 @@
 # a derived init (another run's state, a barrier point, partial re-init).
 
 
+checkpoint barrier_groups:
+    # Which groups of a setting's runs show a barrier: E11/E13/E16 settings read it.
+    input:
+        shapes=lambda w: [str(PLAN.shapes_file(r)) for r in PLAN.runs_of(w.setting)],
+        run_yaml=lambda w: str(PLAN.run_dir(PLAN.runs_of(w.setting)[0]) / "run.yaml"),
+    output:
+        f"{RESULTS}/derived/barrier_groups/{{setting}}.yaml",
+    localrule: True
+    run:
+        from linpath.tables import write_barrier_groups
+
+        write_barrier_groups(list(input.shapes), input.run_yaml, output[0])
+
+
 rule train:
     input:
-        settings=f"{RESULTS}/settings/{{run_id}}.yaml",
         states=lambda w: PLAN.state_inputs(w.run_id),
+        groups=barrier_group_files,
     output:
         final=f"{RESULTS}/runs/{{run_id}}/final.pt",
         init=f"{RESULTS}/runs/{{run_id}}/init.pt",
@@ -15,6 +29,7 @@ rule train:
         run_yaml=f"{RESULTS}/runs/{{run_id}}/run.yaml",
     params:
         out=lambda w: str(PLAN.run_dir(w.run_id)),
+        settings=run_settings_json,
     wildcard_constraints:
         run_id=run_pattern("train"),
     log:
@@ -27,7 +42,7 @@ rule train:
         mem_mb=RES.get("train_mem_mb", 2000),
         runtime=RES.get("train_runtime", 30),
     shell:
-        "linpath train --config {input.settings} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
+        LINPATH + " train --settings-json {params.settings:q} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
 
 
 use rule train as pretrain with:
