@@ -199,7 +199,9 @@ def train_transform(augment: str, size: int) -> v2.Transform | None:
     """Per-sample augmentation applied to normalised images."""
     if augment == "none":
         return None
-    steps = [v2.RandomCrop(size, padding=max(1, size // 8)), v2.RandomHorizontalFlip()]
+    steps = [v2.RandomCrop(size, padding=max(1, size // 8))]
+    if augment in ("standard", "more"):
+        steps.append(v2.RandomHorizontalFlip())
     if augment == "more":
         steps += [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)), v2.RandomErasing(p=0.25)]
     return v2.Compose(steps)

@@ -66,7 +66,8 @@ class ModelSpec:
 class DataSpec:
     dataset: str = "digits"
     root: str = "data"
-    augment: Literal["none", "standard", "more"] = "none"
+    # none | crop (random crop) | standard (crop + horizontal flip) | more (standard + affine + erasing)
+    augment: Literal["none", "crop", "standard", "more"] = "none"
     # Fraction of the training set kept (stratified is not promised; a seeded random subset).
     subset: float = 1.0
     # Fraction of training labels replaced by uniformly random labels.
@@ -79,7 +80,7 @@ class DataSpec:
 
     def validate(self, where: str = "data") -> None:
         _choice(self.dataset, DATASETS, f"{where}.dataset")
-        _choice(self.augment, ("none", "standard", "more"), f"{where}.augment")
+        _choice(self.augment, ("none", "crop", "standard", "more"), f"{where}.augment")
         if not 0.0 < self.subset <= 1.0:
             raise SettingsError(f"{where}.subset must be in (0, 1], got {self.subset}")
         if not 0.0 <= self.random_labels <= 1.0:
