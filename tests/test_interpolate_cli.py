@@ -59,7 +59,9 @@ def test_interpolate_columns_and_rows(mlp_paths):
     assert set(table["start"]) == {"init", "other_init"}
     assert set(table["bn_mode"]) == {"interpolate", "recompute"}
     assert set(table["split"]) == {"train", "test"}
-    assert len(table) == 3 * 2 * 2 * 2 * 5
+    # group paths start from the first start only; the second start gets the full path
+    assert len(table) == (2 + 2) * 2 * 2 * 5
+    assert set(table.loc[table["start"] == "other_init", "path"]) == {"full"}
     for _, curve in table.groupby(CURVE):
         assert sorted(curve["alpha"]) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert table["loss"].notna().all() and table["accuracy"].between(0, 1).all()
@@ -116,7 +118,7 @@ def test_recompute_changes_nothing_without_batchnorm(mlp_paths):
 
 def test_shapes_one_row_per_path_and_split(mlp_paths):
     _, _, table, shapes, _ = mlp_paths
-    assert len(shapes) == 3 * 2 * 2 * 2
+    assert len(shapes) == (2 + 2) * 2 * 2  # (full × 2 starts + 2 groups) × BN modes × splits
     assert not shapes.duplicated(CURVE).any()
     assert {"label", "delta", "label_rule", "threshold_barrier_tol", "alpha_half"} <= set(shapes.columns)
     for _, row in shapes.iterrows():

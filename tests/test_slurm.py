@@ -23,7 +23,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
-GPU_RULES = ("train", "pretrain", "pretrain_random_labels", "retrain", "interpolate")
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -54,13 +53,19 @@ def snakemake_cmd(work: Path, *extra: str) -> list[str]:
             "--configfile", str(work / "config" / "test.yaml"), "--replace-workflow-config", *extra]
 
 
-def slurm_args() -> list[str]:
-    """The project's profile plus the local override: this cluster's partition, small memory,
-    one CPU per job (the node has two), quick status polls."""
-    cpus = [f"{rule}:cpus_per_task=1" for rule in GPU_RULES]
-    return ["--workflow-profile", str(REPO / "profiles" / "slurm"), "--jobs", "2", "--verbose",
-            "--default-resources", "slurm_partition=debug", "mem_mb=800", "runtime=30",
-            "--set-resources", *cpus, "--slurm-init-seconds-before-status-checks", "2"]
+def slurm_args(work: Path) -> list[str]:
+    """The project's profile plus a small local override for this one-node cluster (its
+    partition, one CPU per job since the node has two, less memory, quick status polls),
+    written as a profile beside the working directory."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["default-resources"].update(slurm_partition="debug", mem_mb=800, runtime=30)
+    for resources in profile["set-resources"].values():
+        resources["cpus_per_task"] = 1
+    profile.update({"jobs": 2, "slurm-init-seconds-before-status-checks": 2, "latency-wait": 5})
+    folder = work.parent / f"{work.name}-profile"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return ["--workflow-profile", str(folder), "--verbose"]
 
 
 def run(cmd: list[str], timeout: int) -> subprocess.CompletedProcess:
@@ -81,20 +86,18 @@ def slurm_and_local(cluster, tmp_path_factory):
     on_slurm = workdir(tmp_path_factory.mktemp("slurm"), "config.yaml")
     done = run(snakemake_cmd(local, "--cores", "2"), timeout=900)
     assert done.returncode == 0, done.stdout[-5000:]
-    done = run(snakemake_cmd(on_slurm, *slurm_args()), timeout=1500)
+    done = run(snakemake_cmd(on_slurm, *slurm_args(on_slurm)), timeout=1500)
     assert done.returncode == 0, done.stdout[-8000:]
     return local, on_slurm, done.stdout
 
 
-def submitted(log: str) -> dict[str, str]:
-    """SLURM job id -> rule, from the executor's submission lines and sbatch calls."""
-    jobs = {}
-    for call in re.finditer(r"sbatch call: (.*)", log):
-        line = call.group(1)
-        rule = re.search(r"--comment[= ]'?rule_(\w+)", line)
-        ids = re.findall(r"--job-name[= ]'?(\S+?)'?\s", line)
-        jobs[line] = (rule.group(1) if rule else "?", ids)
-    return {line: rule for line, (rule, _) in jobs.items()}
+def sbatch_calls(log: str) -> list[tuple[str, str]]:
+    """(rule, sbatch command line) for every submission in a verbose Snakemake log."""
+    calls = []
+    for line in re.findall(r"sbatch call: (.*)", log):
+        rule = re.search(r"--comment '?rule_([a-z0-9_]+?)(?:_wildcards_\S*)?'?\s", line)
+        calls.append((rule.group(1) if rule else "?", line))
+    return calls
 
 
 def test_every_job_went_through_sbatch(slurm_and_local):
@@ -113,13 +116,13 @@ def test_every_job_went_through_sbatch(slurm_and_local):
 
 def test_gpu_jobs_ask_for_a_gpu_and_others_do_not(slurm_and_local):
     _, _, log = slurm_and_local
-    calls = submitted(log)
+    calls = sbatch_calls(log)
     assert calls, "no sbatch call in the verbose log"
-    rules_with_gpu = {rule for line, rule in calls.items() if "--gpus=1" in line or "gpu:1" in line}
-    rules_without = {rule for line, rule in calls.items() if "--gpus" not in line and "gres" not in line}
-    assert {"train", "retrain", "interpolate"} <= rules_with_gpu
-    assert {"core_tables", "summary_tables", "experiment_figures", "figure_a11"} <= rules_without
-    assert not rules_with_gpu & rules_without
+    with_gpu = {rule for rule, line in calls if re.search(r"--gpus[= ]1\b", line)}
+    without = {rule for rule, line in calls if "--gpus" not in line and "gres" not in line}
+    assert {"train", "retrain", "interpolate"} <= with_gpu
+    assert {"core_tables", "summary_tables", "experiment_figures", "figure_a11"} <= without
+    assert not with_gpu & without
 
 
 def test_tables_equal_a_local_run(slurm_and_local):
@@ -147,7 +150,7 @@ def test_cancelled_training_job_is_resubmitted_and_ends_bit_identical(cluster, t
     assert done.returncode == 0, done.stdout[-5000:]
 
     work = workdir(tmp_path / "cancelled", "long_run.yaml")
-    proc = subprocess.Popen(snakemake_cmd(work, *slurm_args(), target), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(snakemake_cmd(work, *slurm_args(work), target), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     checkpoint = work / "results" / "runs" / run_id / "checkpoint.pt"
     cancelled = None
