@@ -28,7 +28,8 @@ SETTINGS = {
     "wd_no_barrier": {"experiment": "E11", "baseline": "base",
                       "run": {"train": {"weight_decay": 0,
                                         "group_overrides": {"@no_barrier_groups:base": {"weight_decay": 5.0e-4}}}}},
-    "source": {"experiment": "E3", "aux": True, "run": {"data": {"dataset": "digits_rot4"}}, "paths": {"groups": False}},
+    "source": {"experiment": "E3", "aux": True, "run": {"data": {"dataset": "digits_rot4"}},
+               "paths": {"groups": False}},
     "pretrained": {"experiment": "E3", "baseline": "base",
                    "run": {"init": {"source": "@source/final.pt", "exclude": ["head"]}}},
     "rl_source": {"experiment": "E4", "aux": True, "run": {"data": {"random_labels": 1.0}}},
@@ -280,10 +281,6 @@ def test_role_names_the_training_rule_of_each_run(plan):
     assert {plan.runs[r].setting: plan.role(r) for r in plan.runs} == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG workflow/linpath/experiments.py Plan.role: `'retrain' if run.upstream and not run.groups_from` calls a "
-    "run that starts from another run's state *and* reads measured group lists a 'train' (a random-init run); "
-    "fix: return 'retrain' if self.state_inputs(run_id) else 'train'"))
 def test_a_run_from_another_runs_state_is_a_retrain_even_when_it_also_reads_group_lists():
     settings = copy.deepcopy(SETTINGS)
     settings["t_small_lr"] = {"experiment": "E11", "baseline": "base",

@@ -166,15 +166,10 @@ def test_dry_run_resolves_the_paper_scale_dag_with_more_runs(default_dry_run, pa
     assert stats["train"] == sum(plan.role(r) == "train" for r in plan.runs)
     assert len(plan.seeds) == 10
     assert "results/runs/base-s9-" in output_of(paper_dry_run[1])
+    # README: "480 training runs and 480 path sweeps (`snakemake -n --configfile config/paper.yaml` lists them)".
+    assert sum(stats[r] for r in TRAINING_RULES) == stats["interpolate"] == 480
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG workflow/rules/common.smk barrier_runs() (used by core_tables in workflow/rules/tables.smk): the first "
-    "checkpoints.barrier_init.get() raises IncompleteCheckpointException, so only one barrier_init job is in the "
-    "DAG and the others are discovered one at a time, each after the previous finished (10 serial rounds of "
-    "SLURM jobs at paper scale, and no E5 retraining until all are done); fix: add every barrier parent's "
-    "barrier.yaml as a plain input of core_tables, e.g. barrier_checks=sorted({str(PLAN.barrier_dir("
-    "r.barrier_from) / 'barrier.yaml') for r in PLAN.runs.values() if r.barrier_from})"))
 def test_dry_run_schedules_the_barrier_checkpoint_of_every_seed(default_dry_run):
     plan = Plan(default_config())
     parents = {run.barrier_from for run in plan.runs.values() if run.barrier_from}
@@ -189,16 +184,6 @@ def test_job_stats_parser_reads_the_table():
 
 
 # --- lint ------------------------------------------------------------------------------------
-
-# What `snakemake --lint` reports today (rule or file, finding; line numbers dropped).
-KNOWN_LINTS = {
-    ("snakefile workflow/rules/train.smk", "Path composition with '+' in line N"),
-    *((f"rule {r}", "No log directive defined")
-      for r in ("barrier_groups", "core_tables", "summary_tables", "experiment_figures", "figure_a11")),
-    *((f"rule {r}", "Specify a conda environment or container for each rule.")
-      for r in ("train", "pretrain", "pretrain_random_labels", "retrain", "barrier_init", "interpolate")),
-}
-
 
 def lint_findings(text: str) -> set[tuple[str, str]]:
     findings, scope = set(), None
@@ -220,30 +205,12 @@ def lint(tmp_path_factory):
     return proc, lint_findings(output_of(proc))
 
 
-def test_lint_reports_nothing_beyond_the_known_findings(lint):
-    proc, findings = lint
-    if proc.returncode != 0:
-        assert findings, f"lint failed but printed no finding this test can read:\n{tail(proc)}"
-    new = findings - KNOWN_LINTS
-    assert not new, f"new lint findings: {sorted(new)}"
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "LINT snakemake --lint is not clean: workflow/rules/train.smk:45 path composition with '+' "
-    "(LINPATH + \" train ...\"; use an f-string); no log directive in barrier_groups, core_tables, summary_tables, "
-    "experiment_figures, figure_a11 (add log: 'logs/<rule>.log'); no conda/container in train, pretrain, "
-    "pretrain_random_labels, retrain, barrier_init, interpolate"))
 def test_lint_is_clean(lint):
     proc, findings = lint
     assert proc.returncode == 0 and not findings, sorted(findings)
     assert "Congratulations, your workflow is in a good condition!" in output_of(proc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG README ('--sdm conda with envs/linpath.yaml') and envs/linpath.yaml promise conda environments for "
-    "cluster jobs, but no rule has a conda: directive, so --sdm conda changes nothing; fix: add "
-    "conda: '../../envs/linpath.yaml' to train (and with it pretrain, pretrain_random_labels, retrain), "
-    "barrier_init and interpolate (the `run:` rules cannot use conda)"))
 def test_rules_that_run_linpath_declare_the_conda_environment(lint):
     _, findings = lint
     assert not [f for f in findings if f[1].startswith("Specify a conda environment")]
@@ -327,15 +294,8 @@ def _barrier_point_that_is_never_written(c):
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    pytest.param(_table1_names_an_unknown_setting, "pretrianed", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG table1[].settings (and table1[].baseline) are never checked against `settings`: the config is "
-        "accepted, every run trains, and the last job dies with KeyError 'pretrianed' in "
-        "workflow/linpath/figures.py figure_a11 (plan.settings[s] for s in row['settings']); fix: check the "
-        "names in Plan.check() (workflow/linpath/experiments.py) or in common.smk next to validate()"))),
-    pytest.param(_barrier_point_that_is_never_written, "middle", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG '@barrier:<setting>/<point>' accepts any point, but barrier-init only writes before/at/after.pt: "
-        "the retraining job fails only after the parent trained and its checkpoint found a barrier; fix: in "
-        "workflow/linpath/experiments.py Plan._plan (or check) refuse points other than before|at|after"))),
+    pytest.param(_table1_names_an_unknown_setting, "pretrianed"),
+    pytest.param(_barrier_point_that_is_never_written, "middle"),
 ], ids=["table1_unknown_setting", "barrier_point_typo"])
 def test_a_bad_name_is_refused_before_anything_runs(tmp_path, mutate, expected):
     config = mini_config()
@@ -346,11 +306,6 @@ def test_a_bad_name_is_refused_before_anything_runs(tmp_path, mutate, expected):
     assert expected in output_of(proc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG workflow/rules/common.smk EXPERIMENT_FIGURES: E14 is added only when a setting's own `paths` sets "
-    "param_groups; with `paths: {param_groups: true}` as the default, the parameter-group paths are measured "
-    "(Plan.interpolate_args merges the defaults) but E14.png is never made; fix: "
-    "any({**config.get('paths', {}), **s.paths}.get('param_groups') for s in PLAN.settings.values())"))
 def test_param_groups_as_the_paths_default_gives_the_e14_figure(tmp_path):
     config = mini_config()
     config["paths"]["param_groups"] = True
@@ -460,7 +415,9 @@ def test_runs_table_has_one_row_per_included_run(mini_run):
         assert row.relative_distance_global > 0
     assert set(runs["seed"]) == set(config["seeds"])
     by_setting = runs.set_index("run_id")
-    assert (by_setting.loc[plan.runs_of("base"), "epochs"] == config["base"]["train"]["epochs"]).all()
+    base_epochs = config["settings"]["base"]["run"]["train"]["epochs"]
+    assert (by_setting.loc[plan.runs_of("base"), "epochs"] == base_epochs).all()
+    assert (by_setting.loc[plan.runs_of("pretrained"), "epochs"] == config["base"]["train"]["epochs"]).all()
     assert (by_setting.loc[plan.runs_of("pretrain_source"), "dataset"] == "digits_rot4").all()
     assert (by_setting.loc[plan.runs_of("mlp"), "model"] == "mlp").all()
 
@@ -506,7 +463,10 @@ def test_paths_follow_each_settings_paths_section(mini_run):
         if p["param_groups"]:
             pg = frame[frame["path"] == "param_group"]
             assert set(pg["param_group"]) == {"weights", "bn_affine", "bn_stats"}
-            assert set(pg["group"]) == resnet_groups
+            # Groups with more than one kind of tensor: the head (a linear layer) has weights only.
+            assert set(pg["group"]) == resnet_groups - {"head"}
+        # Group-wise and parameter-group paths start from the first start only.
+        assert set(frame.loc[frame["path"] != "full", "start"]) <= {starts.get(p["starts"][0], p["starts"][0])}
         assert (frame.loc[frame["path"] == "full", "group"] == "all").all()
         # The end state of every path is the run's final state.
         assert set(frame["end_state"]) == {str(plan.run_dir(run_id) / "final.pt")}, run_id
@@ -514,21 +474,27 @@ def test_paths_follow_each_settings_paths_section(mini_run):
 
 @pytest.mark.slow
 def test_barrier_runs_exist_exactly_where_the_parent_path_has_a_barrier(mini_run):
-    workdir, plan, _ = mini_run
+    workdir, plan, config = mini_run
     runs = set(tables(mini_run, "runs")["run_id"])
     info = barrier_info(mini_run)
-    assert len(info) == 2  # base_nowd, both seeds
+    # base_nowd (parent of barrier_at) and base (parent of barrier_after_base), both seeds.
+    assert {plan.runs[p].setting for p in info} == {"base_nowd", "base"} and len(info) == 4
     for parent, found in info.items():
         assert isinstance(found["has_barrier"], bool) and found["reason"]
-        children = plan.barrier_children(parent)
-        assert [plan.runs[c].setting for c in children] == ["barrier_at"]
         points = {p.name for p in (workdir / plan.barrier_dir(parent)).glob("*.pt")}
+        children = plan.barrier_children(parent)
+        assert len(children) == 1
         for child in children:
+            source = config["settings"][plan.runs[child].setting]["run"]["init"]["source"]
+            ref = re.fullmatch(r"@barrier:(\w+)/(\w+)", source)
+            assert ref and ref[1] == plan.runs[parent].setting
             if found["has_barrier"]:
                 assert points == {"before.pt", "at.pt", "after.pt"}
+                assert 0 < found["alpha_star"] < 1
                 assert child in runs
                 run_yaml = yaml.safe_load((workdir / plan.run_dir(child) / "run.yaml").read_text())
-                assert run_yaml["init"]["source"] == str(plan.barrier_dir(parent) / "at.pt")
+                assert run_yaml["init"]["source"] == str(plan.barrier_dir(parent) / f"{ref[2]}.pt")
+                assert (workdir / plan.paths_file(child)).is_file()
             else:
                 assert points == set()
                 assert child not in runs
@@ -584,9 +550,9 @@ def test_table1_has_one_row_per_entry_with_the_papers_labels(mini_run):
     assert pretrained["acc_change_pp_std"] == pytest.approx(np.std(diffs, ddof=1))
     assert pretrained["n_seeds"] == 2
     barrier_row = t1.set_index("intervention").loc["barrier-height init"]
-    n_barrier = sum(i["has_barrier"] for i in barrier_info(mini_run).values())
-    assert barrier_row["n_seeds"] == n_barrier
-    assert (barrier_row["shape"] == "n/a") == (n_barrier == 0)
+    with_barrier = [plan.runs[p].seed for p, i in barrier_info(mini_run).items() if i["has_barrier"]]
+    assert barrier_row["n_seeds"] == len(set(with_barrier))
+    assert (barrier_row["shape"] == "n/a") == (not with_barrier)
     markdown = (results_of(mini_run) / "tables" / "table1.md").read_text().splitlines()
     body = [line for line in markdown if line.startswith("| ") and not line.startswith("| category")]
     assert [line.split(" | ")[1] for line in body] == [e["intervention"] for e in config["table1"]]

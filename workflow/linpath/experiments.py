@@ -26,6 +26,7 @@ from typing import Any
 
 from .hparams import RunSpec, SettingsError
 
+BARRIER_POINTS = ("before", "at", "after")  # the states linpath.barrier writes
 REF = re.compile(r"^@(?:(?P<kind>barrier|barrier_groups|no_barrier_groups):)?(?P<setting>[A-Za-z0-9_]+)(?:/(?P<file>[\w.]+))?$")
 
 
@@ -149,6 +150,10 @@ class Plan:
                 for s in self.seeds:
                     upstream.append(self._plan(m["setting"], s, [*stack, name]))
             else:
+                if m["kind"] == "barrier" and m["file"] not in BARRIER_POINTS:
+                    raise SettingsError(f"settings.{name}: {ref!r}: a barrier point is one of {', '.join(BARRIER_POINTS)}")
+                if m["kind"] is None and not m["file"]:
+                    raise SettingsError(f"settings.{name}: {ref!r} names no file (e.g. @{m['setting']}/final.pt)")
                 up = self._plan(m["setting"], seed, [*stack, name])
                 upstream.append(up)
                 if m["kind"] == "barrier":
@@ -230,7 +235,12 @@ class Plan:
         return resolved
 
     def check(self) -> None:
-        """Validate every run's settings (with placeholder group lists) before anything runs."""
+        """Validate every run's settings (with placeholder group lists) and every name the
+        config refers to, before anything runs."""
+        for i, row in enumerate(self.config.get("table1", [])):
+            for name in [*row.get("settings", []), *([row["baseline"]] if row.get("baseline") else [])]:
+                if name not in self.settings:
+                    raise SettingsError(f"table1[{i}] ({row.get('intervention', '')}): unknown setting {name!r}")
         placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in self.settings}
         for run_id in self.runs:
             try:
@@ -268,7 +278,7 @@ class Plan:
         if self.settings[run.setting].aux:
             labels = run.recipe.get("data", {}).get("random_labels", 0)
             return "pretrain_random_labels" if labels > 0 else "pretrain"
-        return "retrain" if run.upstream and not run.groups_from else "train"
+        return "retrain" if self.state_inputs(run_id) else "train"
 
     def runs_of(self, setting: str) -> list[str]:
         return [self.by_setting[(setting, s)] for s in self.seeds]

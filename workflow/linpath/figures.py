@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .experiments import Plan  # noqa: E402
+from .io import note  # noqa: E402
 from .tables import MAIN_PATH, _select, group_barrier  # noqa: E402
 
 
@@ -72,6 +73,14 @@ def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> No
     _save(fig, Path(out))
 
 
+def write_experiment_figures(plan: Plan, experiments: list[str], paths_file: str, outputs: list[str],
+                             log: str | None = None) -> None:
+    paths = pd.read_parquet(paths_file)
+    for experiment, out in zip(experiments, outputs):
+        experiment_figure(plan, experiment, paths, out)
+    note(log, f"wrote {len(outputs)} experiment figures")
+
+
 def param_group_figure(paths: pd.DataFrame, out: str | Path) -> None:
     """E14 (Fig. A18): inside each group, only the weights, the BN affine or the BN running stats move."""
     sel = paths[(paths["path"].isin(["group", "param_group"])) & (paths["split"] == "train")
@@ -89,7 +98,7 @@ def param_group_figure(paths: pd.DataFrame, out: str | Path) -> None:
     _save(fig, Path(out))
 
 
-def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path) -> None:
+def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: str | None = None) -> None:
     """One panel per Table 1 row (its full paths against the baseline, with label and accuracy change),
     plus the path-shape vs accuracy-change panel with its rank correlation."""
     paths, shapes, table1, runs = _frame(paths), _frame(shapes), _frame(table1), _frame(runs)
@@ -131,6 +140,7 @@ def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path) -> None
     fig.suptitle("Figure A11 (this pipeline): every intervention's linear paths and test-accuracy change", fontsize=11)
     fig.tight_layout()
     _save(fig, Path(out), pdf=True)
+    note(log, f"wrote {out} and its PDF")
 
 
 def shape_vs_accuracy(plan: Plan, shapes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

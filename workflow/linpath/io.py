@@ -45,6 +45,14 @@ def write_yaml(data: Any, path: str | Path) -> None:
     write_text(yaml.safe_dump(data, sort_keys=False), path)
 
 
+def note(log: str | Path | None, message: str) -> None:
+    """One line in a job's log file (workflow jobs that run in-process have no stdout log)."""
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            handle.write(message.rstrip() + "\n")
+
+
 def write_parquet(frame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from .experiments import Plan
-from .io import write_parquet, write_text, write_yaml
+from .io import note, write_parquet, write_text, write_yaml
 
 MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split": "train"}
 
@@ -38,12 +38,14 @@ def barrier_groups(shapes: pd.DataFrame, widenable: list[str]) -> dict:
             "label_rule": str(sel["label_rule"].iloc[0])}
 
 
-def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path) -> None:
+def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path, log: str | None = None) -> None:
     from .hparams import RunSpec
     from .models import widenable_groups
 
     shapes = pd.concat([pd.read_parquet(f) for f in shape_files], ignore_index=True)
-    write_yaml(barrier_groups(shapes, widenable_groups(RunSpec.from_yaml(run_yaml).model)), out)
+    found = barrier_groups(shapes, widenable_groups(RunSpec.from_yaml(run_yaml).model))
+    write_yaml(found, out)
+    note(log, f"groups with a barrier: {found['with_barrier']} -> {out}")
 
 
 # --- the long tables -----------------------------------------------------------
@@ -81,11 +83,12 @@ def collect(plan: Plan, run_ids: list[str], files: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def write_core_tables(plan: Plan, run_ids: list[str], out_dir: str | Path) -> None:
+def write_core_tables(plan: Plan, run_ids: list[str], out_dir: str | Path, log: str | None = None) -> None:
     out_dir = Path(out_dir)
     write_parquet(runs_table(plan, run_ids), out_dir / "runs.parquet")
     write_parquet(collect(plan, run_ids, [str(plan.paths_file(r)) for r in run_ids]), out_dir / "paths.parquet")
     write_parquet(collect(plan, run_ids, [str(plan.shapes_file(r)) for r in run_ids]), out_dir / "shapes.parquet")
+    note(log, f"{len(run_ids)} runs -> {out_dir}/runs.parquet, paths.parquet, shapes.parquet")
 
 
 # --- Table 1 ---------------------------------------------------------------------
@@ -229,3 +232,11 @@ def write_experiment_table(plan: Plan, name: str, reference: dict, tables_dir: s
         raise KeyError(f"config/reference.yaml has no table {name!r}")
     frame = experiment_table(name, reference["tables"][name], pd.read_parquet(tables_dir / "runs.parquet"))
     write_parquet(frame, tables_dir / f"{name}.parquet")
+
+
+def write_summary_tables(plan: Plan, reference: dict, tables_dir: str | Path, log: str | None = None) -> None:
+    """Table 1 and every per-experiment table of config/reference.yaml."""
+    write_table1(plan, tables_dir)
+    for name in sorted(reference.get("tables", {})):
+        write_experiment_table(plan, name, reference, tables_dir)
+    note(log, f"wrote table1 and {len(reference.get('tables', {}))} experiment tables under {tables_dir}")

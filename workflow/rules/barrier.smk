@@ -12,11 +12,14 @@ checkpoint barrier_init:
         offset=SHAPES.get("barrier_offset", 0.1),
         tol=SHAPES.get("barrier_tol", 0.01),
         plateau=SHAPES.get("plateau_alpha", 0.7),
+        cli=LINPATH,
     log:
         "logs/barrier/{run_id}.log",
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        CONDA_ENV
     shell:
-        LINPATH + " barrier-init --paths {input.paths} --out {params.out} --offset {params.offset} "
+        "{params.cli} barrier-init --paths {input.paths} --out {params.out} --offset {params.offset} "
         "--barrier-tol {params.tol} --plateau-alpha {params.plateau} > {log} 2>&1"

@@ -1,7 +1,6 @@
 # Shared helpers: config validation, the run plan, and input functions.
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,15 +17,27 @@ PLAN = Plan(config)
 PLAN.check()
 
 RESULTS = PLAN.results
-# The CLI on PATH (activated venv, conda env); else the Python running Snakemake, which has linpath.
-LINPATH = "linpath" if shutil.which("linpath") else f"{shlex.quote(sys.executable)} -m linpath.cli"
+
+def _uses_conda():
+    try:
+        return any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
+    except AttributeError:
+        return False
+
+
+# linpath's CLI, importable from this checkout: with `--sdm conda` the environment's python
+# (envs/linpath.yaml holds the dependencies), otherwise the python running Snakemake.
+LINPATH = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {} -m linpath.cli".format(  # used through params: braces stay single
+    shlex.quote(str(Path(workflow.basedir) / "workflow")), "python" if _uses_conda() else shlex.quote(sys.executable)
+)
+CONDA_ENV = "../../envs/linpath.yaml"
 REFERENCE = yaml.safe_load(Path(config["reference"]).read_text()) if config.get("reference") else {"tables": {}}
 RES = config.get("resources", {})
 SHAPES = config.get("shapes", {})
 EXPERIMENT_TABLES = sorted(REFERENCE.get("tables", {}))
 EXPERIMENT_FIGURES = sorted(
     {s.experiment for s in PLAN.settings.values() if not s.aux}
-    | ({"E14"} if any(s.paths.get("param_groups") for s in PLAN.settings.values()) else set()),
+    | ({"E14"} if any({**config.get("paths", {}), **s.paths}.get("param_groups") for s in PLAN.settings.values()) else set()),
     key=lambda e: int(e[1:]),
 )
 
@@ -39,6 +50,11 @@ def run_pattern(role):
 
 def barrier_group_files(wildcards):
     return [checkpoints.barrier_groups.get(setting=s).output[0] for s in PLAN.runs[wildcards.run_id].groups_from]
+
+
+def barrier_checks():
+    """Every barrier_init result the E5 runs depend on: plain inputs, so all checkpoints run in parallel."""
+    return sorted({str(PLAN.barrier_dir(r.barrier_from) / "barrier.yaml") for r in PLAN.runs.values() if r.barrier_from})
 
 
 def barrier_runs(wildcards=None):

@@ -15,16 +15,15 @@ rule experiment_figures:
             )
             for e in EXPERIMENT_FIGURES
         ],
+    log:
+        "logs/figures/experiment_figures.log",
     resources:
         mem_mb=2000,
         runtime=10,
     run:
-        import pandas as pd
-        from linpath.figures import experiment_figure
+        from linpath.figures import write_experiment_figures
 
-        paths = pd.read_parquet(input.paths)
-        for experiment, out in zip(EXPERIMENT_FIGURES, output):
-            experiment_figure(PLAN, experiment, paths, out)
+        write_experiment_figures(PLAN, EXPERIMENT_FIGURES, input.paths, list(output), log[0])
 
 
 rule figure_a11:
@@ -36,10 +35,12 @@ rule figure_a11:
     output:
         png=report(f"{RESULTS}/figures/figure_A11.png", caption="../report/figure_a11.rst", category="Overview"),
         pdf=f"{RESULTS}/figures/figure_A11.pdf",
+    log:
+        "logs/figures/figure_a11.log",
     resources:
         mem_mb=2000,
         runtime=10,
     run:
         from linpath.figures import figure_a11
 
-        figure_a11(PLAN, input.paths, input.shapes, input.table1, input.runs, output.png)
+        figure_a11(PLAN, input.paths, input.shapes, input.table1, input.runs, output.png, log[0])

@@ -12,6 +12,7 @@ rule interpolate:
         run=lambda w: str(PLAN.run_dir(w.run_id)),
         cache=f"{RESULTS}/cache/eval",
         args=lambda w: " ".join(PLAN.interpolate_args(w.run_id)),
+        cli=LINPATH,
     log:
         "logs/interpolate/{run_id}.log",
     benchmark:
@@ -21,6 +22,8 @@ rule interpolate:
         gpu=RES.get("gpu", 0),
         mem_mb=RES.get("paths_mem_mb", 2000),
         runtime=RES.get("paths_runtime", 30),
+    conda:
+        CONDA_ENV
     shell:
-        LINPATH + " interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
+        "{params.cli} interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
         "--out {output.paths} --shapes {output.shapes} {params.args} --threads {threads} --no-progress > {log} 2>&1"

@@ -10,11 +10,13 @@ checkpoint barrier_groups:
         run_yaml=lambda w: str(PLAN.run_dir(PLAN.runs_of(w.setting)[0]) / "run.yaml"),
     output:
         f"{RESULTS}/derived/barrier_groups/{{setting}}.yaml",
+    log:
+        "logs/barrier_groups/{setting}.log",
     localrule: True
     run:
         from linpath.tables import write_barrier_groups
 
-        write_barrier_groups(list(input.shapes), input.run_yaml, output[0])
+        write_barrier_groups(list(input.shapes), input.run_yaml, output[0], log[0])
 
 
 rule train:
@@ -30,6 +32,7 @@ rule train:
     params:
         out=lambda w: str(PLAN.run_dir(w.run_id)),
         settings=run_settings_json,
+        cli=LINPATH,
     wildcard_constraints:
         run_id=run_pattern("train"),
     log:
@@ -41,8 +44,10 @@ rule train:
         gpu=RES.get("gpu", 0),
         mem_mb=RES.get("train_mem_mb", 2000),
         runtime=RES.get("train_runtime", 30),
+    conda:
+        CONDA_ENV
     shell:
-        LINPATH + " train --settings-json {params.settings:q} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
+        "{params.cli} train --settings-json {params.settings:q} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
 
 
 use rule train as pretrain with:
