@@ -328,3 +328,10 @@ def test_interpolate_args_merge_the_paths_defaults_with_the_settings_own():
 
     pairs, flags = options(plan.interpolate_args(plan.by_setting[("small_lr", 0)]))  # defaults only
     assert flags == {"--groups"}
+
+
+def test_moving_the_data_folder_keeps_the_run_ids_but_not_the_resolved_root():
+    here, there = Plan(make_config()), Plan(make_config(data_root="/elsewhere/data"))
+    assert list(here.runs) == list(there.runs)
+    run_id = next(iter(there.runs))
+    assert there.resolve(run_id)["data"]["root"] == "/elsewhere/data"

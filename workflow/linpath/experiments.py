@@ -167,6 +167,7 @@ class Plan:
 
         identity = _substitute(recipe, hashed)
         identity.pop("name", None)
+        identity["data"].pop("root", None)  # where the data lives is not what the run is
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         run_id = f"{name}-s{seed}-{digest}"
         self.runs[run_id] = PlannedRun(run_id, name, seed, recipe, sorted(set(upstream)), barrier_from,
