@@ -143,14 +143,21 @@ def test_find_barrier_without_a_matching_path(endpoints):
 # --- the command line, and training from the barrier state --------------------------
 
 
-def test_cli_barrier_init_and_train_from_it(endpoints, tmp_path, write_config, capsys):
-    start_pt, end_pt, spec = endpoints
+def barrier_cli(endpoints, tmp_path, capsys, *options):
+    """`linpath barrier-init` on the crafted paths; returns the output folder and captured output."""
+    start_pt, end_pt, _ = endpoints
     paths_file = tmp_path / "paths.parquet"
     crafted_paths(start_pt, end_pt).to_parquet(paths_file, index=False)
     out = tmp_path / "inits"
-    code = cli.main(["barrier-init", "--paths", str(paths_file), "--out", str(out), "--offset", "0.2"])
+    code = cli.main(["barrier-init", "--paths", str(paths_file), "--out", str(out), *options])
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    return out, captured
+
+
+def test_cli_barrier_init_and_train_from_it(endpoints, tmp_path, write_config, capsys):
+    start_pt, end_pt, spec = endpoints
+    out, captured = barrier_cli(endpoints, tmp_path, capsys, "--offset", "0.2")
     assert "barrier at alpha=0.4" in captured.out
     start, end = load_tensors(start_pt), load_tensors(end_pt)
     alphas = yaml.safe_load((out / "barrier.yaml").read_text())["alphas"]
@@ -174,13 +181,7 @@ def test_cli_barrier_init_and_train_from_it(endpoints, tmp_path, write_config, c
 
 
 def test_cli_barrier_init_threshold_and_no_barrier(endpoints, tmp_path, capsys):
-    start_pt, end_pt, _ = endpoints
-    paths_file = tmp_path / "paths.parquet"
-    crafted_paths(start_pt, end_pt).to_parquet(paths_file, index=False)
-    out = tmp_path / "inits"
-    code = cli.main(["barrier-init", "--paths", str(paths_file), "--out", str(out), "--barrier-tol", "1.5"])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
+    out, captured = barrier_cli(endpoints, tmp_path, capsys, "--barrier-tol", "1.5")
     assert "no barrier" in captured.out and "barrier.yaml only" in captured.out
     assert [p.name for p in out.iterdir()] == ["barrier.yaml"]
     saved = yaml.safe_load((out / "barrier.yaml").read_text())
