@@ -188,7 +188,7 @@ def test_barrier_group_keys_expand_into_the_measured_groups(plan):
     groups = {"base": {"with_barrier": ["stem", "block1"], "without_barrier": ["block2", "block3", "block4", "head"]}}
     run_id = plan.by_setting[("small_lr", 0)]
     assert plan.runs[run_id].groups_from == ["base"]
-    assert plan.group_inputs(run_id) == ["results/derived/barrier_groups/base.yaml"]
+    assert [str(plan.groups_file(g)) for g in plan.runs[run_id].groups_from] == ["results/derived/barrier_groups/base.yaml"]
     assert sorted(plan.runs[run_id].upstream) == sorted(plan.runs_of("base"))
     assert plan.resolve(run_id, groups)["train"]["group_overrides"] == {"stem": {"lr": 0.005},
                                                                         "block1": {"lr": 0.005}}

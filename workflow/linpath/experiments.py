@@ -180,9 +180,6 @@ class Plan:
     def run_dir(self, run_id: str) -> Path:
         return self.results / "runs" / run_id
 
-    def settings_file(self, run_id: str) -> Path:
-        return self.results / "settings" / f"{run_id}.yaml"
-
     def barrier_dir(self, run_id: str) -> Path:
         return self.results / "derived" / "barrier" / run_id
 
@@ -206,9 +203,6 @@ class Plan:
             elif m["kind"] is None:
                 files.append(str(self.run_dir(self.by_setting[(m["setting"], run.seed)]) / m["file"]))
         return files
-
-    def group_inputs(self, run_id: str) -> list[str]:
-        return [str(self.groups_file(s)) for s in self.runs[run_id].groups_from]
 
     def resolve(self, run_id: str, groups: dict[str, dict] | None = None) -> dict:
         """Concrete run settings: references become file paths and group names.
