@@ -52,7 +52,7 @@ def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> No
     groups = data[(data["path"] == "group") & (data["start"] == "init")]
     group_names = list(dict.fromkeys(groups["group"]))
     ncols = 1 + len(group_names)
-    fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.0), squeeze=False, sharey=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.6), squeeze=False, sharey=False)
     palette = dict(zip(settings, sns.color_palette("tab10", len(settings))))
     if full.empty:
         axes[0, 0].text(0.5, 0.5, "no full paths measured", ha="center")
@@ -69,7 +69,8 @@ def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> No
         ax.set_xlabel("α")
         ax.set_ylabel("train loss")
     figures = sorted({plan.settings[s].figure for s in settings if plan.settings[s].experiment == experiment} - {""})
-    fig.suptitle(f"{experiment} ({', '.join(figures)}): loss along θ(α), mean ± sd over seeds", fontsize=10)
+    fig.suptitle(f"{experiment} ({', '.join(figures)}): loss along θ(α), mean ± sd over seeds", fontsize=11, y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     _save(fig, Path(out))
 
 
