@@ -95,6 +95,26 @@ def test_write_barrier_inits(endpoints, tmp_path):
     assert info["alphas"] == saved["alphas"]
 
 
+# A barrier whose peak stays below L(0): 2.3 → 1.0 → 1.5 → 0.01. The global maximum is L(0), but the
+# largest rise (1.0 → 1.5) peaks at α = 0.5: that is the barrier of E5.
+BELOW_START = [2.3, 1.8, 1.4, 1.0, 1.25, 1.5, 1.1, 0.7, 0.3, 0.1, 0.01]
+
+
+@pytest.mark.parametrize("offset", [0.1, 0.2])
+def test_a_barrier_below_the_start_gives_an_interior_alpha_star(endpoints, tmp_path, offset):
+    start_pt, end_pt, _ = endpoints
+    out = tmp_path / "below"
+    info = write_barrier_inits(crafted_paths(start_pt, end_pt, BELOW_START), out, offset=offset)
+    assert info["has_barrier"] is True and info["alpha_star"] == pytest.approx(0.5)
+    assert info["rise_start_alpha"] == pytest.approx(0.3)
+    assert info["barrier_height"] == 0.0, "the global maximum is L(0): the barrier height says nothing here"
+    expected = {"before": 0.5 - offset, "at": 0.5, "after": 0.5 + offset}
+    assert info["alphas"] == pytest.approx(expected)
+    start, end = load_tensors(start_pt), load_tensors(end_pt)
+    for name, alpha in expected.items():
+        check_written_state(out / f"{name}.pt", start, end, alpha)
+
+
 @pytest.mark.parametrize("peak,expected", [
     (0.95, {"before": 0.85, "at": 0.95, "after": 1.0}),
     (0.05, {"before": 0.0, "at": 0.05, "after": 0.15}),
@@ -185,7 +205,8 @@ def test_cli_barrier_init_threshold_and_no_barrier(endpoints, tmp_path, capsys):
     assert "no barrier" in captured.out and "barrier.yaml only" in captured.out
     assert [p.name for p in out.iterdir()] == ["barrier.yaml"]
     saved = yaml.safe_load((out / "barrier.yaml").read_text())
-    assert saved["has_barrier"] is False and "barrier_tol=1.5" in saved["reason"]
+    assert saved["has_barrier"] is False and "threshold=1.5" in saved["reason"]
+    assert "max(1.5, " in saved["reason"], "the rule that decided is written beside the decision"
 
 
 def test_cli_barrier_init_bad_input(endpoints, tmp_path, capsys):

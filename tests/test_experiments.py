@@ -293,8 +293,9 @@ def test_a_run_from_another_runs_state_is_a_retrain_even_when_it_also_reads_grou
 def test_interpolate_args_defaults_without_a_paths_section():
     plan = Plan(make_config({"base": {"experiment": "E2"}}))
     args = plan.interpolate_args(plan.by_setting[("base", 0)])
+    # No `shapes` section: no threshold flags, so the CLI takes ShapeThresholds' own defaults.
     assert args == ["--alphas", "0:1:51", "--bn-subset", "1024", "--batch-size", "2048", "--start", "init",
-                    "--bn-mode", "interpolate", "--barrier-tol", "0.01", "--plateau-alpha", "0.7"]
+                    "--bn-mode", "interpolate"]
 
 
 def test_interpolate_args_merge_the_paths_defaults_with_the_settings_own():

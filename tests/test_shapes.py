@@ -52,11 +52,13 @@ def test_monotone_decreasing_curve_is_nb():
 
 
 def test_a_rise_on_the_last_step_is_a_barrier():
-    m = curve_metrics(A5, [2.0, 1.5, 1.0, 0.6, 0.65])
-    assert m["delta"] == pytest.approx(0.05)
+    m = curve_metrics(A5, [2.0, 1.5, 1.0, 0.6, 0.7])
+    assert m["delta"] == pytest.approx(0.1)
+    assert m["barrier_threshold"] == pytest.approx(0.05 * 1.3)  # 5% of |L(0) - L(1)| beats the 0.01 floor
     assert m["label"] == "B" and m["monotonic"] is False
+    assert m["rise_alpha"] == 1.0 and m["rise_start_alpha"] == 0.75
     assert m["above_start"] is False and m["barrier_height"] == 0.0  # the peak is L(0)
-    assert curve_metrics(A5, [2.0, 1.5, 1.0, 0.6, 0.605])["label"] == "NB", "a rise within barrier_tol is no barrier"
+    assert curve_metrics(A5, [2.0, 1.5, 1.0, 0.6, 0.605])["label"] == "NB", "a rise within the threshold is no barrier"
 
 
 def test_plateau():
@@ -87,13 +89,15 @@ def test_barrier_height_compares_with_the_higher_endpoint():
 
 
 def test_thresholds_and_rule_are_written_beside_the_label():
-    thresholds = ShapeThresholds(barrier_tol=0.2, plateau_alpha=0.6)
+    thresholds = ShapeThresholds(barrier_tol=0.2, barrier_rel=0.03, plateau_alpha=0.6)
     m = curve_metrics(A5, [2.0, 1.5, 1.0, 0.6, 0.75], thresholds)
     assert m["label"] == "NB" and m["delta"] == pytest.approx(0.15)  # below the raised tolerance
     assert m["threshold_barrier_tol"] == 0.2 and m["threshold_plateau_alpha"] == 0.6
+    assert m["threshold_barrier_rel"] == 0.03 and m["barrier_threshold"] == 0.2
     assert m["label_rule"] == thresholds.rule()
-    assert "0.2" in m["label_rule"] and "0.6" in m["label_rule"]
-    assert curve_metrics(A5, [2.0, 1.5, 1.0, 0.6, 0.75])["threshold_barrier_tol"] == 0.01
+    assert "0.2" in m["label_rule"] and "0.6" in m["label_rule"] and "0.03" in m["label_rule"]
+    default = curve_metrics(A5, [2.0, 1.5, 1.0, 0.6, 0.75])
+    assert default["threshold_barrier_tol"] == 0.01 and default["threshold_barrier_rel"] == 0.05
 
 
 @pytest.mark.parametrize("losses", [[1.0, 0.8, 1.2], [1.0, 1.0, 1.0], [0.5, 0.2, 0.5]])

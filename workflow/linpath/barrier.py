@@ -13,22 +13,28 @@ from .shapes import ShapeThresholds, curve_metrics
 
 def find_barrier(paths: pd.DataFrame, thresholds: ShapeThresholds, *, split: str = "train",
                  start: str = "init", bn_mode: str = "interpolate") -> dict:
-    """Where the full path's loss peaks, if it has a barrier (Δ > barrier_tol)."""
+    """Where the full path's largest rise peaks, if the path has a barrier.
+
+    α* is the top of the largest rise (the argmax after the running minimum), not the global
+    maximum: a barrier whose peak stays below L(0) (2.3 → 1.0 → 1.5 → 0.01) is a barrier too."""
     curve = paths[(paths["path"] == "full") & (paths["split"] == split) & (paths["start"] == start)
                   & (paths["bn_mode"] == bn_mode)]
     if curve.empty:
         raise ValueError(f"no full path from {start!r} on split {split!r} in bn_mode {bn_mode!r}")
     curve = curve[(curve["alpha"] >= 0) & (curve["alpha"] <= 1)].sort_values("alpha")
     m = curve_metrics(curve["alpha"].to_numpy(), curve["loss"].to_numpy(), thresholds)
-    interior = 0 < m["barrier_alpha"] < 1
+    interior = 0 < m["rise_alpha"] < 1
     found = m["label"] == "B" and interior
-    reason = "barrier" if found else (
-        f"no barrier: delta={m['delta']:.4g} <= barrier_tol={thresholds.barrier_tol:g}" if m["label"] != "B"
-        else f"no interior peak: the loss is highest at alpha={m['barrier_alpha']:g}")
-    return {"has_barrier": bool(found), "reason": reason, "alpha_star": m["barrier_alpha"],
-            "barrier_height": m["barrier_height"], "delta": m["delta"], "label": m["label"],
-            "label_rule": m["label_rule"], "start_state": str(curve["start_state"].iloc[0]),
-            "end_state": str(curve["end_state"].iloc[0])}
+    if found:
+        reason = "barrier"
+    elif m["label"] != "B":
+        reason = f"no barrier: delta={m['delta']:.4g} <= threshold={m['barrier_threshold']:.4g} ({m['label_rule']})"
+    else:
+        reason = f"no interior peak: the largest rise ends at alpha={m['rise_alpha']:g}"
+    return {"has_barrier": bool(found), "reason": reason, "alpha_star": m["rise_alpha"],
+            "rise_start_alpha": m["rise_start_alpha"], "barrier_height": m["barrier_height"], "delta": m["delta"],
+            "barrier_threshold": m["barrier_threshold"], "label": m["label"], "label_rule": m["label_rule"],
+            "start_state": str(curve["start_state"].iloc[0]), "end_state": str(curve["end_state"].iloc[0])}
 
 
 def write_barrier_inits(paths: pd.DataFrame, out_dir: str | Path, *, offset: float = 0.1,

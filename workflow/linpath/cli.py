@@ -34,12 +34,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _thresholds(args: argparse.Namespace):
     from .shapes import ShapeThresholds
 
-    return ShapeThresholds(barrier_tol=args.barrier_tol, plateau_alpha=args.plateau_alpha)
+    given = {"barrier_tol": args.barrier_tol, "barrier_rel": args.barrier_rel, "plateau_alpha": args.plateau_alpha}
+    return ShapeThresholds(**{k: v for k, v in given.items() if v is not None})
 
 
 def _add_threshold_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--barrier-tol", type=float, default=0.01, help="Δ above this (loss units) is a barrier")
-    p.add_argument("--plateau-alpha", type=float, default=0.7, help="α_half at or above this is a plateau")
+    # Defaults live in linpath.shapes.ShapeThresholds only.
+    p.add_argument("--barrier-tol", type=float, default=None, help="absolute floor of a barrier's Δ (loss units)")
+    p.add_argument("--barrier-rel", type=float, default=None,
+                   help="a barrier's Δ must also exceed this fraction of |L(0) - L(1)|")
+    p.add_argument("--plateau-alpha", type=float, default=None, help="α_half at or above this is a plateau")
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> None:
@@ -131,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("barrier-init", help="states at the barrier peak of a run's full path, and before/after it")
     p.add_argument("--paths", required=True, help="parquet from `linpath interpolate` holding the full path")
     p.add_argument("--out", required=True, help="folder for barrier.yaml and at.pt / before.pt / after.pt")
-    p.add_argument("--offset", type=float, default=0.1, help="δ: before = α*−δ, after = α*+δ")
+    p.add_argument("--offset", type=float, default=0.1, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
     p.add_argument("--split", default="train")
     _add_threshold_args(p)
     p.set_defaults(func=_cmd_barrier_init)

@@ -7,6 +7,10 @@ per seed. A setting may refer to files of other runs of the same seed:
     "@barrier:<setting>/<point>"   a barrier-height init (before | at | after) of that setting's run
     "@barrier_groups:<setting>"    as a key of a group mapping: the groups whose group-wise path
     "@no_barrier_groups:<setting>" shows (or does not show) a barrier in that setting's runs
+    "@barrier_groups:<setting>/top<k>"  the k barrier groups with the highest mean Δ
+
+Each run gets its seed added to the init, data-order and data (subset / random-label draw) seeds, so
+seeds differ in all three; a setting with `same_data_for_all_seeds: true` keeps one data draw.
 
 A run id is `<setting>-s<seed>-<hash>`; the hash covers the settings with
 references replaced by the upstream run ids, so a changed setting anywhere
@@ -27,6 +31,7 @@ from typing import Any
 from .hparams import RunSpec, SettingsError
 
 BARRIER_POINTS = ("before", "at", "after")  # the states linpath.barrier writes
+TOP = re.compile(r"^top(\d+)$")
 REF = re.compile(r"^@(?:(?P<kind>barrier|barrier_groups|no_barrier_groups):)?(?P<setting>[A-Za-z0-9_]+)(?:/(?P<file>[\w.]+))?$")
 
 
@@ -41,6 +46,7 @@ class Setting:
     baseline: str | None = None
     paths: dict = field(default_factory=dict)
     aux: bool = False  # a helper run (pretraining source), not an intervention of its own
+    same_data_for_all_seeds: bool = False  # one subset / random-label draw shared by every seed
 
 
 @dataclass
@@ -115,6 +121,14 @@ def _substitute(obj: Any, fn) -> Any:
     return obj
 
 
+def threshold_args(config: dict) -> list[str]:
+    """`--barrier-tol` / `--barrier-rel` / `--plateau-alpha` for the shape thresholds the config sets
+    (the defaults live in linpath.shapes.ShapeThresholds)."""
+    shapes = config.get("shapes", {}) or {}
+    flags = {"barrier_tol": "--barrier-tol", "barrier_rel": "--barrier-rel", "plateau_alpha": "--plateau-alpha"}
+    return [item for key, flag in flags.items() if key in shapes for item in (flag, str(shapes[key]))]
+
+
 class Plan:
     """Every run of a config, keyed by run id, plus lookups by setting and seed."""
 
@@ -141,11 +155,15 @@ class Plan:
         recipe = deep_merge(self.base, setting.run)
         recipe.setdefault("init", {})["seed"] = seed + recipe.get("init", {}).get("seed", 0)
         recipe.setdefault("train", {})["seed"] = seed + recipe.get("train", {}).get("seed", 0)
-        recipe["data"] = {**recipe.get("data", {}), "root": self.config.get("data_root", "data")}
+        data_seed = recipe.get("data", {}).get("seed", 0) + (0 if setting.same_data_for_all_seeds else seed)
+        recipe["data"] = {**recipe.get("data", {}), "seed": data_seed, "root": self.config.get("data_root", "data")}
         upstream, barrier_from, groups_from = [], None, []
         for ref in _refs(setting.run):
             m = parse_ref(ref, f"settings.{name}")
             if m["kind"] in ("barrier_groups", "no_barrier_groups"):
+                if m["file"] and not (m["kind"] == "barrier_groups" and TOP.match(m["file"])):
+                    raise SettingsError(f"settings.{name}: {ref!r}: a group list takes no file, or /top<k> "
+                                        "after @barrier_groups (the k groups with the highest barriers)")
                 groups_from.append(m["setting"])
                 for s in self.seeds:
                     upstream.append(self._plan(m["setting"], s, [*stack, name]))
@@ -162,7 +180,8 @@ class Plan:
         def hashed(ref: str):
             m = parse_ref(ref, f"settings.{name}")
             if m["kind"] in ("barrier_groups", "no_barrier_groups"):
-                return f"@{m['kind']}:" + ",".join(self.by_setting[(m["setting"], s)] for s in self.seeds)
+                top = f"/{m['file']}" if m["file"] else ""
+                return f"@{m['kind']}:" + ",".join(self.by_setting[(m["setting"], s)] for s in self.seeds) + top
             return f"@{m['kind'] or 'run'}:{self.by_setting[(m['setting'], seed)]}/{m['file']}"
 
         identity = _substitute(recipe, hashed)
@@ -217,8 +236,10 @@ class Plan:
             if m["kind"] in ("barrier_groups", "no_barrier_groups"):
                 if not groups or m["setting"] not in groups:
                     raise SettingsError(f"{run_id}: barrier groups of {m['setting']} are not measured yet")
-                key = "with_barrier" if m["kind"] == "barrier_groups" else "without_barrier"
-                return list(groups[m["setting"]][key])
+                found = groups[m["setting"]]
+                if m["file"]:  # /top<k>: the k barrier groups with the highest mean Δ
+                    return list(found.get("ranked", found["with_barrier"]))[: int(TOP.match(m["file"])[1])]
+                return list(found["with_barrier" if m["kind"] == "barrier_groups" else "without_barrier"])
             return str(self.run_dir(self.by_setting[(m["setting"], run.seed)]) / m["file"])
 
         resolved = _substitute(run.recipe, concrete)
@@ -262,10 +283,7 @@ class Plan:
             args.append("--groups")
         if p.get("param_groups", False):
             args.append("--param-groups")
-        shapes = self.config.get("shapes", {})
-        args += ["--barrier-tol", str(shapes.get("barrier_tol", 0.01)),
-                 "--plateau-alpha", str(shapes.get("plateau_alpha", 0.7))]
-        return args
+        return args + threshold_args(self.config)
 
     def role(self, run_id: str) -> str:
         """pretrain | pretrain_random_labels | retrain | train: which training rule makes the run."""

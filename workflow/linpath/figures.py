@@ -15,7 +15,7 @@ import seaborn as sns  # noqa: E402
 
 from .experiments import Plan  # noqa: E402
 from .io import note  # noqa: E402
-from .tables import MAIN_PATH, _select, group_barrier  # noqa: E402
+from .tables import MAIN_PATH, _select, accuracy_change, full_delta, group_barrier  # noqa: E402
 
 
 def _save(fig, out: Path, pdf: bool = False) -> None:
@@ -101,10 +101,11 @@ def param_group_figure(paths: pd.DataFrame, out: str | Path) -> None:
 
 def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: str | None = None) -> None:
     """One panel per Table 1 row (its full paths against the baseline, with label and accuracy change),
-    plus the path-shape vs accuracy-change panel with its rank correlation."""
+    plus two panels of path-shape change vs accuracy change (full-path Δ, group Δ) with their rank
+    correlations per architecture family."""
     paths, shapes, table1, runs = _frame(paths), _frame(shapes), _frame(table1), _frame(runs)
     rows = list(plan.config["table1"])
-    n = len(rows) + 1
+    n = len(rows) + len(SHAPE_METRICS)
     ncols = 4
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.0 * nrows), squeeze=False)
@@ -122,20 +123,28 @@ def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: st
             if not sel.empty:
                 sns.lineplot(sel, x="alpha", y="loss", color=color, errorbar="sd", ax=ax, label=s)
         acc = "n/a" if pd.isna(t1["acc_change_pp_mean"]) else f"{t1['acc_change_pp_mean']:+.1f} pp"
-        ax.set_title(f"{row['intervention']}\nshape {t1['shape']} | acc {acc} ({t1['acc_word']})", fontsize=8)
+        layer = "" if t1["layer_barrier"] == "n/a" else f", layers {t1['layer_barrier']}"
+        ax.set_title(f"{row['intervention']}\nshape {t1['shape']} ({t1['shape_fractions']}){layer}\n"
+                     f"acc {acc} ({t1['acc_word']})", fontsize=7)
         ax.set_xlabel("α")
         ax.set_ylabel("train loss")
         ax.legend(fontsize=5)
-    ax = axes.flat[len(rows)]
     points = shape_vs_accuracy(plan, shapes, runs)
-    if len(points) >= 3:
-        rho = points["shape_change"].corr(points["acc_change_pp"], method="spearman")
-        sns.scatterplot(points, x="shape_change", y="acc_change_pp", ax=ax)
-        ax.set_title(f"group barrier change vs accuracy change\nSpearman ρ = {rho:.2f} (n = {len(points)})", fontsize=8)
-    else:
-        ax.set_title("too few settings for a rank correlation", fontsize=8)
-    ax.set_xlabel("mean group Δ − baseline's")
-    ax.set_ylabel("test accuracy change (pp)")
+    for ax, metric in zip(axes.flat[len(rows):], SHAPE_METRICS):
+        rho = rank_correlations(points, metric)
+        sel = points.dropna(subset=[metric])
+        if sel.empty:
+            ax.set_title(f"no settings with {SHAPE_METRICS[metric]}", fontsize=8)
+        else:
+            sns.scatterplot(sel, x=metric, y="acc_change_pp", hue="family", style="family", ax=ax)
+            ax.axhline(0, color="0.7", lw=0.8)
+            ax.axvline(0, color="0.7", lw=0.8)
+            lines = [f"{r.family}: ρ = {r.rho:.2f} (n = {r.n})" if np.isfinite(r.rho) else f"{r.family}: n = {r.n} (too few)"
+                     for r in rho.itertuples()]
+            ax.set_title("Spearman ρ within each family\n" + "; ".join(lines), fontsize=7)
+            ax.legend(fontsize=6)
+        ax.set_xlabel(SHAPE_METRICS[metric])
+        ax.set_ylabel("test accuracy change (pp)")
     for extra in list(axes.flat)[n:]:
         extra.axis("off")
     fig.suptitle("Figure A11 (this pipeline): every intervention's linear paths and test-accuracy change", fontsize=11)
@@ -144,19 +153,41 @@ def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: st
     note(log, f"wrote {out} and its PDF")
 
 
-def shape_vs_accuracy(plan: Plan, shapes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per intervention setting: change of mean group-wise Δ and of test accuracy vs its baseline."""
-    from .tables import accuracy_change
+ARCH_FAMILY = {"resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "vgg11": "vgg", "mlp": "mlp"}
+SHAPE_METRICS = {"full_delta_change": "full-path Δ − baseline's", "group_delta_change": "mean group Δ − baseline's"}
 
+
+def shape_vs_accuracy(plan: Plan, shapes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per intervention setting of Table 1: the change of its path-shape metrics and of its test accuracy
+    against its baseline, with its architecture family. The full-path Δ exists for every setting; the
+    group Δ only where group-wise paths were measured (NaN elsewhere)."""
     rows = []
     for row in plan.config["table1"]:
         for s in row["settings"]:
             base = row.get("baseline") or plan.settings[s].baseline
             if not base:
                 continue
-            mine, theirs = group_barrier(shapes, s), group_barrier(shapes, base)
             d = accuracy_change(runs, s, base)
-            if mine is None or theirs is None or not len(d):
+            mine, theirs = full_delta(shapes, s), full_delta(shapes, base)
+            if not len(d) or mine is None or theirs is None:
                 continue
-            rows.append({"setting": s, "shape_change": mine - theirs, "acc_change_pp": float(np.mean(d))})
-    return pd.DataFrame(rows, columns=["setting", "shape_change", "acc_change_pp"])
+            g_mine, g_theirs = group_barrier(shapes, s), group_barrier(shapes, base)
+            archs = runs.loc[runs["setting"] == s, "model"].unique()
+            rows.append({"setting": s, "experiment": plan.settings[s].experiment,
+                         "family": ARCH_FAMILY.get(str(archs[0]), str(archs[0])),
+                         "full_delta_change": mine - theirs,
+                         "group_delta_change": (g_mine - g_theirs) if g_mine is not None and g_theirs is not None
+                         else np.nan,
+                         "acc_change_pp": float(np.mean(d))})
+    return pd.DataFrame(rows, columns=["setting", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"])
+
+
+def rank_correlations(points: pd.DataFrame, metric: str, min_points: int = 3) -> pd.DataFrame:
+    """Spearman's ρ between a shape metric's change and the accuracy change, within each architecture
+    family (Δ scales of MLPs, VGGs and ResNets are not comparable). ρ is NaN below `min_points`."""
+    rows = []
+    for family, sel in points.dropna(subset=[metric, "acc_change_pp"]).groupby("family", sort=True):
+        n = len(sel)
+        rho = sel[metric].corr(sel["acc_change_pp"], method="spearman") if n >= min_points else np.nan
+        rows.append({"family": family, "metric": metric, "n": n, "rho": float(rho)})
+    return pd.DataFrame(rows, columns=["family", "metric", "n", "rho"])

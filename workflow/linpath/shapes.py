@@ -19,24 +19,46 @@ PATH_KEYS = ["run_id", "path", "start", "group", "param_group", "bn_mode", "spli
 
 @dataclass(frozen=True)
 class ShapeThresholds:
-    # A path has a barrier (label B) when Δ exceeds this many loss units.
+    """The rule behind every NB / B / P label; each field is a config value (`shapes:`)."""
+
+    # Absolute floor of a barrier, in loss units: a rise at most this large is numerical noise.
     barrier_tol: float = 0.01
+    # Scale-aware part: a rise must also exceed this fraction of the path's own range |L(0) - L(1)|,
+    # so a ripple on a curve that falls from chance level is not a barrier while the same rise on a
+    # nearly flat path is.
+    barrier_rel: float = 0.05
     # A barrier-free path is a plateau (label P) when α_half is at least this.
     plateau_alpha: float = 0.7
 
+    def barrier_threshold(self, loss_start: float, loss_end: float) -> float:
+        """The Δ a path must exceed to have a barrier."""
+        return max(self.barrier_tol, self.barrier_rel * abs(loss_start - loss_end))
+
     def rule(self) -> str:
-        return f"B: delta>{self.barrier_tol:g}; P: no B and alpha_half>={self.plateau_alpha:g}; else NB"
+        return (f"B: delta > max({self.barrier_tol:g}, {self.barrier_rel:g}*|L(0)-L(1)|); "
+                f"P: no B and alpha_half >= {self.plateau_alpha:g}; else NB")
+
+
+def largest_rise(losses: np.ndarray) -> tuple[float, int, int]:
+    """(Δ, i, j): Δ = L_j − L_i is the largest rise over i < j (Lucas et al.), with L_i the lowest
+    point before j. (0, 0, 0) for a non-increasing curve; a rise on the last step counts."""
+    losses = np.asarray(losses, dtype=float)
+    if np.isnan(losses).any():
+        return float("nan"), 0, 0
+    if len(losses) < 2:
+        return 0.0, 0, 0
+    running_min = np.minimum.accumulate(losses)[:-1]
+    rises = losses[1:] - running_min
+    top = int(np.argmax(rises)) + 1
+    if rises[top - 1] <= 0:
+        return 0.0, 0, 0
+    bottom = int(np.argmin(losses[:top]))
+    return float(rises[top - 1]), bottom, top
 
 
 def max_rise(losses: np.ndarray) -> float:
-    """Δ = max over i<j of L_j − L_i (0 for a non-increasing curve); a rise on the last step counts."""
-    losses = np.asarray(losses, dtype=float)
-    if np.isnan(losses).any():
-        return float("nan")
-    if len(losses) < 2:
-        return 0.0
-    running_min = np.minimum.accumulate(losses)[:-1]
-    return float(max(0.0, np.max(losses[1:] - running_min)))
+    """Δ = max over i<j of L_j − L_i (0 for a non-increasing curve)."""
+    return largest_rise(losses)[0]
 
 
 def alpha_half(alphas: np.ndarray, losses: np.ndarray) -> float:
@@ -52,7 +74,10 @@ def alpha_half(alphas: np.ndarray, losses: np.ndarray) -> float:
 
 
 def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds()) -> dict:
-    """Every shape metric of one loss curve, with its label and the rule behind it."""
+    """Every shape metric of one loss curve, with its label and the rule and threshold behind it.
+
+    `rise_alpha` is where the largest rise peaks (the barrier of E5, which may stay below L(0));
+    `barrier_alpha` is where the loss is highest on the whole path (the barrier height's peak)."""
     alphas, losses = np.asarray(alphas, float), np.asarray(losses, float)
     order = np.argsort(alphas)
     alphas, losses = alphas[order], losses[order]
@@ -60,11 +85,13 @@ def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds(
     a, l = alphas[inside], losses[inside]
     l0, l1 = float(l[0]), float(l[-1])
     peak = int(np.argmax(l))
-    delta = max_rise(l)
+    delta, bottom, top = largest_rise(l)
     half = alpha_half(a, l)
-    if not np.isfinite(l).all():
+    finite = bool(np.isfinite(l).all())
+    threshold = thresholds.barrier_threshold(l0, l1) if finite else float("nan")
+    if not finite:
         label = "NaN"  # the loss is not finite somewhere on the path: no shape to speak of
-    elif delta > thresholds.barrier_tol:
+    elif delta > threshold:
         label = "B"
     elif np.isfinite(half) and half >= thresholds.plateau_alpha:
         label = "P"
@@ -75,13 +102,16 @@ def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds(
         "loss_end": l1,
         "loss_max": float(l[peak]),
         "delta": delta,
-        "monotonic": bool(delta <= thresholds.barrier_tol),
+        "monotonic": bool(finite and delta <= threshold),
         "barrier_height": float(l[peak] - max(l0, l1)),
         "barrier_alpha": float(a[peak]),
+        "rise_alpha": float(a[top]),
+        "rise_start_alpha": float(a[bottom]),
         "above_start": bool(l[peak] > l0),
         "alpha_half": half,
         "label": label,
         "label_rule": thresholds.rule(),
+        "barrier_threshold": threshold,
         **{f"threshold_{k}": v for k, v in asdict(thresholds).items()},
     }
 

@@ -9,6 +9,9 @@ config/reference.yaml and stay in columns named `paper_*`.
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,26 +27,34 @@ MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split":
 # --- settings and measured groups (used by the workflow before training) ----
 
 
-def barrier_groups(shapes: pd.DataFrame, widenable: list[str]) -> dict:
-    """Groups whose group-wise path (θ₀ → θ_T, train split) has a barrier in most seeds."""
+def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float = 0.5) -> dict:
+    """Groups whose group-wise path (θ₀ → θ_T, train split) has a barrier in at least `min_share` of the
+    seeds; `ranked` orders them by mean Δ, highest first (for "the k barrier groups" references)."""
     sel = shapes[(shapes["path"] == "group") & (shapes["start"] == "init") & (shapes["split"] == "train")
                  & (shapes["bn_mode"] == "interpolate")]
     if sel.empty:
         raise ValueError("no group-wise paths in these shapes: set paths.groups for the referenced setting")
-    share = sel.assign(b=sel["label"] == "B").groupby("group", sort=False)["b"].mean()
-    return {"with_barrier": [g for g, s in share.items() if s >= 0.5],
-            "without_barrier": [g for g, s in share.items() if s < 0.5],
+    by_group = sel.assign(b=sel["label"] == "B").groupby("group", sort=False)
+    share, delta = by_group["b"].mean(), by_group["delta"].mean()
+    with_barrier = [g for g, s in share.items() if s >= min_share]
+    return {"with_barrier": with_barrier,
+            "without_barrier": [g for g, s in share.items() if s < min_share],
+            "ranked": sorted(with_barrier, key=lambda g: -delta[g]),
             "barrier_share": {g: float(s) for g, s in share.items()},
-            "widenable": list(widenable), "rule": "label B (see shapes.label_rule) in at least half of the seeds",
+            "mean_delta": {g: float(d) for g, d in delta.items()},
+            "widenable": list(widenable),
+            "rule": f"label B (see label_rule) in at least {min_share:g} of the seeds; ranked by mean delta",
             "label_rule": str(sel["label_rule"].iloc[0])}
 
 
-def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path, log: str | None = None) -> None:
+def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path, log: str | None = None,
+                         min_share: float | None = None) -> None:
     from .hparams import RunSpec
     from .models import widenable_groups
 
     shapes = pd.concat([pd.read_parquet(f) for f in shape_files], ignore_index=True)
-    found = barrier_groups(shapes, widenable_groups(RunSpec.from_yaml(run_yaml).model))
+    share = SummaryRules().group_barrier_share if min_share is None else min_share
+    found = barrier_groups(shapes, widenable_groups(RunSpec.from_yaml(run_yaml).model), share)
     write_yaml(found, out)
     note(log, f"groups with a barrier: {found['with_barrier']} -> {out}")
 
@@ -91,7 +102,48 @@ def write_core_tables(plan: Plan, run_ids: list[str], out_dir: str | Path, log: 
     note(log, f"{len(run_ids)} runs -> {out_dir}/runs.parquet, paths.parquet, shapes.parquet")
 
 
-# --- Table 1 ---------------------------------------------------------------------
+# --- summary rules ---------------------------------------------------------------
+
+LABEL_ORDER = ["NB", "B", "P", "NaN"]
+LAYER_TAGS = ["H-LB", "L-LB", "none"]
+
+
+@dataclass(frozen=True)
+class SummaryRules:
+    """How per-run labels become a setting's label, layer tag and accuracy word (config `shapes:`)."""
+
+    # A full-path label holds for a setting when at least this share of its seeds show it. With 10 seeds
+    # that is 3 runs (more than a one-off); with 2 seeds any seed counts, so a split stays visible.
+    label_min_share: float = 0.25
+    # H-LB / L-LB: the mean group-wise Δ differs from the baseline's by more than this factor ...
+    layer_barrier_ratio: float = 1.25
+    # ... after raising both to this floor (loss units): a group Δ below it is no barrier, so a ratio of two
+    # sub-floor values is noise, and barriers against a barrier-free baseline still count as higher.
+    layer_barrier_floor: float = 0.01
+    # better / worse when the confidence interval of the mean paired accuracy change excludes 0.
+    acc_confidence: float = 0.95
+    # E11/E13/E16 treat a group as a barrier group when its group-wise path is B in at least this share of
+    # the reference setting's seeds (a majority: the intervention is one choice for all seeds).
+    group_barrier_share: float = 0.5
+
+    @classmethod
+    def from_config(cls, shapes: dict | None) -> "SummaryRules":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in (shapes or {}).items() if k in names})
+
+    def layer_rule(self) -> str:
+        return (f"H-LB / L-LB: mean group delta above / below the baseline's by a factor {self.layer_barrier_ratio:g}, "
+                f"both raised to at least {self.layer_barrier_floor:g}")
+
+    def acc_rule(self) -> str:
+        return (f"better / worse: the {100 * self.acc_confidence:g}% Student-t interval of the mean paired change "
+                "lies above / below 0; else same")
+
+    def label_rule(self) -> str:
+        return f"a label holds for a setting when at least {self.label_min_share:g} of its seeds show it"
+
+
+# --- per-seed labels ------------------------------------------------------------------
 
 
 def _select(shapes: pd.DataFrame, **where) -> pd.DataFrame:
@@ -101,19 +153,55 @@ def _select(shapes: pd.DataFrame, **where) -> pd.DataFrame:
     return shapes[mask]
 
 
-def full_label(shapes: pd.DataFrame, setting: str) -> str | None:
-    """Majority label of the setting's full path θ₀ → θ_T over seeds."""
-    sel = _select(shapes, setting=setting, **MAIN_PATH)
-    if sel.empty:
-        return None
-    counts = sel["label"].value_counts()
-    return str(counts.index[0])
+def label_counts(shapes: pd.DataFrame, settings: list[str]) -> Counter:
+    """Full-path labels (θ₀ → θ_T, train split) of every run of these settings, one per seed."""
+    sel = _select(shapes, **MAIN_PATH)
+    sel = sel[sel["setting"].isin(settings)]
+    return Counter(str(label) for label in sel["label"].fillna("NaN"))
+
+
+def _ordered(labels) -> list[str]:
+    rank = {label: i for i, label in enumerate(LABEL_ORDER + LAYER_TAGS)}
+    return sorted(set(labels), key=lambda label: (rank.get(label, len(rank)), label))
+
+
+def label_fractions(counts: Counter) -> str:
+    """'B 7/10, NB 3/10': each label with the number of runs that show it."""
+    total = sum(counts.values())
+    return ", ".join(f"{label} {counts[label]}/{total}" for label in _ordered(counts)) if total else "n/a"
+
+
+def label_set(counts: Counter, min_share: float) -> list[str]:
+    """Labels shown by at least `min_share` of the runs."""
+    total = sum(counts.values())
+    return [label for label in _ordered(counts) if total and counts[label] / total >= min_share]
 
 
 def group_barrier(shapes: pd.DataFrame, setting: str) -> float | None:
     """Mean Δ of the group-wise paths (train split, from init) over groups and seeds."""
     sel = _select(shapes, setting=setting, path="group", start="init", bn_mode="interpolate", split="train")
     return None if sel.empty else float(sel["delta"].mean())
+
+
+def full_delta(shapes: pd.DataFrame, setting: str) -> float | None:
+    """Mean Δ of the full path θ₀ → θ_T (train split) over seeds."""
+    sel = _select(shapes, setting=setting, **MAIN_PATH)
+    return None if sel.empty else float(sel["delta"].mean())
+
+
+def layer_barrier_tag(mine: float | None, baseline: float | None, rules: SummaryRules) -> str | None:
+    """H-LB / L-LB / none from two mean group Δs; None when either side has no group paths."""
+    if mine is None or baseline is None or not (np.isfinite(mine) and np.isfinite(baseline)):
+        return None
+    m, b = max(mine, rules.layer_barrier_floor), max(baseline, rules.layer_barrier_floor)
+    if m > rules.layer_barrier_ratio * b:
+        return "H-LB"
+    if b > rules.layer_barrier_ratio * m:
+        return "L-LB"
+    return "none"
+
+
+# --- accuracy change ------------------------------------------------------------------
 
 
 def accuracy_change(runs: pd.DataFrame, setting: str, baseline: str) -> np.ndarray:
@@ -124,78 +212,157 @@ def accuracy_change(runs: pd.DataFrame, setting: str, baseline: str) -> np.ndarr
     return 100 * (a[common] - b[common]).to_numpy()
 
 
-def _word(diff: float, tol: float) -> str:
-    return "better" if diff > tol else "worse" if diff < -tol else "same"
+def mean_interval(diffs: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Student-t confidence interval of the mean of paired differences; infinite with fewer than 2."""
+    from scipy import stats
+
+    diffs = np.asarray(diffs, dtype=float)
+    n = len(diffs)
+    if n < 2:
+        return -math.inf, math.inf
+    sem = diffs.std(ddof=1) / math.sqrt(n)
+    if sem == 0:
+        return float(diffs.mean()), float(diffs.mean())
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * sem
+    return float(diffs.mean() - half), float(diffs.mean() + half)
+
+
+def accuracy_word(low: float, high: float) -> str:
+    return "better" if low > 0 else "worse" if high < 0 else "same"
+
+
+def combined_word(words: list[str]) -> str:
+    """One word for a row of several settings: the common word, 'often <word>' for a majority, else mixed."""
+    if not words:
+        return "n/a"
+    top = max(_ordered(words), key=words.count)
+    if words.count(top) == len(words):
+        return top
+    return f"often {top}" if words.count(top) > len(words) / 2 else "mixed"
+
+
+# --- the paper's labels ----------------------------------------------------------------
+
+
+def paper_parts(paper_shape: str) -> tuple[set[str] | None, set[str] | None]:
+    """The paper's Table 1 label split into (full-path shapes, layer-barrier tags); None = not stated."""
+    tokens = {t.strip() for t in str(paper_shape).replace(",", "/").split("/") if t.strip()}
+    full = tokens & set(LABEL_ORDER)
+    layer = tokens & {"H-LB", "L-LB"}
+    return (full or None), (layer or None)
+
+
+def _agrees(ours: set[str], theirs: set[str] | None):
+    """Exact set agreement; pd.NA where the paper states nothing to compare with, or we measured nothing."""
+    if theirs is None or not ours:
+        return pd.NA
+    return ours == theirs
+
+
+# --- Table 1 ---------------------------------------------------------------------
+
+
+def setting_summary(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, setting: str, baseline: str | None,
+                    rules: SummaryRules) -> dict:
+    """Labels over seeds, layer tag and accuracy test of one setting against its baseline."""
+    counts = label_counts(shapes, [setting])
+    mine = group_barrier(shapes, setting)
+    theirs = group_barrier(shapes, baseline) if baseline else None
+    diffs = accuracy_change(runs, setting, baseline) if baseline else np.array([])
+    low, high = mean_interval(diffs, rules.acc_confidence)
+    return {"setting": setting, "baseline": baseline, "label_counts": counts,
+            "labels": label_set(counts, rules.label_min_share), "group_delta": mine, "baseline_group_delta": theirs,
+            "layer_tag": layer_barrier_tag(mine, theirs, rules), "diffs": diffs, "ci": (low, high),
+            "word": accuracy_word(low, high) if len(diffs) else None}
 
 
 def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.DataFrame:
-    cfg = plan.config.get("shapes", {})
-    ratio = float(cfg.get("layer_barrier_ratio", 1.25))
-    acc_tol = float(cfg.get("acc_tol_pp", 0.5))
+    from .shapes import ShapeThresholds
+
+    rules = SummaryRules.from_config(plan.config.get("shapes"))
+    label_rule = str(shapes["label_rule"].iloc[0]) if len(shapes) else ShapeThresholds().rule()
     rows = []
     for row in plan.config["table1"]:
         settings = [s for s in row["settings"] if (runs["setting"] == s).any()]
-        labels, lb, diffs, words = [], [], [], []
-        for s in settings:
-            base = row.get("baseline") or plan.settings[s].baseline
-            label = full_label(shapes, s)
-            if label:
-                labels.append(label)
-            mine, theirs = group_barrier(shapes, s), group_barrier(shapes, base) if base else None
-            if mine is not None and theirs is not None and theirs > 0:
-                r = mine / theirs
-                lb.append("H-LB" if r > ratio else "L-LB" if r < 1 / ratio else None)
-            if base:
-                d = accuracy_change(runs, s, base)
-                if len(d):
-                    diffs.append(d)
-                    words.append(_word(float(d.mean()), acc_tol))
-        all_diffs = np.concatenate(diffs) if diffs else np.array([])
-        shape = "/".join(sorted(set(labels), key=["NB", "B", "P"].index)) if labels else "n/a"
-        lb_tags = sorted({t for t in lb if t})
-        if lb_tags:
-            shape += ", " + "/".join(lb_tags)
-        if not words:
-            word = "n/a"
-        elif len(set(words)) == 1:
-            word = words[0]
-        else:
-            top = max(set(words), key=words.count)
-            word = f"often {top}" if words.count(top) > len(words) / 2 else "mixed"
-        paper_shape, paper_acc = str(row.get("paper_shape", "")), str(row.get("paper_acc", ""))
-        ours_tokens = set(shape.replace(",", "/").replace(" ", "").split("/"))
-        paper_tokens = set(paper_shape.replace(",", "/").replace(" ", "").split("/"))
-        agrees_shape = bool(ours_tokens & paper_tokens)
-        agrees_acc = word.replace("often ", "") == paper_acc.replace("often ", "")
+        parts = [setting_summary(plan, runs, shapes, s, row.get("baseline") or plan.settings[s].baseline, rules)
+                 for s in settings]
+        counts = sum((p["label_counts"] for p in parts), Counter())
+        labels = set().union(*(p["labels"] for p in parts)) if parts else set()
+        tags = {p["layer_tag"] for p in parts if p["layer_tag"]}
+        words = [p["word"] for p in parts if p["word"]]
+        diffs = np.concatenate([p["diffs"] for p in parts]) if parts else np.array([])
+        low, high = (parts[0]["ci"] if len(parts) == 1 else mean_interval(diffs, rules.acc_confidence))
+        paper_full, paper_layer = paper_parts(row.get("paper_shape", ""))
+        paper_acc = str(row.get("paper_acc", ""))
+        word = combined_word(words)
+        agrees = {
+            "agrees_shape": _agrees(labels, paper_full),
+            "agrees_layer": _agrees(tags, paper_layer),
+            "agrees_acc": pd.NA if word == "n/a" or not paper_acc else word == paper_acc,
+        }
+        stated = [v for v in agrees.values() if v is not pd.NA]
         rows.append({
             "category": row.get("category", ""), "intervention": row["intervention"], "figure": row.get("figure", ""),
-            "settings": ", ".join(settings), "shape": shape,
-            "shape_rule": f"{shapes['label_rule'].iloc[0] if len(shapes) else ''}; H-LB/L-LB: mean group delta "
-                          f"ratio to baseline >{ratio:g} / <{1 / ratio:.2f}",
-            "acc_change_pp_mean": float(all_diffs.mean()) if len(all_diffs) else np.nan,
-            "acc_change_pp_std": float(all_diffs.std(ddof=1)) if len(all_diffs) > 1 else np.nan,
-            "acc_word": word, "acc_rule": f"better/worse: mean change beyond ±{acc_tol:g} points",
+            "settings": ", ".join(settings),
+            "shape": "/".join(_ordered(labels)) if labels else "n/a",
+            "shape_fractions": label_fractions(counts),
+            "layer_barrier": "/".join(_ordered(tags)) if tags else "n/a",
+            "group_delta": "; ".join(f"{p['setting']}: {p['group_delta']:.3g} vs {p['baseline_group_delta']:.3g}"
+                                     for p in parts if p["layer_tag"]),
+            "shape_rule": f"{label_rule}; {rules.label_rule()}", "layer_rule": rules.layer_rule(),
+            "acc_change_pp_mean": float(diffs.mean()) if len(diffs) else np.nan,
+            "acc_change_pp_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
+            "acc_ci_low": low if len(diffs) else np.nan, "acc_ci_high": high if len(diffs) else np.nan,
+            "acc_word": word,
+            "acc_words": "; ".join(f"{p['setting']}: {p['word']} [{_interval(p['ci'])}]" for p in parts if p["word"]),
+            "acc_rule": rules.acc_rule(),
             "n_seeds": int(runs[runs["setting"].isin(settings)]["seed"].nunique()),
-            "paper_shape": paper_shape, "paper_acc": paper_acc,
-            "agrees_shape": agrees_shape, "agrees_acc": agrees_acc, "agrees": agrees_shape and agrees_acc,
+            "paper_shape": str(row.get("paper_shape", "")), "paper_acc": paper_acc,
+            **agrees,
+            "agrees": pd.NA if not stated else all(stated),
         })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for col in ("agrees_shape", "agrees_layer", "agrees_acc", "agrees"):
+        frame[col] = frame[col].astype("boolean")
+    return frame
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return f"{ci[0]:+.2f}, {ci[1]:+.2f}"
+
+
+def agreement_counts(t1: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Per part: (rows that agree, rows compared)."""
+    return {part: (int(t1[f"agrees_{part}"].fillna(False).sum()), int(t1[f"agrees_{part}"].notna().sum()))
+            for part in ("shape", "layer", "acc")}
 
 
 def table1_markdown(t1: pd.DataFrame) -> str:
-    cols = ["category", "intervention", "figure", "shape", "acc", "acc_word", "n_seeds", "paper_shape", "paper_acc",
-            "agrees"]
-    t = t1.assign(acc=[f"{m:+.2f} ± {s:.2f}" if pd.notna(m) else "n/a"
-                       for m, s in zip(t1["acc_change_pp_mean"], t1["acc_change_pp_std"].fillna(0))])
+    cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
+            "n_seeds", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc"]
+    t = t1.assign(acc=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if pd.notna(m) else "n/a"
+                       for m, lo, hi in zip(t1["acc_change_pp_mean"], t1["acc_ci_low"], t1["acc_ci_high"])])
+    t = t.assign(**{c: t[c].map(lambda v: "–" if v is pd.NA else ("yes" if v else "no"))
+                    for c in ("agrees_shape", "agrees_layer", "agrees_acc")})
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in t.iterrows():
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    rule = t1["shape_rule"].iloc[0] if len(t1) else ""
+    counts = agreement_counts(t1)
+    first = t1.iloc[0] if len(t1) else None
     notes = [
-        "", "Table 1 as measured by this pipeline. `acc`: test-accuracy change against the row's baseline, "
-        "percentage points, mean ± std over seeds (paired by seed). `paper_*`: the paper's own labels (reference).",
-        f"Shape labels: {rule}.", f"Accuracy words: {t1['acc_rule'].iloc[0] if len(t1) else ''}.",
+        "",
+        "Agreement with the paper, each part on its own (a part agrees only when the label sets are equal; "
+        "– = the paper states nothing for that part, or nothing was measured): "
+        + "; ".join(f"{part} {ok}/{n} rows" for part, (ok, n) in counts.items()) + ".",
+        "",
+        "`shape`: full-path labels (θ0 → θT, train split) that hold in the row's settings; `shape_fractions`: the "
+        "label of every run (one per seed). `layer_barrier`: group-wise barriers against the baseline. `acc`: "
+        "test-accuracy change against the row's baseline in percentage points, mean [confidence interval], paired "
+        "by seed. `paper_*`: the paper's own labels (reference).",
     ]
+    if first is not None:
+        notes += [f"Shape labels: {first['shape_rule']}.", f"Layer barriers: {first['layer_rule']}.",
+                  f"Accuracy words: {first['acc_rule']}."]
     return "\n".join(lines + notes) + "\n"
 
 
@@ -209,16 +376,49 @@ def write_table1(plan: Plan, tables_dir: str | Path) -> None:
 # --- per-experiment tables with the paper's numbers ------------------------------
 
 
-def experiment_table(name: str, spec: dict, runs: pd.DataFrame) -> pd.DataFrame:
-    """Our train/test accuracy (%) per row setting, mean ± std over seeds, beside the paper's."""
+def _percent(column: str):
+    return lambda runs, shapes: 100 * runs[column]
+
+
+def _nonmonotonic(runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.Series:
+    return 100 * (~_select(shapes, **MAIN_PATH)["monotonic"].astype(bool)).astype(float)
+
+
+# Per-run values a table column can show (mean ± std over the row setting's runs).
+METRICS = {
+    "train_acc": _percent("train_acc"),
+    "test_acc": _percent("test_acc"),
+    "relative_distance_mean": lambda runs, shapes: runs["relative_distance_mean"],
+    "relative_distance_global": lambda runs, shapes: runs["relative_distance_global"],
+    "delta": lambda runs, shapes: _select(shapes, **MAIN_PATH)["delta"],
+    "nonmonotonic_pct": _nonmonotonic,
+}
+DEFAULT_COLUMNS = ["train_acc", "test_acc"]
+
+
+def experiment_table(name: str, spec: dict, runs: pd.DataFrame, shapes: pd.DataFrame | None = None,
+                     rules: SummaryRules = SummaryRules()) -> pd.DataFrame:
+    """Per row setting: the table's metrics (mean ± std over seeds), the full-path labels over seeds,
+    and the paper's numbers in `paper_*` columns."""
+    shapes = shapes if shapes is not None else pd.DataFrame(columns=[*MAIN_PATH, "setting", "label", "delta",
+                                                                     "monotonic"])
+    columns = spec.get("columns", DEFAULT_COLUMNS)
+    unknown = [c for c in columns if c not in METRICS]
+    if unknown:
+        raise KeyError(f"table {name}: unknown column {unknown[0]!r} (known: {', '.join(METRICS)})")
     rows = []
     for row in spec["rows"]:
         sel = runs[runs["setting"] == row["setting"]]
-        out = {"table": name, "row": row["label"], "setting": row["setting"], "n_seeds": len(sel)}
-        for split in ("train", "test"):
-            acc = 100 * sel[f"{split}_acc"]
-            out[f"{split}_acc_mean"] = float(acc.mean()) if len(acc) else np.nan
-            out[f"{split}_acc_std"] = float(acc.std(ddof=1)) if len(acc) > 1 else np.nan
+        own_shapes = shapes[shapes["setting"] == row["setting"]]
+        counts = label_counts(shapes, [row["setting"]])
+        out = {"table": name, "row": row["label"], "column": row.get("column", ""), "setting": row["setting"],
+               "n_seeds": len(sel)}
+        for metric in columns:
+            values = METRICS[metric](sel, own_shapes).astype(float)
+            out[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
+            out[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        out["shape"] = "/".join(label_set(counts, rules.label_min_share)) or "n/a"
+        out["shape_fractions"] = label_fractions(counts)
         for key, value in row.items():
             if key.startswith("paper_"):
                 out[key] = value
@@ -230,7 +430,9 @@ def write_experiment_table(plan: Plan, name: str, reference: dict, tables_dir: s
     tables_dir = Path(tables_dir)
     if name not in reference.get("tables", {}):
         raise KeyError(f"config/reference.yaml has no table {name!r}")
-    frame = experiment_table(name, reference["tables"][name], pd.read_parquet(tables_dir / "runs.parquet"))
+    frame = experiment_table(name, reference["tables"][name], pd.read_parquet(tables_dir / "runs.parquet"),
+                             pd.read_parquet(tables_dir / "shapes.parquet"),
+                             SummaryRules.from_config(plan.config.get("shapes")))
     write_parquet(frame, tables_dir / f"{name}.parquet")
 
 

@@ -9,9 +9,8 @@ checkpoint barrier_init:
         yaml=f"{RESULTS}/derived/barrier/{{run_id}}/barrier.yaml",
     params:
         out=lambda w: str(PLAN.barrier_dir(w.run_id)),
-        offset=SHAPES.get("barrier_offset", 0.1),
-        tol=SHAPES.get("barrier_tol", 0.01),
-        plateau=SHAPES.get("plateau_alpha", 0.7),
+        offset=f"--offset {SHAPES['barrier_offset']}" if "barrier_offset" in SHAPES else "",
+        thresholds=" ".join(threshold_args(config)),
         cli=LINPATH,
     log:
         "logs/barrier/{run_id}.log",
@@ -21,5 +20,5 @@ checkpoint barrier_init:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} barrier-init --paths {input.paths} --out {params.out} --offset {params.offset} "
-        "--barrier-tol {params.tol} --plateau-alpha {params.plateau} > {log} 2>&1"
+        "{params.cli} barrier-init --paths {input.paths} --out {params.out} {params.offset} "
+        "{params.thresholds} > {log} 2>&1"

@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from linpath.experiments import Plan  # noqa: E402
+from linpath.experiments import Plan, threshold_args  # noqa: E402
 
 # A bad config stops here, before any job runs, with the offending key named.
 validate(config, "../schemas/config.schema.yaml")

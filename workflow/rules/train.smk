@@ -16,7 +16,8 @@ checkpoint barrier_groups:
     run:
         from linpath.tables import write_barrier_groups
 
-        write_barrier_groups(list(input.shapes), input.run_yaml, output[0], log[0])
+        write_barrier_groups(list(input.shapes), input.run_yaml, output[0], log[0],
+                             min_share=SHAPES.get("group_barrier_share"))
 
 
 rule train:
