@@ -166,8 +166,10 @@ def test_dry_run_resolves_the_paper_scale_dag_with_more_runs(default_dry_run, pa
     assert stats["train"] == sum(plan.role(r) == "train" for r in plan.runs)
     assert len(plan.seeds) == 10
     assert "results/runs/base-s9-" in output_of(paper_dry_run[1])
-    # README: "480 training runs and 480 path sweeps (`snakemake -n --configfile config/paper.yaml` lists them)".
-    assert sum(stats[r] for r in TRAINING_RULES) == stats["interpolate"] == 480
+    # The README states the paper-scale counts of a dry run (before any barrier checkpoint): they must be the plan's.
+    stated = re.search(r"(\d+) training runs and (\d+) path sweeps", (REPO / "README.md").read_text())
+    assert stated, "README states no paper-scale run count"
+    assert sum(stats[r] for r in TRAINING_RULES) == stats["interpolate"] == int(stated[1]) == int(stated[2])
 
 
 def test_dry_run_schedules_the_barrier_checkpoint_of_every_seed(default_dry_run):
