@@ -336,3 +336,70 @@ def test_moving_the_data_folder_keeps_the_run_ids_but_not_the_resolved_root():
     assert list(here.runs) == list(there.runs)
     run_id = next(iter(there.runs))
     assert there.resolve(run_id)["data"]["root"] == "/elsewhere/data"
+
+
+# --- recipes from another setting (`like`) and dropped settings (`enabled: false`) -------------
+
+
+def test_like_starts_the_recipe_from_another_settings_and_merges_its_own_over_it():
+    settings = copy.deepcopy(SETTINGS)
+    settings["mlp_widen"] = {"experiment": "E13", "baseline": "mlp", "like": "mlp",
+                             "run": {"model": {"group_width": {"@barrier_groups:mlp": 2.0}}, "train": {"lr": 0.2}}}
+    plan = Plan(make_config(settings))
+    groups = {"mlp": {"with_barrier": ["layer1"], "without_barrier": ["layer2"], "widenable": ["layer1", "layer2"]}}
+    widen = plan.resolve(plan.by_setting[("mlp_widen", 0)], groups)
+    mlp = plan.resolve(plan.by_setting[("mlp", 0)], groups)
+    assert widen["model"]["hidden"] == mlp["model"]["hidden"] == [16, 16, 16]
+    assert widen["model"]["group_width"] == {"layer1": 2.0} and widen["train"]["lr"] == 0.2
+    assert mlp["train"]["lr"] == 0.05, "the parent's recipe is not changed"
+    # A chain of two `like`s, and a cycle.
+    settings["mlp_wider"] = {"experiment": "E13", "like": "mlp_widen", "run": {"train": {"epochs": 5}}}
+    wider = Plan(make_config(settings)).settings["mlp_wider"].run
+    assert wider["model"]["hidden"] == [16, 16, 16] and wider["train"] == {"lr": 0.2, "epochs": 5}
+    settings["mlp"]["like"] = "mlp_wider"
+    with pytest.raises(SettingsError, match="circular 'like'"):
+        Plan(make_config(settings))
+
+
+def test_a_disabled_setting_is_not_planned_and_cannot_be_referred_to():
+    settings = copy.deepcopy(SETTINGS)
+    settings["rl_block1"]["enabled"] = False
+    plan = Plan(make_config(settings))
+    assert "rl_block1" not in plan.settings and not any(r.setting == "rl_block1" for r in plan.runs.values())
+    settings["base"]["enabled"] = False
+    with pytest.raises(SettingsError, match="disabled"):
+        Plan(make_config(settings))
+
+
+# --- runs the measurements skip ------------------------------------------------------------
+
+
+def measured(with_barrier: list[str], without: list[str], has_barrier: bool):
+    groups = {s: {"with_barrier": with_barrier, "without_barrier": without, "ranked": with_barrier,
+                  "widenable": ["layer1", "layer2", "layer3"]} for s in ("base", "mlp")}
+    return groups, lambda plan: {r.barrier_from: {"has_barrier": has_barrier, "reason": "no barrier: delta=0"}
+                                 for r in plan.runs.values() if r.barrier_from}
+
+
+def test_runs_decided_by_measurements_are_known_before_they_are_measured(plan):
+    measured_settings = {plan.runs[r].setting for r in plan.runs if plan.measured(r)}
+    assert measured_settings == {"barrier_at", "small_lr", "wd_no_barrier", "mlp_widen"}
+
+
+def test_an_empty_measured_group_list_skips_the_run_instead_of_training_a_copy(plan):
+    groups, barriers = measured([], ["stem", "block1", "layer1"], has_barrier=False)
+    skipped = {r: plan.skip_reason(r, groups, barriers(plan)) for r in plan.runs if plan.measured(r)}
+    by_setting = {plan.runs[r].setting: why for r, why in skipped.items()}
+    assert by_setting["small_lr"] == "no barrier groups measured in base (@barrier_groups:base)"
+    assert by_setting["mlp_widen"] == "no barrier groups measured in mlp (@barrier_groups:mlp)"
+    assert by_setting["barrier_at"].startswith("no barrier on the path of base_nowd-s")
+    assert by_setting["wd_no_barrier"] is None, "its own list (groups without barriers) is not empty"
+
+    groups, barriers = measured(["block2", "layer2"], ["stem"], has_barrier=True)
+    assert all(plan.skip_reason(r, groups, barriers(plan)) is None for r in plan.runs if plan.measured(r))
+
+
+def test_a_group_width_on_groups_that_cannot_change_width_is_skipped(plan):
+    groups, barriers = measured(["head"], [], has_barrier=True)  # a barrier only in a group without width
+    mlp_widen = plan.by_setting[("mlp_widen", 0)]
+    assert plan.skip_reason(mlp_widen, groups, barriers(plan)) == "none of the measured groups can change width"

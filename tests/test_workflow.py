@@ -113,8 +113,8 @@ def paper_config() -> dict:
 
 
 def expected_dry_run_counts(plan: Plan) -> Counter:
-    """Jobs of a fresh dry run: every run but the barrier-init ones (their checkpoint has not run)."""
-    static = [r for r, run in plan.runs.items() if not run.barrier_from]
+    """Jobs of a fresh dry run: every run but those decided by measurements (their checkpoints have not run)."""
+    static = [r for r in plan.runs if not plan.measured(r)]
     counts = Counter(plan.role(r) for r in static)
     counts["interpolate"] = len(static)
     counts["barrier_groups"] = len({s for run in plan.runs.values() for s in run.groups_from})
@@ -148,7 +148,7 @@ def check_dry_run(proc: subprocess.CompletedProcess, plan: Plan) -> dict[str, in
     for rule in ("core_tables", "summary_tables", "experiment_figures", "figure_a11", "all"):
         assert stats[rule] == 1, (rule, stats)
     # The runs in the DAG are the planner's runs of that config, ids and all.
-    assert set(RUN_IN_OUTPUT.findall(text)) == {r for r, run in plan.runs.items() if not run.barrier_from}
+    assert set(RUN_IN_OUTPUT.findall(text)) == {r for r in plan.runs if not plan.measured(r)}
     return stats
 
 
@@ -163,13 +163,15 @@ def test_dry_run_resolves_the_paper_scale_dag_with_more_runs(default_dry_run, pa
     plan = Plan(paper_config())
     stats = check_dry_run(paper_dry_run[1], plan)
     assert stats["train"] > default["train"]
-    assert stats["train"] == sum(plan.role(r) == "train" for r in plan.runs)
+    assert stats["train"] == sum(plan.role(r) == "train" and not plan.measured(r) for r in plan.runs)
     assert len(plan.seeds) == 10
     assert "results/runs/base-s9-" in output_of(paper_dry_run[1])
     # The README states the paper-scale counts of a dry run (before any barrier checkpoint): they must be the plan's.
-    stated = re.search(r"(\d+) training runs and (\d+) path sweeps", (REPO / "README.md").read_text())
+    stated = re.search(r"(\d+) training runs and as many path sweeps \((\d+) of them",
+                       " ".join((REPO / "README.md").read_text().split()))
     assert stated, "README states no paper-scale run count"
-    assert sum(stats[r] for r in TRAINING_RULES) == stats["interpolate"] == int(stated[1]) == int(stated[2])
+    assert int(stated[1]) == len(plan.runs)
+    assert sum(stats[r] for r in TRAINING_RULES) == stats["interpolate"] == int(stated[2])
 
 
 def test_dry_run_schedules_the_barrier_checkpoint_of_every_seed(default_dry_run):
@@ -353,10 +355,10 @@ def barrier_info(mini_run) -> dict[str, dict]:
 
 
 def expected_runs(mini_run) -> set[str]:
-    """Every planned run, less the barrier-init runs whose parent's measured path has no barrier."""
-    _, plan, _ = mini_run
-    info = barrier_info(mini_run)
-    return {r for r, run in plan.runs.items() if not run.barrier_from or info[run.barrier_from]["has_barrier"]}
+    """Every planned run, less those the measurements skip (no barrier on the parent's path, no groups)."""
+    workdir, plan, _ = mini_run
+    groups = {s: groups_file(mini_run, s) for s in {s for r in plan.runs.values() for s in r.groups_from}}
+    return {r for r in plan.runs if not plan.measured(r) or not plan.skip_reason(r, groups, barrier_info(mini_run))}
 
 
 def groups_file(mini_run, setting: str) -> dict:
@@ -375,11 +377,12 @@ PATHS_COLUMNS = {"run_id", "experiment", "setting", "seed", "path", "start", "gr
                  "split", "alpha", "loss", "accuracy", "start_state", "end_state", "eval_data"}
 SHAPES_COLUMNS = {"run_id", "experiment", "setting", "seed", "path", "start", "group", "param_group", "bn_mode",
                   "split", "delta", "monotonic", "barrier_height", "barrier_alpha", "above_start", "alpha_half",
-                  "label", "label_rule", "threshold_barrier_tol", "threshold_plateau_alpha", "loss_start", "loss_end",
+                  "label", "label_rule", "threshold_barrier_tol", "threshold_barrier_rel", "threshold_plateau_alpha",
+                  "barrier_threshold", "rise_alpha", "rise_start_alpha", "loss_start", "loss_end",
                   "accuracy_start", "accuracy_end"}
-TABLE1_COLUMNS = {"category", "intervention", "figure", "settings", "shape", "acc_change_pp_mean",
-                  "acc_change_pp_std", "acc_word", "n_seeds", "paper_shape", "paper_acc", "agrees_shape",
-                  "agrees_acc", "agrees"}
+TABLE1_COLUMNS = {"category", "intervention", "figure", "settings", "shape", "shape_fractions", "layer_barrier",
+                  "acc_change_pp_mean", "acc_change_pp_std", "acc_ci_low", "acc_ci_high", "acc_word", "acc_words",
+                  "n_seeds", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc", "agrees"}
 PATH_KEY = ["run_id", "path", "start", "group", "param_group", "bn_mode", "split"]
 
 
@@ -543,7 +546,8 @@ def test_table1_has_one_row_per_entry_with_the_papers_labels(mini_run):
         measured = [s for s in entry["settings"] if (runs["setting"] == s).any()]
         assert row.settings == ", ".join(measured)
         assert row.n_seeds == runs[runs["setting"].isin(measured)]["seed"].nunique()
-        assert row.agrees == (row.agrees_shape and row.agrees_acc)
+        stated = [v for v in (row.agrees_shape, row.agrees_layer, row.agrees_acc) if not pd.isna(v)]
+        assert pd.isna(row.agrees) if not stated else row.agrees == all(stated)
     # The accuracy change of the pretrained row, recomputed from runs.parquet (paired by seed).
     acc = runs.set_index(["setting", "seed"])["test_acc"]
     diffs = [100 * (acc["pretrained", s] - acc["base", s]) for s in config["seeds"]]

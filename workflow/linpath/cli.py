@@ -84,7 +84,7 @@ def _cmd_barrier_init(args: argparse.Namespace) -> None:
         raise SettingsError(f"--paths: file not found: {paths_file}")
     try:
         info = write_barrier_inits(pd.read_parquet(paths_file), args.out, offset=args.offset,
-                                   thresholds=_thresholds(args), split=args.split)
+                                   thresholds=_thresholds(args), split=args.split, assume_alpha=args.assume_barrier_at)
     except ValueError as err:
         raise SettingsError(f"{paths_file}: {err}") from None
     if info["has_barrier"]:
@@ -92,6 +92,16 @@ def _cmd_barrier_init(args: argparse.Namespace) -> None:
               f"wrote {', '.join(f'{k}.pt' for k in info['alphas'])} to {args.out}")
     else:
         print(f"{info['reason']}; wrote {args.out}/barrier.yaml only")
+
+
+def _cmd_barrier_groups(args: argparse.Namespace) -> None:
+    from .tables import write_barrier_groups
+
+    for f in [*args.shapes, args.run_yaml]:
+        if not Path(f).is_file():
+            raise SettingsError(f"file not found: {f}")
+    write_barrier_groups(args.shapes, args.run_yaml, args.out, min_share=args.min_share, assume=args.assume or [])
+    print(f"wrote {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,8 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for barrier.yaml and at.pt / before.pt / after.pt")
     p.add_argument("--offset", type=float, default=0.1, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
     p.add_argument("--split", default="train")
+    p.add_argument("--assume-barrier-at", type=float, default=None,
+                   help="TESTS ONLY: where the path has no interior barrier, pretend it peaks at this alpha")
     _add_threshold_args(p)
     p.set_defaults(func=_cmd_barrier_init)
+
+    p = verbs.add_parser("barrier-groups", help="which groups of a setting's runs have barriers (E11, E13, E16)")
+    p.add_argument("--shapes", nargs="+", required=True, help="shape tables of every seed's run of the setting")
+    p.add_argument("--run-yaml", required=True, help="run.yaml of one of those runs (for the widenable groups)")
+    p.add_argument("--out", required=True, help="YAML with the groups with / without a barrier")
+    p.add_argument("--min-share", type=float, default=None, help="share of seeds with a barrier that makes a group")
+    p.add_argument("--assume", action="append", help="TESTS ONLY: treat this group as a barrier group; repeatable")
+    p.set_defaults(func=_cmd_barrier_groups)
     return parser
 
 

@@ -47,6 +47,8 @@ class Setting:
     paths: dict = field(default_factory=dict)
     aux: bool = False  # a helper run (pretraining source), not an intervention of its own
     same_data_for_all_seeds: bool = False  # one subset / random-label draw shared by every seed
+    like: str | None = None  # the run recipe starts from this setting's (its `run` is merged over it)
+    enabled: bool = True  # an overlay sets false to drop a setting of the config it extends
 
 
 @dataclass
@@ -71,13 +73,32 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def load_settings(config: dict) -> dict[str, Setting]:
+    """The enabled settings, each with its `like` chain merged into its run recipe."""
+    raw_settings = {name: dict(raw) for name, raw in config["settings"].items()}
+    disabled = {name for name, raw in raw_settings.items() if raw.get("enabled", True) is False}
+
+    def recipe(name: str, chain: list[str]) -> dict:
+        raw = raw_settings[name]
+        parent = raw.get("like")
+        if not parent:
+            return raw.get("run") or {}
+        where = f"settings.{name}.like"
+        if parent in chain:
+            raise SettingsError(f"{where}: circular 'like' {' -> '.join([*chain, parent])}")
+        if parent not in raw_settings or parent in disabled:
+            state = "disabled" if parent in disabled else "unknown"
+            raise SettingsError(f"{where}: {state} setting {parent!r}")
+        return deep_merge(recipe(parent, [*chain, parent]), raw.get("run") or {})
+
+    runs = {name: recipe(name, [name]) for name in raw_settings if name not in disabled}
     out = {}
-    for name, raw in config["settings"].items():
-        raw = dict(raw)
-        out[name] = Setting(name=name, experiment=raw.pop("experiment"), run=raw.pop("run", {}) or {}, **raw)
+    for name, run in runs.items():
+        fields_ = {k: v for k, v in raw_settings[name].items() if k not in ("run", "experiment")}
+        out[name] = Setting(name=name, experiment=raw_settings[name]["experiment"], run=run, **fields_)
     for s in out.values():
         if s.baseline and s.baseline not in out:
-            raise SettingsError(f"settings.{s.name}.baseline: unknown setting {s.baseline!r}")
+            state = "disabled" if s.baseline in disabled else "unknown"
+            raise SettingsError(f"settings.{s.name}.baseline: {state} setting {s.baseline!r}")
     return out
 
 
@@ -150,7 +171,8 @@ class Plan:
         if name in stack:
             raise SettingsError(f"settings: circular reference {' -> '.join([*stack, name])}")
         if name not in self.settings:
-            raise SettingsError(f"settings.{stack[-1] if stack else '?'}: reference to unknown setting {name!r}")
+            disabled = " (it is disabled: enabled: false)" if name in self.config["settings"] else ""
+            raise SettingsError(f"settings.{stack[-1] if stack else '?'}: reference to unknown setting {name!r}{disabled}")
         setting = self.settings[name]
         recipe = deep_merge(self.base, setting.run)
         recipe.setdefault("init", {})["seed"] = seed + recipe.get("init", {}).get("seed", 0)
@@ -236,10 +258,7 @@ class Plan:
             if m["kind"] in ("barrier_groups", "no_barrier_groups"):
                 if not groups or m["setting"] not in groups:
                     raise SettingsError(f"{run_id}: barrier groups of {m['setting']} are not measured yet")
-                found = groups[m["setting"]]
-                if m["file"]:  # /top<k>: the k barrier groups with the highest mean Δ
-                    return list(found.get("ranked", found["with_barrier"]))[: int(TOP.match(m["file"])[1])]
-                return list(found["with_barrier" if m["kind"] == "barrier_groups" else "without_barrier"])
+                return self._groups(ref, groups)
             return str(self.run_dir(self.by_setting[(m["setting"], run.seed)]) / m["file"])
 
         resolved = _substitute(run.recipe, concrete)
@@ -292,6 +311,41 @@ class Plan:
             labels = run.recipe.get("data", {}).get("random_labels", 0)
             return "pretrain_random_labels" if labels > 0 else "pretrain"
         return "retrain" if self.state_inputs(run_id) else "train"
+
+    def measured(self, run_id: str) -> bool:
+        """Whether the run exists only once a measurement decides it (a barrier point or a measured group
+        list, here or upstream): such runs join the DAG after their checkpoints."""
+        run = self.runs[run_id]
+        return bool(run.barrier_from or run.groups_from) or any(self.measured(u) for u in run.upstream)
+
+    def skip_reason(self, run_id: str, groups: dict[str, dict], barriers: dict[str, dict]) -> str | None:
+        """Why a run is not trained, or None. `groups[setting]` is a barrier_groups file, `barriers[run id]`
+        a barrier.yaml. A run whose barrier parent has no barrier, or whose measured group list is empty
+        (the intervention would act on nothing and train a copy of its base recipe), is skipped."""
+        run = self.runs[run_id]
+        if run.barrier_from and not barriers[run.barrier_from]["has_barrier"]:
+            return f"no barrier on the path of {run.barrier_from} ({barriers[run.barrier_from]['reason']})"
+        for ref in _refs(self.settings[run.setting].run):
+            m = parse_ref(ref, run.setting)
+            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
+                listed = _substitute({ref: 1}, lambda r: self._groups(r, groups))
+                if not listed:
+                    kind = "barrier" if m["kind"] == "barrier_groups" else "no-barrier"
+                    return f"no {kind} groups measured in {m['setting']} ({ref})"
+        widen = self.resolve(run_id, groups).get("model", {}).get("group_width")
+        if self.settings[run.setting].run.get("model", {}).get("group_width") and not widen:
+            return "none of the measured groups can change width"
+        for up in run.upstream:
+            if self.measured(up) and self.skip_reason(up, groups, barriers):
+                return f"its upstream run {up} is skipped"
+        return None
+
+    def _groups(self, ref: str, groups: dict[str, dict]) -> list[str]:
+        m = parse_ref(ref, "")
+        found = groups[m["setting"]]
+        if m["file"]:  # /top<k>: the k barrier groups with the highest mean Δ
+            return list(found.get("ranked", found["with_barrier"]))[: int(TOP.match(m["file"])[1])]
+        return list(found["with_barrier" if m["kind"] == "barrier_groups" else "without_barrier"])
 
     def runs_of(self, setting: str) -> list[str]:
         return [self.by_setting[(setting, s)] for s in self.seeds]

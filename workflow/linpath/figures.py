@@ -15,7 +15,7 @@ import seaborn as sns  # noqa: E402
 
 from .experiments import Plan  # noqa: E402
 from .io import note  # noqa: E402
-from .tables import MAIN_PATH, _select, accuracy_change, full_delta, group_barrier  # noqa: E402
+from .tables import MAIN_PATH, _select, accuracy_change, full_delta, group_barrier, trained  # noqa: E402
 
 
 def _save(fig, out: Path, pdf: bool = False) -> None:
@@ -103,7 +103,7 @@ def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: st
     """One panel per Table 1 row (its full paths against the baseline, with label and accuracy change),
     plus two panels of path-shape change vs accuracy change (full-path Δ, group Δ) with their rank
     correlations per architecture family."""
-    paths, shapes, table1, runs = _frame(paths), _frame(shapes), _frame(table1), _frame(runs)
+    paths, shapes, table1, runs = _frame(paths), _frame(shapes), _frame(table1), trained(_frame(runs))
     rows = list(plan.config["table1"])
     n = len(rows) + len(SHAPE_METRICS)
     ncols = 4
@@ -161,6 +161,7 @@ def shape_vs_accuracy(plan: Plan, shapes: pd.DataFrame, runs: pd.DataFrame) -> p
     """Per intervention setting of Table 1: the change of its path-shape metrics and of its test accuracy
     against its baseline, with its architecture family. The full-path Δ exists for every setting; the
     group Δ only where group-wise paths were measured (NaN elsewhere)."""
+    runs = trained(runs)
     rows = []
     for row in plan.config["table1"]:
         for s in row["settings"]:

@@ -27,34 +27,37 @@ MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split":
 # --- settings and measured groups (used by the workflow before training) ----
 
 
-def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float = 0.5) -> dict:
+def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float = 0.5,
+                   assume: list[str] = ()) -> dict:
     """Groups whose group-wise path (θ₀ → θ_T, train split) has a barrier in at least `min_share` of the
-    seeds; `ranked` orders them by mean Δ, highest first (for "the k barrier groups" references)."""
+    seeds; `ranked` orders them by mean Δ, highest first (for "the k barrier groups" references).
+    `assume` (test-only, config `testing.barrier_groups`) adds groups as if they had barriers."""
     sel = shapes[(shapes["path"] == "group") & (shapes["start"] == "init") & (shapes["split"] == "train")
                  & (shapes["bn_mode"] == "interpolate")]
     if sel.empty:
         raise ValueError("no group-wise paths in these shapes: set paths.groups for the referenced setting")
     by_group = sel.assign(b=sel["label"] == "B").groupby("group", sort=False)
     share, delta = by_group["b"].mean(), by_group["delta"].mean()
-    with_barrier = [g for g, s in share.items() if s >= min_share]
+    with_barrier = [g for g, s in share.items() if s >= min_share or g in assume]
     return {"with_barrier": with_barrier,
-            "without_barrier": [g for g, s in share.items() if s < min_share],
+            "without_barrier": [g for g in share.index if g not in with_barrier],
             "ranked": sorted(with_barrier, key=lambda g: -delta[g]),
             "barrier_share": {g: float(s) for g, s in share.items()},
             "mean_delta": {g: float(d) for g, d in delta.items()},
             "widenable": list(widenable),
-            "rule": f"label B (see label_rule) in at least {min_share:g} of the seeds; ranked by mean delta",
+            "rule": f"label B (see label_rule) in at least {min_share:g} of the seeds; ranked by mean delta"
+                    + (f"; ASSUMED for a test: {sorted(set(assume) & set(with_barrier))}" if assume else ""),
             "label_rule": str(sel["label_rule"].iloc[0])}
 
 
 def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path, log: str | None = None,
-                         min_share: float | None = None) -> None:
+                         min_share: float | None = None, assume: list[str] = ()) -> None:
     from .hparams import RunSpec
     from .models import widenable_groups
 
     shapes = pd.concat([pd.read_parquet(f) for f in shape_files], ignore_index=True)
     share = SummaryRules().group_barrier_share if min_share is None else min_share
-    found = barrier_groups(shapes, widenable_groups(RunSpec.from_yaml(run_yaml).model), share)
+    found = barrier_groups(shapes, widenable_groups(RunSpec.from_yaml(run_yaml).model), share, assume)
     write_yaml(found, out)
     note(log, f"groups with a barrier: {found['with_barrier']} -> {out}")
 
@@ -69,16 +72,38 @@ def _meta(plan: Plan, run_id: str) -> dict:
             "seed": run.seed}
 
 
-def runs_table(plan: Plan, run_ids: list[str]) -> pd.DataFrame:
+def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per planned run: trained runs with their final metrics, and runs that were not trained
+    (`status` skipped, with the reason) so that no planned run disappears silently."""
     rows = []
     for run_id in run_ids:
         d = plan.run_dir(run_id)
         spec = yaml.safe_load((d / "run.yaml").read_text())
         summary = yaml.safe_load((d / "summary.yaml").read_text())
         summary.pop("run", None)
-        rows.append({**_meta(plan, run_id), "model": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
+        rows.append({**_meta(plan, run_id), "status": "trained", "status_reason": "",
+                     "model": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
                      "settings": json.dumps(spec, sort_keys=True), **summary})
+    for run_id, reason in sorted((skipped or {}).items()):
+        rows.append({**_meta(plan, run_id), "status": "skipped", "status_reason": reason})
     return pd.DataFrame(rows)
+
+
+def trained(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that were trained (tables without a status column hold only those)."""
+    return runs if "status" not in runs.columns else runs[runs["status"] == "trained"]
+
+
+def not_trained(runs: pd.DataFrame, settings: list[str]) -> str:
+    """'barrier_at: 2 skipped (no barrier on ...)' for the runs of these settings that were not trained."""
+    if "status" not in runs.columns:
+        return ""
+    sel = runs[runs["setting"].isin(settings) & (runs["status"] != "trained")]
+    parts = []
+    for (setting, status), group in sel.groupby(["setting", "status"], sort=False):
+        reasons = "; ".join(dict.fromkeys(group["status_reason"]))
+        parts.append(f"{setting}: {len(group)} {status} ({reasons})")
+    return " | ".join(parts)
 
 
 def collect(plan: Plan, run_ids: list[str], files: list[str]) -> pd.DataFrame:
@@ -94,12 +119,14 @@ def collect(plan: Plan, run_ids: list[str], files: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def write_core_tables(plan: Plan, run_ids: list[str], out_dir: str | Path, log: str | None = None) -> None:
+def write_core_tables(plan: Plan, run_ids: list[str], out_dir: str | Path, log: str | None = None,
+                      skipped: dict[str, str] | None = None) -> None:
     out_dir = Path(out_dir)
-    write_parquet(runs_table(plan, run_ids), out_dir / "runs.parquet")
+    write_parquet(runs_table(plan, run_ids, skipped), out_dir / "runs.parquet")
     write_parquet(collect(plan, run_ids, [str(plan.paths_file(r)) for r in run_ids]), out_dir / "paths.parquet")
     write_parquet(collect(plan, run_ids, [str(plan.shapes_file(r)) for r in run_ids]), out_dir / "shapes.parquet")
-    note(log, f"{len(run_ids)} runs -> {out_dir}/runs.parquet, paths.parquet, shapes.parquet")
+    note(log, f"{len(run_ids)} runs ({len(skipped or {})} skipped) -> {out_dir}/runs.parquet, paths.parquet, "
+              "shapes.parquet")
 
 
 # --- summary rules ---------------------------------------------------------------
@@ -281,6 +308,7 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.DataFrame
 
     rules = SummaryRules.from_config(plan.config.get("shapes"))
     label_rule = str(shapes["label_rule"].iloc[0]) if len(shapes) else ShapeThresholds().rule()
+    all_runs, runs = runs, trained(runs)
     rows = []
     for row in plan.config["table1"]:
         settings = [s for s in row["settings"] if (runs["setting"] == s).any()]
@@ -317,6 +345,7 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.DataFrame
             "acc_words": "; ".join(f"{p['setting']}: {p['word']} [{_interval(p['ci'])}]" for p in parts if p["word"]),
             "acc_rule": rules.acc_rule(),
             "n_seeds": int(runs[runs["setting"].isin(settings)]["seed"].nunique()),
+            "not_trained": not_trained(all_runs, row["settings"]),
             "paper_shape": str(row.get("paper_shape", "")), "paper_acc": paper_acc,
             **agrees,
             "agrees": pd.NA if not stated else all(stated),
@@ -408,11 +437,12 @@ def experiment_table(name: str, spec: dict, runs: pd.DataFrame, shapes: pd.DataF
         raise KeyError(f"table {name}: unknown column {unknown[0]!r} (known: {', '.join(METRICS)})")
     rows = []
     for row in spec["rows"]:
-        sel = runs[runs["setting"] == row["setting"]]
-        own_shapes = shapes[shapes["setting"] == row["setting"]]
-        counts = label_counts(shapes, [row["setting"]])
-        out = {"table": name, "row": row["label"], "column": row.get("column", ""), "setting": row["setting"],
-               "n_seeds": len(sel)}
+        setting = row["setting"]
+        sel = trained(runs)[trained(runs)["setting"] == setting]
+        own_shapes = shapes[shapes["setting"] == setting]
+        counts = label_counts(shapes, [setting])
+        out = {"table": name, "row": row["label"], "column": row.get("column", ""), "setting": setting,
+               "n_seeds": len(sel), "not_trained": not_trained(runs, [setting])}
         for metric in columns:
             values = METRICS[metric](sel, own_shapes).astype(float)
             out[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
@@ -426,11 +456,23 @@ def experiment_table(name: str, spec: dict, runs: pd.DataFrame, shapes: pd.DataF
     return pd.DataFrame(rows)
 
 
+def resolve_row(plan: Plan, row: dict, table: str) -> dict:
+    """A row names its setting, or `baseline_of: <setting>` (e.g. E5's parent, which differs per config)."""
+    if "baseline_of" not in row:
+        return row
+    of = row["baseline_of"]
+    if of not in plan.settings or not plan.settings[of].baseline:
+        raise KeyError(f"table {table}, row {row.get('label')!r}: baseline_of {of!r} is not a setting with a baseline")
+    return {**{k: v for k, v in row.items() if k != "baseline_of"}, "setting": plan.settings[of].baseline}
+
+
 def write_experiment_table(plan: Plan, name: str, reference: dict, tables_dir: str | Path) -> None:
     tables_dir = Path(tables_dir)
     if name not in reference.get("tables", {}):
         raise KeyError(f"config/reference.yaml has no table {name!r}")
-    frame = experiment_table(name, reference["tables"][name], pd.read_parquet(tables_dir / "runs.parquet"),
+    spec = dict(reference["tables"][name])
+    spec["rows"] = [resolve_row(plan, row, name) for row in spec["rows"]]
+    frame = experiment_table(name, spec, pd.read_parquet(tables_dir / "runs.parquet"),
                              pd.read_parquet(tables_dir / "shapes.parquet"),
                              SummaryRules.from_config(plan.config.get("shapes")))
     write_parquet(frame, tables_dir / f"{name}.parquet")

@@ -11,6 +11,8 @@ checkpoint barrier_init:
         out=lambda w: str(PLAN.barrier_dir(w.run_id)),
         offset=f"--offset {SHAPES['barrier_offset']}" if "barrier_offset" in SHAPES else "",
         thresholds=" ".join(threshold_args(config)),
+        # Test-only (config `testing`, never in a shipped config): pretend a barrier where none was measured.
+        assume=f"--assume-barrier-at {TESTING['barrier_alpha']}" if "barrier_alpha" in TESTING else "",
         cli=LINPATH,
     log:
         "logs/barrier/{run_id}.log",
@@ -21,4 +23,4 @@ checkpoint barrier_init:
         CONDA_ENV
     shell:
         "{params.cli} barrier-init --paths {input.paths} --out {params.out} {params.offset} "
-        "{params.thresholds} > {log} 2>&1"
+        "{params.thresholds} {params.assume} > {log} 2>&1"

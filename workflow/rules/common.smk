@@ -34,6 +34,7 @@ CONDA_ENV = "../../envs/linpath.yaml"
 REFERENCE = yaml.safe_load(Path(config["reference"]).read_text()) if config.get("reference") else {"tables": {}}
 RES = config.get("resources", {})
 SHAPES = config.get("shapes", {})
+TESTING = config.get("testing", {})  # test-only settings (schema: `testing`); no shipped config has them
 EXPERIMENT_TABLES = sorted(REFERENCE.get("tables", {}))
 EXPERIMENT_FIGURES = sorted(
     {s.experiment for s in PLAN.settings.values() if not s.aux}
@@ -52,19 +53,31 @@ def barrier_group_files(wildcards):
     return [checkpoints.barrier_groups.get(setting=s).output[0] for s in PLAN.runs[wildcards.run_id].groups_from]
 
 
-def barrier_checks():
-    """Every barrier_init result the E5 runs depend on: plain inputs, so all checkpoints run in parallel."""
-    return sorted({str(PLAN.barrier_dir(r.barrier_from) / "barrier.yaml") for r in PLAN.runs.values() if r.barrier_from})
+def measurement_files():
+    """Every barrier.yaml (E5) and barrier-groups file (E11/E13/E16) that decides which runs exist: plain
+    inputs of the tables, so that all these checkpoints are scheduled at once."""
+    parents = {r.barrier_from for r in PLAN.runs.values() if r.barrier_from}
+    settings = {s for r in PLAN.runs.values() for s in r.groups_from}
+    return sorted([str(PLAN.barrier_dir(p) / "barrier.yaml") for p in parents]
+                  + [str(PLAN.groups_file(s)) for s in settings])
 
 
-def barrier_runs(wildcards=None):
-    """Barrier-init runs (E5) whose parent's measured path has a barrier (read via the checkpoint)."""
-    out = []
-    for run_id, run in PLAN.runs.items():
-        if run.barrier_from:
-            found = checkpoints.barrier_init.get(run_id=run.barrier_from).output.yaml
-            if yaml.safe_load(Path(found).read_text())["has_barrier"]:
-                out.append(run_id)
+def skipped_runs(wildcards=None):
+    """Run id -> why it is not trained, read from the measurements (the checkpoints' outputs)."""
+    barriers = {
+        p: yaml.safe_load(Path(checkpoints.barrier_init.get(run_id=p).output.yaml).read_text())
+        for p in sorted({r.barrier_from for r in PLAN.runs.values() if r.barrier_from})
+    }
+    groups = {
+        s: yaml.safe_load(Path(checkpoints.barrier_groups.get(setting=s).output[0]).read_text())
+        for s in sorted({s for r in PLAN.runs.values() for s in r.groups_from})
+    }
+    out = {}
+    for run_id in PLAN.runs:
+        if PLAN.measured(run_id):
+            why = PLAN.skip_reason(run_id, groups, barriers)
+            if why:
+                out[run_id] = why
     return out
 
 
@@ -78,10 +91,16 @@ def run_settings_json(wildcards):
     return json.dumps(PLAN.resolve(wildcards.run_id, groups), sort_keys=True)
 
 
+def measured_runs(wildcards=None):
+    """Runs that exist only once their measurements say so, less those the measurements skip."""
+    skipped = skipped_runs()
+    return [r for r in PLAN.runs if PLAN.measured(r) and r not in skipped]
+
+
 def included_runs(wildcards=None):
-    """Every planned run, less barrier-init runs whose parent's path has no barrier."""
-    chosen = set(barrier_runs())
-    return [r for r, run in PLAN.runs.items() if not run.barrier_from or r in chosen]
+    """Every planned run that is trained."""
+    skipped = skipped_runs()
+    return [r for r in PLAN.runs if r not in skipped]
 
 
 def run_outputs(run_ids):

@@ -3,16 +3,18 @@
 
 rule core_tables:
     input:
-        # Separate items: the static runs are scheduled at once, the E5 ones once their checkpoint ran.
-        static=run_outputs([r for r, run in PLAN.runs.items() if not run.barrier_from]),
-        barrier_checks=barrier_checks(),
-        barrier=lambda w: run_outputs(barrier_runs()),
+        # Separate items: the static runs are scheduled at once, the measured ones (E5, E11/E13/E16)
+        # once the checkpoints that decide them ran; all those checkpoints are plain inputs here.
+        static=run_outputs([r for r in PLAN.runs if not PLAN.measured(r)]),
+        measurements=measurement_files(),
+        measured=lambda w: run_outputs(measured_runs()),
     output:
         runs=f"{RESULTS}/tables/runs.parquet",
         paths=f"{RESULTS}/tables/paths.parquet",
         shapes=f"{RESULTS}/tables/shapes.parquet",
     params:
         runs=lambda w: included_runs(),
+        skipped=lambda w: skipped_runs(),
     log:
         "logs/tables/core_tables.log",
     resources:
@@ -21,7 +23,7 @@ rule core_tables:
     run:
         from linpath.tables import write_core_tables
 
-        write_core_tables(PLAN, params.runs, f"{RESULTS}/tables", log[0])
+        write_core_tables(PLAN, params.runs, f"{RESULTS}/tables", log[0], skipped=params.skipped)
 
 
 rule summary_tables:

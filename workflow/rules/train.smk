@@ -10,14 +10,19 @@ checkpoint barrier_groups:
         run_yaml=lambda w: str(PLAN.run_dir(PLAN.runs_of(w.setting)[0]) / "run.yaml"),
     output:
         f"{RESULTS}/derived/barrier_groups/{{setting}}.yaml",
+    params:
+        share=f"--min-share {SHAPES['group_barrier_share']}" if "group_barrier_share" in SHAPES else "",
+        # Test-only (config `testing`, never in a shipped config).
+        assume=" ".join(f"--assume {g}" for g in TESTING.get("barrier_groups", [])),
+        cli=LINPATH,
     log:
         "logs/barrier_groups/{setting}.log",
     localrule: True
-    run:
-        from linpath.tables import write_barrier_groups
-
-        write_barrier_groups(list(input.shapes), input.run_yaml, output[0], log[0],
-                             min_share=SHAPES.get("group_barrier_share"))
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.cli} barrier-groups --shapes {input.shapes} --run-yaml {input.run_yaml} --out {output} "
+        "{params.share} {params.assume} > {log} 2>&1"
 
 
 rule train:
