@@ -1,0 +1,109 @@
+"""Seeded random streams and batched augmentation of image batches on their device.
+
+Every random choice of training has its own stream, derived from the run's
+seeds by hashing (seed, stream name, index): the init from `init.seed`, the
+data order and the augmentation of epoch e from (`train.seed`, e). Streams are
+`torch.Generator`s on the CPU; what they draw is moved to the training device,
+so a batch is the same on CPU and CUDA, and epoch e can be redrawn from the
+epoch number alone (resuming needs no data RNG state). Nothing else that
+draws random numbers (the global torch RNG, e.g. dropout) shifts these streams.
+
+Augmentation levels: none | crop (random crop, zero padding of `pad_for(size)`)
+| standard (crop + horizontal flip) | more (standard + affine + erasing).
+Crop and flip are one gather on the device. The affine and erasing steps of
+`more` run per image on the CPU with torchvision v2 (an explicit fallback,
+announced once per loader), each batch under its own seeded RNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torchvision.transforms import v2
+
+LEVELS = ("none", "crop", "standard", "more")
+
+
+def stream_seed(seed: int, name: str, *index: int) -> int:
+    """A 63-bit seed for stream `name` of `seed` (and e.g. an epoch): unrelated for any two arguments."""
+    text = json.dumps([int(seed), name, *map(int, index)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def stream(seed: int, name: str, *index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(seed, name, *index))
+
+
+@contextmanager
+def seeded_global_rng(seed: int) -> Iterator[None]:
+    """Run code that draws from the global CPU RNG (torchvision transforms, model
+    constructors) on a private seed, leaving the caller's global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's stays as it was
+        yield
+
+
+def pad_for(size: int) -> int:
+    """Zero padding of the random crop: 4 for 32×32 images, at least 1."""
+    return max(1, size // 8)
+
+
+def more_extras() -> v2.Transform:
+    """The steps `more` adds after crop and flip."""
+    return v2.Compose([v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)), v2.RandomErasing(p=0.25)])
+
+
+def per_image_pipeline(level: str, size: int) -> v2.Transform | None:
+    """The same augmentation as torchvision v2 per-image transforms (the reference the batched path is checked against)."""
+    if level == "none":
+        return None
+    steps = [v2.RandomCrop(size, padding=pad_for(size))]
+    if level in ("standard", "more"):
+        steps.append(v2.RandomHorizontalFlip())
+    if level == "more":
+        steps.append(more_extras())
+    return v2.Compose(steps)
+
+
+@dataclass
+class EpochDraws:
+    """The random choices of one epoch, indexed by position in the epoch (CPU tensors)."""
+
+    order: torch.Tensor  # permutation of the training set
+    shifts: torch.Tensor | None  # (n, 2) crop offsets (top, left) in [0, 2·pad] of the padded image
+    flips: torch.Tensor | None  # (n,) bool: mirror horizontally
+
+
+def draw_epoch(n: int, seed: int, epoch: int, level: str, pad: int) -> EpochDraws:
+    order = torch.randperm(n, generator=stream(seed, "order", epoch))
+    if level == "none":
+        return EpochDraws(order, None, None)
+    g = stream(seed, "augment", epoch)
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=g)
+    flips = torch.randint(0, 2, (n,), generator=g).bool()
+    if level == "crop":
+        flips = torch.zeros(n, dtype=torch.bool)
+    return EpochDraws(order, shifts, flips)
+
+
+def crop_flip(padded: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """size×size windows of padded images (B, C, H+2p, W+2p) at per-image offsets, mirrored
+    where `flips`: pure index arithmetic, so every pixel is an exact copy."""
+    b, c, hp, wp = padded.shape
+    ar = torch.arange(size, device=padded.device)
+    rows = shifts[:, 0:1] + ar
+    cols = shifts[:, 1:2] + torch.where(flips[:, None], size - 1 - ar, ar)
+    out = padded.gather(2, rows[:, None, :, None].expand(b, c, size, wp))
+    return out.gather(3, cols[:, None, None, :].expand(b, c, size, size))
+
+
+def apply_more_extras(batch: torch.Tensor, seed: int, extras: v2.Transform) -> torch.Tensor:
+    """Affine and erasing per image on the CPU, drawn from the batch's own seed."""
+    with seeded_global_rng(seed):
+        out = torch.stack([extras(image) for image in batch.cpu()])
+    return out.to(batch.device)
