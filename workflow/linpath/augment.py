@@ -10,7 +10,7 @@ draws random numbers (the global torch RNG, e.g. dropout) shifts these streams.
 
 Augmentation levels: none | crop (random crop, zero padding of `pad_for(size)`)
 | standard (crop + horizontal flip) | more (standard + affine + erasing).
-Crop and flip are one gather on the device. The affine and erasing steps of
+Crop and flip are one indexed copy on the device. The affine and erasing steps of
 `more` run per image on the CPU with torchvision v2 (an explicit fallback,
 announced once per loader), each batch under its own seeded RNG.
 """
@@ -91,15 +91,16 @@ def draw_epoch(n: int, seed: int, epoch: int, level: str, pad: int) -> EpochDraw
     return EpochDraws(order, shifts, flips)
 
 
-def crop_flip(padded: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
-    """size×size windows of padded images (B, C, H+2p, W+2p) at per-image offsets, mirrored
-    where `flips`: pure index arithmetic, so every pixel is an exact copy."""
-    b, c, hp, wp = padded.shape
-    ar = torch.arange(size, device=padded.device)
-    rows = shifts[:, 0:1] + ar
-    cols = shifts[:, 1:2] + torch.where(flips[:, None], size - 1 - ar, ar)
-    out = padded.gather(2, rows[:, None, :, None].expand(b, c, size, wp))
-    return out.gather(3, cols[:, None, None, :].expand(b, c, size, size))
+def crop_flip(padded: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor, size: int,
+              index: torch.Tensor | None = None) -> torch.Tensor:
+    """size×size windows of the padded images `padded[index]` (all if None) at per-image offsets
+    (top, left), mirrored where `flips`. The windows are a strided view (unfold), read with one
+    indexed copy: every pixel is an exact copy of an input pixel."""
+    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # (N, C, 2p+1, 2p+1, size, size), no copy
+    if index is None:
+        index = torch.arange(len(shifts), device=padded.device)
+    out = windows[index, :, shifts[:, 0], shifts[:, 1]]
+    return torch.where(flips[:, None, None, None], out.flip(-1), out)
 
 
 def apply_more_extras(batch: torch.Tensor, seed: int, extras: v2.Transform) -> torch.Tensor:

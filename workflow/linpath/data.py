@@ -222,10 +222,10 @@ def prepare(spec: DataSpec) -> Prepared:
 class DeviceLoader:
     """The training set held on the training device, served as shuffled, augmented batches.
 
-    Images are zero-padded once (normalised values, so padding is the mean pixel);
-    crops and flips are gathered per batch. The random choices of epoch e depend only
-    on (seed, e) (see linpath.augment), so `epoch(e)` yields the same batches on any
-    device, in any process, whatever else drew random numbers in between."""
+    Images are zero-padded once (normalised values, so padding is the mean pixel); each
+    batch is cropped and flipped straight out of the padded set. The random choices of
+    epoch e depend only on (seed, e) (see linpath.augment), so `epoch(e)` yields the same
+    batches on any device, in any process, whatever else drew random numbers in between."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, augment: str,
                  device: torch.device | str = "cpu"):
@@ -256,9 +256,10 @@ class DeviceLoader:
         for b, start in enumerate(range(0, n, self.batch_size)):
             at = slice(start, start + self.batch_size)
             idx = order[at]
-            xb = self.images[idx]
             if self.pad:
-                xb = augment_mod.crop_flip(xb, shifts[at], flips[at], self.size)
+                xb = augment_mod.crop_flip(self.images, shifts[at], flips[at], self.size, idx)
+            else:
+                xb = self.images[idx]
             if self.extras is not None:
                 xb = augment_mod.apply_more_extras(xb, augment_mod.stream_seed(self.seed, "more", epoch, b), self.extras)
             yield xb, self.labels[idx]
