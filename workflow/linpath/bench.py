@@ -305,21 +305,7 @@ def _sync_time(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linpath.bench")
-    sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("paths", help="path evaluator vs a plain reference loop")
-    p.add_argument("--arch", default="resnet18")
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--root", default="data")
-    p.add_argument("--samples", type=int, default=1437)
-    p.add_argument("--input-size", type=int, default=None, help="resize inputs (e.g. 32 for CIFAR-sized maps)")
-    p.add_argument("--alphas", type=int, default=51)
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(run=lambda a: 0 if bench_paths(a)["max_abs_diff"] <= 1e-4 else 1)
-
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="training steps: the plain loop vs the device-resident loader and speed settings")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--width", type=int, default=16)
@@ -336,9 +322,27 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
-    p.set_defaults(run=lambda a: 0 if bench_train(a)["agreement"]["ok"] else 1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linpath.bench")
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("paths", help="path evaluator vs a plain reference loop")
+    p.add_argument("--arch", default="resnet18")
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--root", default="data")
+    p.add_argument("--samples", type=int, default=1437)
+    p.add_argument("--input-size", type=int, default=None, help="resize inputs (e.g. 32 for CIFAR-sized maps)")
+    p.add_argument("--alphas", type=int, default=51)
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--device", default="auto")
+    _add_train_parser(sub)
     args = parser.parse_args(argv)
-    return args.run(args)
+    if args.what == "train":
+        return 0 if bench_train(args)["agreement"]["ok"] else 1
+    result = bench_paths(args)
+    return 0 if result["max_abs_diff"] <= 1e-4 else 1
 
 
 if __name__ == "__main__":
