@@ -1,12 +1,13 @@
 """Seeded random streams and batched augmentation of image batches on their device.
 
-Every random choice of training has its own stream, derived from the run's
-seeds by hashing (seed, stream name, index): the init from `init.seed`, the
-data order and the augmentation of epoch e from (`train.seed`, e). Streams are
-`torch.Generator`s on the CPU; what they draw is moved to the training device,
+Every random choice of training has its own stream. θ₀ is built under the CPU
+generator seeded with `init.seed` (the same init `other:<seed>` paths rebuild),
+inside a fork that leaves the caller's RNG as it was. The data order and the
+augmentation of epoch e come from seeds hashed from (`train.seed`, stream name,
+e): `torch.Generator`s on the CPU whose draws are moved to the training device,
 so a batch is the same on CPU and CUDA, and epoch e can be redrawn from the
-epoch number alone (resuming needs no data RNG state). Nothing else that
-draws random numbers (the global torch RNG, e.g. dropout) shifts these streams.
+epoch number alone (resuming needs no data RNG state). Nothing else that draws
+random numbers (the global torch RNG, e.g. dropout) shifts these streams.
 
 Augmentation levels: none | crop (random crop, zero padding of `pad_for(size)`)
 | standard (crop + horizontal flip) | more (standard + affine + erasing).

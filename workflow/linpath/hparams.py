@@ -128,7 +128,8 @@ class TrainSpec:
     channels_last: bool = True
     # CUDA only: deterministic cuDNN algorithms instead of cudnn.benchmark autotuning.
     deterministic: bool = False
-    # torch.compile the model for the training step (compile time is reported apart).
+    # torch.compile the model for the training step, on any device (the first step, compilation
+    # included, is reported apart as compile_seconds; on CPU it takes tens of seconds).
     compile: bool = False
     # Write checkpoint.pt every this many epochs (the last epoch always ends the run cleanly).
     checkpoint_every: int = 1
