@@ -235,45 +235,44 @@ def bench_train(args: argparse.Namespace) -> dict:
     def plain(forward, opt, epoch, steps):
         plain_epoch(forward, _take(bench.plain_loader(level), steps), opt, device)
 
-    def fast(how):
-        loader = bench.device_loader(level)
+    loader = bench.device_loader(level)  # shared by the device-resident variants
 
+    def fast(how):
         def run(forward, opt, epoch, steps):
             for xb, yb in _take(loader.epoch(epoch), steps):
                 train_step(forward, opt, xb, yb, "ce", how)
         return run
 
     fp32, bf16_cl = StepSettings(device, False, False, False), StepSettings(device, True, True, False)
-    timed = {"plain loop (DataLoader + per-image v2)": (plain, False),
-             "device-resident batched loader": (fast(fp32), False)}
-    skipped = {}
-    if cuda:
-        timed["+ bf16 autocast + channels_last"] = (fast(bf16_cl), False)
-    else:
-        skipped["+ bf16 autocast + channels_last"] = "CUDA only"
-    if args.compile if args.compile is not None else cuda:
-        timed["+ torch.compile"] = (fast(bf16_cl if cuda else fp32), True)
-    else:
-        skipped["+ torch.compile"] = "off (--compile to time it; default off on CPU)"
+    compile_on = args.compile if args.compile is not None else cuda
+    plan = [  # (variant, epoch runner, compiled, why skipped)
+        ("plain loop (DataLoader + per-image v2)", plain, False, None),
+        ("device-resident batched loader", fast(fp32), False, None),
+        ("+ bf16 autocast + channels_last", fast(bf16_cl) if cuda else None, False, None if cuda else "CUDA only"),
+        ("+ torch.compile", fast(bf16_cl if cuda else fp32), True,
+         None if compile_on else "off (--compile to time it; default off on CPU)"),
+    ]
     # Seed packing (K = 2, 4, 8 seeds in one model) belongs here once it exists: time
     # fast(...) on the packed model per K and report images/s per seed.
     packing = "not available"
 
     torch.backends.cudnn.benchmark = cuda
-    runs = {name: [] for name in timed}
+    timed = [(name, run, compiled) for name, run, compiled, why in plan if why is None]
+    runs = {name: [] for name, _, _ in timed}
     for _ in range(args.repeats):  # interleaved, so a change in load hits every variant alike
-        for name, (run_epoch, compiled) in timed.items():
-            runs[name].append(bench.time_once(run_epoch, compiled))
+        for name, run, compiled in timed:
+            runs[name].append(bench.time_once(run, compiled))
     variants = []
-    for name, results in runs.items():
-        seconds, warm, memory = min(results, key=lambda r: r[0])
+    for name, _, compiled, why in plan:
+        if why is not None:
+            variants.append({"variant": name, "skipped": why})
+            continue
+        seconds, _, memory = min(runs[name], key=lambda r: r[0])
         v = {"variant": name, "seconds": seconds, "images_per_s": args.images * args.epochs / seconds, **memory}
-        if timed[name][1]:
-            v["compile_seconds"] = results[0][1]
+        v["ratio_to_plain"] = v["images_per_s"] / (variants[0]["images_per_s"] if variants else v["images_per_s"])
+        if compiled:
+            v["compile_seconds"] = runs[name][0][1]
         variants.append(v)
-    for v in variants:
-        v["ratio_to_plain"] = v["images_per_s"] / variants[0]["images_per_s"]
-    variants += [{"variant": name, "skipped": why} for name, why in skipped.items()]
     agreement = bench.agreement()
 
     result = {"device": str(device), "threads": torch.get_num_threads(), "arch": args.arch, "width": args.width,
