@@ -29,11 +29,12 @@ EPOCHS = 6
 RESUME_RUN = run_dict(
     "resnet18_w4",
     name="resume",
-    data={"augment": "standard"},  # augmentation draws from the global torch RNG: its restore matters
+    data={"augment": "standard"},  # order, crops and flips are redrawn from (train.seed, epoch) on resume
     train={"epochs": EPOCHS, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64,
            "milestones": [4], "gamma": 0.1, "seed": 3, "save_epochs": [2]},
     init={"seed": 1},
 )
+SPARSE = {"checkpoint_every": 2, "eval_every": 3}  # checkpoints after 2 and 4; metrics at 0, 2, 3, 4, 6
 
 
 def _checkpoint_epoch(path: Path) -> int | None:
@@ -43,7 +44,7 @@ def _checkpoint_epoch(path: Path) -> int | None:
         return None
 
 
-def _kill_after_first_epoch(config: Path, out: Path) -> int:
+def _kill_after_first_checkpoint(config: Path, out: Path) -> int:
     """Start `linpath train` and SIGKILL it once checkpoint.pt records a finished epoch."""
     proc = subprocess.Popen(
         linpath_command() + ["train", "--config", str(config), "--out", str(out), "--threads", "1",
@@ -71,24 +72,32 @@ def _kill_after_first_epoch(config: Path, out: Path) -> int:
     return epoch
 
 
-def test_kill_and_resume_is_bit_identical(tmp_path, write_config):
-    config = write_config(RESUME_RUN)
+@pytest.mark.parametrize("sparse", [False, True], ids=["every-epoch", "sparse-checkpoints-and-metrics"])
+def test_kill_and_resume_is_bit_identical(tmp_path, write_config, sparse):
+    raw = {**RESUME_RUN, "train": {**RESUME_RUN["train"], **(SPARSE if sparse else {})}}
+    config = write_config(raw)
 
     whole = tmp_path / "A"
-    train(RunSpec.from_dict(RESUME_RUN), whole, progress=False)
+    train(RunSpec.from_dict(raw), whole, progress=False)
 
     killed = tmp_path / "B"
-    _kill_after_first_epoch(config, killed)
+    _kill_after_first_checkpoint(config, killed)
     assert not (killed / "final.pt").exists(), "the run was killed before it finished"
     ckpt = load_checkpoint(killed / "checkpoint.pt")
     k = ckpt["epoch"]
     assert 1 <= k < EPOCHS
+    if sparse:
+        assert k % 2 == 0, "checkpoints only after every second epoch"
+    assert "init" not in ckpt and "rng_data" not in ckpt, "θ₀ lives in init.pt; data draws follow from the epoch"
     init_stamp = (killed / "init.pt").stat().st_ino, (killed / "init.pt").stat().st_mtime_ns
 
-    control = tmp_path / "C"  # the same checkpoint, but another augmentation RNG state
+    # C: the same checkpoint, but init.pt deleted (as Snakemake does with a failed job's outputs)
+    # and the global torch RNG scrambled: neither the data order nor the augmentation draw from it.
+    control = tmp_path / "C"
     shutil.copytree(killed, control)
-    ckpt["rng_torch"] = torch.Generator().manual_seed(999).get_state()
-    save_torch(ckpt, control / "checkpoint.pt")
+    (control / "init.pt").unlink()
+    scrambled = dict(ckpt, rng_torch=torch.Generator().manual_seed(999).get_state())
+    save_torch(scrambled, control / "checkpoint.pt")
 
     spec = RunSpec.from_yaml(config)
     result = train(spec, killed, progress=False)
@@ -97,17 +106,25 @@ def test_kill_and_resume_is_bit_identical(tmp_path, write_config):
         "resuming must continue from checkpoint.pt, not start again"
     assert not (killed / "checkpoint.pt").exists()
     assert result.epochs == EPOCHS
-    assert_states_equal(load_tensors(killed / "final.pt"), load_tensors(whole / "final.pt"))
-    assert_states_equal(load_tensors(killed / "epoch_2.pt"), load_tensors(whole / "epoch_2.pt"))
-    assert_states_equal(load_tensors(killed / "init.pt"), load_tensors(whole / "init.pt"))
-    a, b = pd.read_parquet(whole / "metrics.parquet"), pd.read_parquet(killed / "metrics.parquet")
-    pd.testing.assert_frame_equal(a, b, check_exact=True)
-    assert a["lr"].tolist() == pytest.approx([0.05] * 5 + [0.005] * 2), "milestone 4 lowers the LR for epochs 5-6"
+    a = pd.read_parquet(whole / "metrics.parquet")
+    for run in (killed, control):
+        if run is control:
+            train(RunSpec.from_yaml(config), control, progress=False)
+        for name in ("final.pt", "epoch_2.pt", "init.pt"):
+            assert_states_equal(load_tensors(run / name), load_tensors(whole / name))
+        pd.testing.assert_frame_equal(a, pd.read_parquet(run / "metrics.parquet"), check_exact=True)
+    if sparse:
+        assert a["epoch"].tolist() == [0, 2, 3, 4, 6] and a["lr"].tolist() == pytest.approx([0.05] * 4 + [0.005])
+    else:
+        assert a["lr"].tolist() == pytest.approx([0.05] * 5 + [0.005] * 2), "milestone 4 lowers the LR for epochs 5-6"
 
-    # control: the restored RNG state is what makes B equal A
-    train(RunSpec.from_yaml(config), control, progress=False)
-    final_a, final_c = load_tensors(whole / "final.pt"), load_tensors(control / "final.pt")
-    assert not torch.equal(final_a["fc.weight"], final_c["fc.weight"])
+        # D: the checkpoint claims one epoch less, so epoch k is trained again with its own data draws:
+        # the epoch number is what picks the order and augmentation, so the result must differ.
+        shifted = tmp_path / "D"
+        shutil.copytree(tmp_path / "C", shifted, ignore=shutil.ignore_patterns("final.pt", "metrics.parquet"))
+        save_torch(dict(ckpt, epoch=k - 1, metrics=ckpt["metrics"][:-1]), shifted / "checkpoint.pt")
+        train(RunSpec.from_yaml(config), shifted, progress=False)
+        assert not torch.equal(load_tensors(whole / "final.pt")["fc.weight"], load_tensors(shifted / "final.pt")["fc.weight"])
 
 
 def test_checkpoint_of_other_settings_is_refused(tmp_path, make_spec):

@@ -243,19 +243,30 @@ def test_prepare_normalises_with_training_statistics():
     prep = data.prepare(DataSpec(dataset="digits"))
     assert prep.train_x.dtype == torch.float32 and prep.train_x.shape == (1438, 1, 8, 8)
     assert abs(prep.train_x.mean().item()) < 1e-4 and abs(prep.train_x.std().item() - 1) < 1e-3
-    assert prep.transform is None
-    assert data.prepare(DataSpec(dataset="digits", augment="standard")).transform is not None
+    assert prep.augment == "none"
+    assert data.prepare(DataSpec(dataset="digits", augment="standard")).augment == "standard"
     spiral = data.prepare(DataSpec(dataset="spiral", spiral=SMALL_SPIRAL))
     assert torch.allclose(spiral.train_x.mean(0), torch.zeros(2), atol=1e-5)
 
 
-def test_train_loader_augments_and_keeps_shapes():
+def test_device_loader_augments_and_keeps_shapes():
     prep = data.prepare(DataSpec(dataset="digits", augment="more"))
-    torch.manual_seed(0)
-    xb, yb = next(iter(data.train_loader(prep, 32, torch.Generator().manual_seed(0))))
-    assert xb.shape == (32, 1, 8, 8) and yb.shape == (32,)
+    loader = data.DeviceLoader(prep.train_x, prep.train_y, 32, 0, prep.augment, "cpu")
+    batches = list(loader.epoch(1))
+    assert len(batches) == len(loader) == 45  # 1438 images: 44 full batches and one of 30
+    xb, yb = batches[0]
+    assert xb.shape == (32, 1, 8, 8) and yb.shape == (32,) and xb.dtype == torch.float32
     exact = [any(torch.equal(xb[i], row) for row in prep.train_x[prep.train_y == yb[i]]) for i in range(32)]
     assert not all(exact), "augmentation must change some images"
+    assert sorted(torch.cat([b[1] for b in batches]).tolist()) == sorted(prep.train_y.tolist()), "each image once"
+
+
+def test_device_loader_refuses_augmenting_non_images():
+    spiral = data.prepare(DataSpec(dataset="spiral", spiral=SMALL_SPIRAL))
+    with pytest.raises(SettingsError, match=r"data\.augment='crop' needs images"):
+        data.DeviceLoader(spiral.train_x, spiral.train_y, 32, 0, "crop")
+    xb, yb = next(iter(data.DeviceLoader(spiral.train_x, spiral.train_y, 32, 0, spiral.augment).epoch(1)))
+    assert xb.shape == (32, 2) and yb.shape == (32,)
 
 
 # --- seeded subsets and random labels -------------------------------------------

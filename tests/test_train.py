@@ -1,9 +1,10 @@
-"""Training runs: learning, the run directory, schedules, partial re-initialisation, group LRs,
-divergence and settings errors."""
+"""Training runs: learning, the run directory, schedules, sparse metrics, partial re-initialisation,
+group LRs, step settings, divergence, a missed accuracy target and settings errors."""
 
 from __future__ import annotations
 
 import math
+import pickle
 import re
 
 import pandas as pd
@@ -12,10 +13,12 @@ import torch
 import yaml
 
 from conftest import assert_states_equal, load_tensors, run_dict, run_spec
-from linpath import data, models
+from linpath import cli, data, models
 from linpath.hparams import RunSpec, SettingsError
 from linpath.io import save_torch
-from linpath.train import TrainingDiverged, evaluate, initial_state, make_optimizer, train
+from linpath.objective import strict_fp32
+from linpath.train import (StepSettings, TargetNotReached, TrainingDiverged, evaluate, initial_state, make_optimizer,
+                           train)
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 
@@ -115,11 +118,87 @@ def test_step_schedule_and_early_stop(tmp_path):
     lrs = read_metrics(out)["lr"].tolist()
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.01])
 
-    out = tmp_path / "until"
-    train(run_spec(train={"epochs": 30, "lr": 0.1, "until_train_acc": 0.5}), out, progress=False)
+    out = tmp_path / "until"  # the stop rule needs every epoch's accuracy, whatever eval_every says
+    train(run_spec(train={"epochs": 30, "lr": 0.1, "until_train_acc": 0.5, "eval_every": 5}), out, progress=False)
     metrics = read_metrics(out)
     assert metrics["train_acc"].iloc[-1] >= 0.5
     assert len(metrics) < 31 and (metrics["train_acc"].iloc[:-1] < 0.5).all()
+    assert metrics["epoch"].tolist() == list(range(len(metrics)))
+
+
+def test_metrics_every_few_epochs_keep_the_epochs_that_matter(tmp_path):
+    out = tmp_path / "sparse"
+    t = {"epochs": 7, "eval_every": 3, "milestones": [4], "save_epochs": [1], "lr": 0.1}
+    train(run_spec(train=t), out, progress=False)
+    metrics = read_metrics(out)
+    assert metrics["epoch"].tolist() == [0, 1, 3, 4, 6, 7]  # start, save_epochs, every 3rd, milestone, last
+    assert metrics["lr"].tolist() == pytest.approx([0.1] * 4 + [0.01] * 2), "lr is the one the epoch trained with"
+    dense = tmp_path / "dense"
+    train(run_spec(train={**t, "eval_every": 1}), dense, progress=False)
+    assert_states_equal(load_tensors(out / "final.pt"), load_tensors(dense / "final.pt"))
+    pd.testing.assert_frame_equal(metrics, read_metrics(dense).set_index("epoch").loc[[0, 1, 3, 4, 6, 7]].reset_index()
+                                  [metrics.columns], check_exact=True)
+
+
+def test_summary_records_how_the_steps_ran(trained_mlp):
+    out, _, _ = trained_mlp
+    summary = yaml.safe_load((out / "summary.yaml").read_text())
+    assert (summary["step_device"], summary["step_precision"], summary["step_channels_last"]) == ("cpu", "fp32", False)
+    assert "compile_seconds" not in summary
+    spec = RunSpec.from_yaml(out / "run.yaml")
+    assert (spec.train.precision, spec.train.channels_last, spec.train.compile) == ("bf16", True, False), \
+        "the settings are recorded as given; they apply on CUDA only"
+
+
+def test_step_settings_apply_on_cuda_only():
+    t = run_spec(train={"precision": "bf16", "channels_last": True}).train
+    cpu = StepSettings.of(t, torch.device("cpu"), "resnet18")
+    assert (cpu.bf16, cpu.channels_last) == (False, False)
+    cuda = StepSettings.of(t, torch.device("cuda"), "resnet18")
+    assert (cuda.bf16, cuda.channels_last) == (True, True)
+    assert cuda.record()["step_precision"] == "bf16"
+    assert not StepSettings.of(t, torch.device("cuda"), "mlp").channels_last, "an MLP has no image layout"
+    fp32 = run_spec(train={"precision": "fp32", "channels_last": False}).train
+    assert StepSettings.of(fp32, torch.device("cuda"), "resnet18").record()["step_precision"] == "fp32"
+
+
+def test_strict_fp32_restores_the_tf32_flags():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        with pytest.raises(ZeroDivisionError):
+            with strict_fp32():
+                assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+                1 / 0
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_missed_target_is_an_error_without_final_state(tmp_path, write_config, capsys):
+    out = tmp_path / "short"
+    spec = run_spec(name="too-short", train={"epochs": 2, "lr": 0.001, "until_train_acc": 0.99, "checkpoint_every": 5})
+    with pytest.raises(TargetNotReached) as err:
+        train(spec, out, progress=False)
+    assert isinstance(err.value, SettingsError), "the CLI reports it as a one-line error"
+    assert (err.value.run, err.value.target, err.value.epochs) == ("too-short", 0.99, 2) and err.value.reached < 0.99
+    assert re.fullmatch(r"run too-short: train accuracy 0\.\d{4} < train\.until_train_acc=0\.99 after "
+                        r"train\.epochs=2; no final\.pt written", str(err.value))
+    for name in ("final.pt", "metrics.parquet", "summary.yaml"):
+        assert not (out / name).exists(), name
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2, "the last state is kept, although checkpoint_every is 5"
+    stamp = (out / "checkpoint.pt").stat().st_mtime_ns
+    with pytest.raises(TargetNotReached):  # a retry fails at once, without training again
+        train(spec, out, progress=False)
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+    config = write_config(run_dict(name="too-short", train={"epochs": 1, "lr": 0.001, "until_train_acc": 0.99}))
+    code = cli.main(["train", "--config", str(config), "--out", str(tmp_path / "cli"), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("linpath train: error: run too-short: train accuracy")
+    assert not (tmp_path / "cli" / "final.pt").exists()
 
 
 def test_binary_spiral_run(tmp_path):
@@ -237,9 +316,18 @@ def test_group_overrides_reach_the_optimizer():
 def test_huge_lr_raises_training_diverged(tmp_path):
     out = tmp_path / "boom"
     spec = run_spec(name="diverge-me", train={"lr": 1e10, "epochs": 3})
-    with pytest.raises(TrainingDiverged, match=r"run diverge-me: training loss became (nan|inf|-inf) in epoch \d"):
+    with pytest.raises(TrainingDiverged) as err:
         train(spec, out, progress=False)
+    assert re.fullmatch(r"run diverge-me: training loss became (nan|inf|-inf) in epoch \d", str(err.value))
+    e = err.value
+    assert e.run == "diverge-me" and type(e.epoch) is int and 1 <= e.epoch <= 3
+    assert type(e.loss) is float and not math.isfinite(e.loss)
+    assert str(e) == f"run diverge-me: training loss became {e.loss} in epoch {e.epoch}"
+    again = pickle.loads(pickle.dumps(e))
+    assert (again.run, again.epoch, str(again)) == (e.run, e.epoch, str(e))
     assert not (out / "final.pt").exists() and not (out / "metrics.parquet").exists()
+    if (out / "checkpoint.pt").exists():
+        assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] < e.epoch, "no checkpoint of a diverged epoch"
 
 
 BAD_SETTINGS = [
@@ -257,6 +345,11 @@ BAD_SETTINGS = [
     ({"train": {"group_overrides": {"block2": {"lrr": 0.0}}}}, "train.group_overrides.block2.lrr"),
     ({"init": {"groups": {"block2": 3}}}, "init.groups.block2"),
     ({"trian": {"lr": 0.1}}, "trian"),
+    ({"train": {"precision": "fp16"}}, "train.precision"),
+    ({"train": {"channels_last": "yes"}}, "train.channels_last"),
+    ({"train": {"checkpoint_every": 0}}, "train.checkpoint_every"),
+    ({"train": {"eval_every": 0}}, "train.eval_every"),
+    ({"train": {"fast_cuda": True}}, "train.fast_cuda"),  # replaced by precision and channels_last
 ]
 
 
@@ -298,3 +391,14 @@ def test_late_settings_error_leaves_the_directory_usable(tmp_path):
 def test_negative_group_override_is_a_settings_error(override, setting):
     with pytest.raises(SettingsError, match=re.escape(setting)):
         run_spec(train={"group_overrides": {"layer1": override}})
+
+
+@pytest.mark.slow  # torch.compile takes about half a minute on two CPU cores
+def test_compiled_steps_report_compile_time(tmp_path):
+    t = {"epochs": 2, "lr": 0.1, "compile": True}
+    result = train(run_spec(train=t), tmp_path / "compiled", progress=False)
+    eager = train(run_spec(train={**t, "compile": False}), tmp_path / "eager", progress=False)
+    summary = yaml.safe_load((tmp_path / "compiled" / "summary.yaml").read_text())
+    assert summary["compile_seconds"] == pytest.approx(result.compile_seconds) and result.compile_seconds > 0
+    assert "torch.compile: first step" in result.summary() and eager.compile_seconds is None
+    assert result.train_loss == pytest.approx(eager.train_loss, rel=1e-3), "the same training, compiled"

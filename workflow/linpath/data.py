@@ -1,4 +1,4 @@
-"""Datasets as in-memory tensors, training loaders and cached evaluation splits.
+"""Datasets as in-memory tensors, the device-resident training loader and cached evaluation splits.
 
 Images are kept as uint8 (N, C, H, W) and normalised with per-channel
 statistics of the full training set. The evaluation splits (training set
@@ -15,13 +15,14 @@ import math
 import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
+from . import augment as augment_mod
 from .hparams import DataSpec, SettingsError
 from .io import load_checkpoint, save_torch
 
@@ -195,30 +196,6 @@ def normalise(source: Source, x: torch.Tensor) -> torch.Tensor:
     return v2.Normalize(source.mean.tolist(), source.std.tolist())(x.float().div(255))
 
 
-def train_transform(augment: str, size: int) -> v2.Transform | None:
-    """Per-sample augmentation applied to normalised images."""
-    if augment == "none":
-        return None
-    steps = [v2.RandomCrop(size, padding=max(1, size // 8))]
-    if augment in ("standard", "more"):
-        steps.append(v2.RandomHorizontalFlip())
-    if augment == "more":
-        steps += [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1)), v2.RandomErasing(p=0.25)]
-    return v2.Compose(steps)
-
-
-class AugmentedTensors(Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform):
-        self.x, self.y, self.transform = x, y, transform
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        xi = self.x[i]
-        return (self.transform(xi) if self.transform else xi), self.y[i]
-
-
 @dataclass
 class Prepared:
     """Everything training needs: normalised tensors and model-shape facts."""
@@ -230,22 +207,62 @@ class Prepared:
     num_classes: int
     in_channels: int
     input_size: int
-    transform: v2.Transform | None
+    augment: str  # the augmentation level training applies ("none" for non-image data)
 
 
 def prepare(spec: DataSpec) -> Prepared:
     source = load_source(spec)
     train = subset_and_relabel(source.train, spec, source.num_classes)
-    transform = train_transform(spec.augment, source.input_size) if source.is_image else None
     return Prepared(
         normalise(source, train.x), train.y, normalise(source, source.test.x), source.test.y,
-        source.num_classes, source.in_channels, source.input_size, transform,
+        source.num_classes, source.in_channels, source.input_size, spec.augment if source.is_image else "none",
     )
 
 
-def train_loader(prep: Prepared, batch_size: int, generator: torch.Generator, workers: int = 0) -> DataLoader:
-    ds = AugmentedTensors(prep.train_x, prep.train_y, prep.transform)
-    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=generator, num_workers=workers)
+class DeviceLoader:
+    """The training set held on the training device, served as shuffled, augmented batches.
+
+    Images are zero-padded once (normalised values, so padding is the mean pixel); each
+    batch is cropped and flipped straight out of the padded set. The random choices of
+    epoch e depend only on (seed, e) (see linpath.augment), so `epoch(e)` yields the same
+    batches on any device, in any process, whatever else drew random numbers in between."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, augment: str,
+                 device: torch.device | str = "cpu"):
+        if augment not in augment_mod.LEVELS:
+            raise SettingsError(f"data.augment must be one of {list(augment_mod.LEVELS)}, got {augment!r}")
+        if augment != "none" and x.dim() != 4:
+            raise SettingsError(f"data.augment={augment!r} needs images (N, C, H, W), got shape {tuple(x.shape)}")
+        self.batch_size, self.seed, self.augment, self.device = batch_size, seed, augment, torch.device(device)
+        self.size = x.shape[-1]
+        self.pad = augment_mod.pad_for(self.size) if augment != "none" else 0
+        x = x.to(self.device)
+        self.images = torch.nn.functional.pad(x, [self.pad] * 4) if self.pad else x
+        self.labels = y.to(self.device)
+        self.extras = augment_mod.more_extras() if augment == "more" else None
+        if self.extras is not None:
+            print(f"data.augment=more: crop and flip are batched on {self.device}; affine and erasing "
+                  "run per image on the CPU (torchvision v2)")
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        draws = augment_mod.draw_epoch(n, self.seed, epoch, self.augment, self.pad)
+        order = draws.order.to(self.device)
+        if draws.shifts is not None:
+            shifts, flips = draws.shifts.to(self.device), draws.flips.to(self.device)
+        for b, start in enumerate(range(0, n, self.batch_size)):
+            at = slice(start, start + self.batch_size)
+            idx = order[at]
+            if self.pad:
+                xb = augment_mod.crop_flip(self.images, shifts[at], flips[at], self.size, idx)
+            else:
+                xb = self.images[idx]
+            if self.extras is not None:
+                xb = augment_mod.apply_more_extras(xb, augment_mod.stream_seed(self.seed, "more", epoch, b), self.extras)
+            yield xb, self.labels[idx]
 
 
 # --- cached evaluation splits ----------------------------------------------

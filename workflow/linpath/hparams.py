@@ -110,17 +110,32 @@ class TrainSpec:
     # LR is multiplied by `gamma` at each of these epochs; empty = fixed LR.
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
-    # Train until this train accuracy (0-1) is reached, at most `epochs` epochs.
+    # Train until this train accuracy (0-1) is reached, at most `epochs` epochs; ending
+    # below it is an error (no final.pt). Setting it evaluates every epoch (see eval_every).
     until_train_acc: Optional[float] = None
-    # Data-order (and augmentation) seed; the init seed is InitSpec.seed.
+    # Seeds the data order and the augmentation (separate streams per epoch, see
+    # linpath.augment); the init seed is InitSpec.seed.
     seed: int = 0
     # Epochs after which the state is kept as epoch_<k>.pt (for "epoch t -> final" paths).
     save_epochs: list[int] = field(default_factory=list)
     group_overrides: dict[str, GroupOverride] = field(default_factory=dict)
     loss: Literal["ce", "bce"] = "ce"
     device: str = "auto"
-    # On CUDA only: bf16 autocast and channels_last.
-    fast_cuda: bool = True
+    # CUDA only (CPU always trains in fp32): autocast precision of the training step.
+    # Per-epoch metrics are always computed in strict fp32.
+    precision: Literal["fp32", "bf16"] = "bf16"
+    # CUDA only: channels_last memory layout for convolutional models while training.
+    channels_last: bool = True
+    # CUDA only: deterministic cuDNN algorithms instead of cudnn.benchmark autotuning.
+    deterministic: bool = False
+    # torch.compile the model for the training step, on any device (the first step, compilation
+    # included, is reported apart as compile_seconds; on CPU it takes tens of seconds).
+    compile: bool = False
+    # Write checkpoint.pt every this many epochs (the last epoch always ends the run cleanly).
+    checkpoint_every: int = 1
+    # Compute train/test metrics every this many epochs; epoch 0, milestones, save_epochs and
+    # the last epoch always, and every epoch while until_train_acc is set.
+    eval_every: int = 1
 
     def validate(self, where: str = "train") -> None:
         _choice(self.optimizer, ("sgd", "adam"), f"{where}.optimizer")
@@ -131,6 +146,9 @@ class TrainSpec:
             raise SettingsError(f"{where}.weight_decay must be >= 0, got {self.weight_decay}")
         _positive(self.batch_size, f"{where}.batch_size")
         _positive(self.epochs, f"{where}.epochs")
+        _choice(self.precision, ("fp32", "bf16"), f"{where}.precision")
+        _positive(self.checkpoint_every, f"{where}.checkpoint_every")
+        _positive(self.eval_every, f"{where}.eval_every")
         if len(self.betas) != 2:
             raise SettingsError(f"{where}.betas must have two numbers, got {self.betas}")
         for m in self.milestones:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -20,3 +23,16 @@ def summed_loss_and_correct(logits: torch.Tensor, y: torch.Tensor, loss: str) ->
         total = F.cross_entropy(logits, y, reduction="sum")
         correct = (logits.argmax(1) == y).sum()
     return total, correct
+
+
+@contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Full fp32 arithmetic on CUDA (TF32 off for matmul and cuDNN), restored afterwards:
+    a reported loss must not depend on the speed settings used for training."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

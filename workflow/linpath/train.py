@@ -1,23 +1,30 @@
 """One training run: θ₀ from its init spec, SGD/Adam with a step schedule,
-per-epoch metrics, and a checkpoint every epoch so a killed run resumes.
+metrics every `train.eval_every` epochs and a checkpoint every
+`train.checkpoint_every` epochs, so a killed run resumes.
 
 Run directory layout (all written atomically):
     run.yaml          full settings, model spec resolved against the data
     init.pt           θ₀ as a plain state_dict
     epoch_<k>.pt      θ after epoch k, for k in train.save_epochs
     final.pt          θ_T (written last: its presence marks a finished run)
-    metrics.parquet   epoch, lr, train/test loss and accuracy (epoch 0 = θ₀)
-    summary.yaml      final metrics and distance travelled θ₀ → θ_T
-    checkpoint.pt     model, optimiser, scheduler and RNG states and θ₀ (removed at the end)
+    metrics.parquet   epoch, lr, train/test loss and accuracy of the evaluated epochs (epoch 0 = θ₀)
+    summary.yaml      final metrics, distance travelled θ₀ → θ_T, and how the steps ran
+    checkpoint.pt     model, optimiser, scheduler, global RNG states and metrics so far (removed at the end)
+
+Invariants: resuming needs only checkpoint.pt and the settings. The data order and
+augmentation of epoch e are redrawn from (train.seed, e) (linpath.augment); θ₀ is read
+from init.pt or, if a workflow manager deleted it, recomputed (it is deterministic).
+On CPU a resumed run is bit-identical to an uninterrupted one. Metrics are computed in
+strict fp32 whatever `train.precision` the steps use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -26,14 +33,33 @@ from tqdm.auto import tqdm
 
 from . import data as data_mod
 from . import models
-from .hparams import RunSpec, SettingsError
+from .augment import seeded_global_rng, stream_seed
+from .hparams import RunSpec, SettingsError, TrainSpec
 from .io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
-from .objective import summed_loss_and_correct
-
+from .objective import strict_fp32, summed_loss_and_correct
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The training loss became NaN or infinite; `run`, `epoch` and `loss` say where."""
+
+    def __init__(self, run: str, epoch: int, loss: float):
+        self.run, self.epoch, self.loss = run, int(epoch), float(loss)
+        super().__init__(f"run {run}: training loss became {self.loss} in epoch {self.epoch}")
+
+    def __reduce__(self):
+        return type(self), (self.run, self.epoch, self.loss)
+
+
+class TargetNotReached(SettingsError):
+    """`train.until_train_acc` was not reached within `train.epochs`: the run has no θ_T."""
+
+    def __init__(self, run: str, reached: float, target: float, epochs: int):
+        self.run, self.reached, self.target, self.epochs = run, float(reached), float(target), int(epochs)
+        super().__init__(f"run {run}: train accuracy {self.reached:.4f} < train.until_train_acc={self.target} "
+                         f"after train.epochs={self.epochs}; no final.pt written")
+
+    def __reduce__(self):
+        return type(self), (self.run, self.reached, self.target, self.epochs)
 
 
 @dataclass
@@ -45,13 +71,34 @@ class RunResult:
     test_loss: float
     test_acc: float
     seconds: float
+    compile_seconds: float | None = None
 
     def summary(self) -> str:
+        compiled = "" if self.compile_seconds is None else f" (torch.compile: first step {self.compile_seconds:.1f}s)"
         return (
-            f"{self.run_dir}: {self.epochs} epochs in {self.seconds:.1f}s; "
+            f"{self.run_dir}: {self.epochs} epochs in {self.seconds:.1f}s{compiled}; "
             f"train loss {self.train_loss:.4f} acc {self.train_acc:.4f}; "
             f"test loss {self.test_loss:.4f} acc {self.test_acc:.4f}"
         )
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the speed settings become on this device: on CPU every step is plain fp32."""
+
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    compile: bool
+
+    @classmethod
+    def of(cls, t: TrainSpec, device: torch.device, arch: str) -> "StepSettings":
+        cuda = device.type == "cuda"
+        return cls(device, cuda and t.precision == "bf16", cuda and t.channels_last and arch != "mlp", t.compile)
+
+    def record(self) -> dict:
+        return {"step_device": str(self.device), "step_precision": "bf16" if self.bf16 else "fp32",
+                "step_channels_last": self.channels_last}
 
 
 def pick_device(name: str) -> torch.device:
@@ -75,23 +122,25 @@ def resolve(spec: RunSpec, prep: data_mod.Prepared) -> RunSpec:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batch_size: int = 1024) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` (in eval mode) over tensors on the model's device."""
+    """Mean loss and accuracy of `model` (in eval mode, strict fp32) over tensors on the model's device."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for i in range(0, len(y), batch_size):
-        s, c = summed_loss_and_correct(model(x[i : i + batch_size]), y[i : i + batch_size], loss)
-        total += s.double()
-        correct += c
+    with strict_fp32():
+        for i in range(0, len(y), batch_size):
+            s, c = summed_loss_and_correct(model(x[i : i + batch_size]), y[i : i + batch_size], loss)
+            total += s.double()
+            correct += c
     model.train(was_training)
     return (total / len(y)).item(), (correct.double() / len(y)).item()
 
 
 def initial_state(spec: RunSpec) -> dict[str, torch.Tensor]:
-    """θ₀: the seeded random init, replaced by `init.source`, then per group by `init.groups`."""
-    torch.manual_seed(spec.init.seed)
-    model = models.build(spec.model)
+    """θ₀: the seeded random init, replaced by `init.source`, then per group by `init.groups`.
+    Drawn from its own stream (init.seed): the caller's global RNG is left as it was."""
+    with seeded_global_rng(spec.init.seed):
+        model = models.build(spec.model)
     random_state = {k: v.clone() for k, v in model.state_dict().items()}
     models.check_group_names(model, spec.init.groups, "init.groups")
     models.check_group_names(model, spec.init.exclude, "init.exclude")
@@ -148,105 +197,175 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
 
 def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progress: bool = True,
           eval_cache: str | Path | None = None) -> RunResult:
-    """Train the run `spec` into directory `out`, resuming from `out/checkpoint.pt` if present."""
+    """Train the run `spec` into directory `out`, resuming from `out/checkpoint.pt` if present.
+
+    Raises TrainingDiverged at the first epoch with a non-finite step loss, and
+    TargetNotReached when `train.until_train_acc` is set and not reached (checkpoint.pt
+    then holds the last state; no final.pt, metrics.parquet or summary.yaml is written)."""
     out = Path(out)
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
     prep = data_mod.prepare(spec.data)
     spec = resolve(spec, prep)
-    device = pick_device(spec.train.device)
-    models.check_group_names(models.build(spec.model), spec.train.group_overrides, "train.group_overrides")
-    resuming = (out / "checkpoint.pt").exists()
-    state = None if resuming else initial_state(spec)  # fails on bad init settings before anything is written
+    t = spec.train
+    device = pick_device(t.device)
+    models.check_group_names(models.build(spec.model), t.group_overrides, "train.group_overrides")
+    ckpt_path = out / "checkpoint.pt"
+    resuming = ckpt_path.exists()
+    init_state = None if resuming else initial_state(spec)  # fails on bad init settings before anything is written
     _claim_directory(spec, out)
-    fast = device.type == "cuda" and spec.train.fast_cuda
     if eval_cache is not None:
         for split in ("train", "test"):
             data_mod.write_eval_split(spec.data, split, eval_cache, prep)
-
     if (out / "final.pt").exists() and (out / "metrics.parquet").exists():
-        metrics = pd.read_parquet(out / "metrics.parquet")
-        return _result(out, metrics, started)
+        return _result(out, pd.read_parquet(out / "metrics.parquet"), started)
 
     model = models.build(spec.model)
-    optimizer = None
-    ckpt_path = out / "checkpoint.pt"
-    generator = torch.Generator().manual_seed(spec.train.seed)
     if resuming:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("digest") != spec.digest():
             raise SettingsError(f"{ckpt_path} belongs to other settings; remove it or use another output directory")
         model.load_state_dict(ckpt["model"])
-        optimizer = make_optimizer(spec, model)
+        optimizer, scheduler = _optimizer_and_schedule(spec, model)
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
         scheduler.load_state_dict(ckpt["scheduler"])
+        history, done = list(ckpt["metrics"]), int(ckpt["epoch"])
+        init_state = _init_for_resume(spec, out)
         torch.set_rng_state(ckpt["rng_torch"])
-        generator.set_state(ckpt["rng_data"])
         if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"])
-        history, start_epoch = list(ckpt["metrics"]), ckpt["epoch"] + 1
-        init_state = ckpt["init"]
-        if not (out / "init.pt").exists():  # a workflow manager removes a failed job's outputs
-            save_torch(init_state, out / "init.pt")
     else:
-        init_state = state
-        save_torch(state, out / "init.pt")
-        model.load_state_dict(state)
-        history, start_epoch = [], 1
+        save_torch(init_state, out / "init.pt")
+        model.load_state_dict(init_state)
+        optimizer, scheduler = _optimizer_and_schedule(spec, model)
+        history, done = [], 0
+        torch.manual_seed(stream_seed(t.seed, "model"))  # randomness inside the model (dropout) has its own stream
 
+    how = StepSettings.of(t, device, spec.model.arch)
     model.to(device)
-    if fast and spec.model.arch != "mlp":
+    _optimizer_to(optimizer, device)
+    if how.channels_last:
         model.to(memory_format=torch.channels_last)
-    if optimizer is None:
-        optimizer = make_optimizer(spec, model)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
-        torch.manual_seed(spec.train.seed)  # augmentation draws
-    else:
-        _optimizer_to(optimizer, device)
-
-    eval_sets = {
-        "train": (prep.train_x.to(device), prep.train_y.to(device)),
-        "test": (prep.test_x.to(device), prep.test_y.to(device)),
-    }
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not t.deterministic
+        torch.backends.cudnn.deterministic = t.deterministic
+    forward = torch.compile(model) if how.compile else model
+    eval_sets = {"train": (prep.train_x.to(device), prep.train_y.to(device)),
+                 "test": (prep.test_x.to(device), prep.test_y.to(device))}
+    loader = data_mod.DeviceLoader(*eval_sets["train"], t.batch_size, t.seed, prep.augment, device)
     if not history:
-        history.append(_epoch_metrics(model, eval_sets, spec, 0, optimizer.param_groups[0]["lr"]))
-    loader = data_mod.train_loader(prep, spec.train.batch_size, generator)
-    target = spec.train.until_train_acc
-    epochs = tqdm(range(start_epoch, spec.train.epochs + 1), desc=spec.name, unit="epoch",
-                  disable=not progress, initial=start_epoch - 1, total=spec.train.epochs)
-    for epoch in epochs:
+        history.append(_epoch_metrics(model, eval_sets, t.loss, 0, optimizer.param_groups[0]["lr"], how))
+
+    target, checkpointed, compile_seconds = t.until_train_acc, done, None
+    bar = tqdm(range(done + 1, t.epochs + 1), desc=spec.name, unit="epoch", disable=not progress,
+               initial=done, total=t.epochs)
+    for epoch in bar:
         if target is not None and history[-1]["train_acc"] >= target:
             break
         lr = optimizer.param_groups[0]["lr"]
-        _train_epoch(model, loader, optimizer, spec, device, fast, epoch, progress)
+        model.train()
+        losses, t0 = [], _synced_time(device)
+        for xb, yb in tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch}", leave=False,
+                           disable=not progress, unit="batch"):
+            losses.append(train_step(forward, optimizer, xb, yb, t.loss, how))
+            if how.compile and compile_seconds is None:
+                compile_seconds = _synced_time(device) - t0
+        _check_finite(torch.stack(losses), spec.name, epoch)
         scheduler.step()
-        row = _epoch_metrics(model, eval_sets, spec, epoch, lr)
-        history.append(row)
-        epochs.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}")
-        cpu_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        if epoch in spec.train.save_epochs:
-            save_torch(cpu_state, out / f"epoch_{epoch}.pt")
-        save_torch({
-            "epoch": epoch, "digest": spec.digest(), "model": cpu_state,
-            "optimizer": _optimizer_cpu_state(optimizer), "scheduler": scheduler.state_dict(),
-            "rng_torch": torch.get_rng_state(), "rng_data": generator.get_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "metrics": history, "init": init_state,
-        }, ckpt_path)
-    if target is not None and history[-1]["train_acc"] < target:
-        print(f"warning: {spec.name} reached train accuracy {history[-1]['train_acc']:.4f} < "
-              f"train.until_train_acc={target} within train.epochs={spec.train.epochs}")
+        done = epoch
+        if evaluated(t, epoch):
+            history.append(_epoch_metrics(model, eval_sets, t.loss, epoch, lr, how))
+            bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
+        if epoch in t.save_epochs:
+            save_torch(_cpu_state(model), out / f"epoch_{epoch}.pt")
+        if epoch % t.checkpoint_every == 0 and epoch < t.epochs:
+            _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)
+            checkpointed = epoch
 
+    if target is not None and history[-1]["train_acc"] < target:
+        if checkpointed < done:  # a retry then fails at once instead of training again
+            _save_checkpoint(ckpt_path, spec, done, model, optimizer, scheduler, history, device)
+        raise TargetNotReached(spec.name, history[-1]["train_acc"], target, t.epochs)
     metrics = pd.DataFrame(history)
     metrics.insert(0, "run", spec.name)
     write_parquet(metrics, out / "metrics.parquet")
-    final = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    write_yaml(_summary(spec, model, init_state, final, history), out / "summary.yaml")
+    final = _cpu_state(model)
+    summary = {**_summary(spec, model, init_state, final, history), **how.record()}
+    if compile_seconds is not None:
+        summary["compile_seconds"] = compile_seconds
+    write_yaml(summary, out / "summary.yaml")
     save_torch(final, out / "final.pt")
     ckpt_path.unlink(missing_ok=True)
-    return _result(out, metrics, started)
+    result = _result(out, metrics, started)
+    result.compile_seconds = compile_seconds
+    return result
+
+
+def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
+               xb: torch.Tensor, yb: torch.Tensor, loss: str, how: StepSettings) -> torch.Tensor:
+    """One optimiser step on a batch; returns the batch's mean loss, detached and left on the
+    device (no sync). `forward` is the model, its compiled version, or any module of the same
+    contract (logits of a batch), e.g. several seeds packed into one."""
+    if how.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(how.device.type, dtype=torch.bfloat16, enabled=how.bf16):
+        logits = forward(xb)
+    loss_sum, _ = summed_loss_and_correct(logits, yb, loss)
+    mean = loss_sum / len(yb)
+    optimizer.zero_grad(set_to_none=True)
+    mean.backward()
+    optimizer.step()
+    return mean.detach()
+
+
+def evaluated(t: TrainSpec, epoch: int) -> bool:
+    """Whether epoch `epoch` (≥ 1) gets a metrics row. With until_train_acc set every epoch
+    does: the stop rule reads the train accuracy after each epoch."""
+    return (t.until_train_acc is not None or epoch % t.eval_every == 0 or epoch == t.epochs
+            or epoch in t.milestones or epoch in t.save_epochs)
+
+
+def _check_finite(losses: torch.Tensor, run: str, epoch: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        raise TrainingDiverged(run, epoch, losses[bad][0].item())
+
+
+def _init_for_resume(spec: RunSpec, out: Path) -> dict[str, torch.Tensor]:
+    """θ₀ of a resumed run: init.pt, or recomputed and rewritten when a workflow manager
+    removed it with the failed job's other outputs."""
+    path = out / "init.pt"
+    if path.exists():
+        return load_state(path)
+    state = initial_state(spec)
+    save_torch(state, path)
+    return state
+
+
+def _optimizer_and_schedule(spec: RunSpec, model: nn.Module):
+    optimizer = make_optimizer(spec, model)
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
+
+
+def _save_checkpoint(path: Path, spec: RunSpec, epoch: int, model, optimizer, scheduler, history, device) -> None:
+    save_torch({
+        "epoch": epoch, "digest": spec.digest(), "model": _cpu_state(model),
+        "optimizer": _optimizer_cpu_state(optimizer), "scheduler": scheduler.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+        "metrics": history,
+    }, path)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _synced_time(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _summary(spec: RunSpec, model: nn.Module, init: dict, final: dict, history: list[dict]) -> dict:
@@ -271,34 +390,23 @@ def _claim_directory(spec: RunSpec, out: Path) -> None:
     write_yaml(spec.to_dict(), settings)
 
 
-def _train_epoch(model, loader, optimizer, spec: RunSpec, device, fast: bool, epoch: int, progress: bool) -> None:
-    model.train()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if fast else contextlib.nullcontext()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
-    for xb, yb in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
-        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        if fast and xb.dim() == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            logits = model(xb)
-        loss_sum, _ = summed_loss_and_correct(logits, yb, spec.train.loss)
-        optimizer.zero_grad(set_to_none=True)
-        (loss_sum / len(yb)).backward()
-        optimizer.step()
-        total += loss_sum.detach().double()
-        seen += len(yb)
-    mean = (total / max(seen, 1)).item()
-    if not math.isfinite(mean):
-        raise TrainingDiverged(f"run {spec.name}: training loss became {mean} in epoch {epoch}; stopping")
-
-
-def _epoch_metrics(model, eval_sets, spec: RunSpec, epoch: int, lr: float) -> dict:
+def _epoch_metrics(model: nn.Module, eval_sets: dict, loss: str, epoch: int, lr: float, how: StepSettings) -> dict:
+    """One metrics row, in strict fp32 and the default memory layout."""
     row = {"epoch": epoch, "lr": lr}
-    for split, (x, y) in eval_sets.items():
-        loss, acc = evaluate(model, x, y, spec.train.loss)
-        row[f"{split}_loss"], row[f"{split}_acc"] = loss, acc
+    layout = _default_layout(model) if how.channels_last else contextlib.nullcontext()
+    with layout:
+        for split, (x, y) in eval_sets.items():
+            row[f"{split}_loss"], row[f"{split}_acc"] = evaluate(model, x, y, loss)
     return row
+
+
+@contextlib.contextmanager
+def _default_layout(model: nn.Module):
+    model.to(memory_format=torch.contiguous_format)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.channels_last)
 
 
 def _optimizer_cpu_state(optimizer: torch.optim.Optimizer) -> dict:
