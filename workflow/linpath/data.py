@@ -163,13 +163,24 @@ def load_source(spec: DataSpec) -> Source:
     if spec.dataset == "spiral":
         return _spiral(spec)
     if spec.dataset == "digits":
-        return _digits(spec)
-    if spec.dataset == "digits_rot4":
-        return _digits_rot4(spec)
-    if spec.dataset in _TORCHVISION:
+        source = _digits(spec)
+    elif spec.dataset == "digits_rot4":
+        source = _digits_rot4(spec)
+    elif spec.dataset in _TORCHVISION:
         num_classes = _TORCHVISION[spec.dataset][1]
-        return _image_source(_torchvision_split(spec, True), _torchvision_split(spec, False), num_classes)
-    raise SettingsError(f"data.dataset: unknown dataset {spec.dataset!r}")
+        source = _image_source(_torchvision_split(spec, True), _torchvision_split(spec, False), num_classes)
+    else:
+        raise SettingsError(f"data.dataset: unknown dataset {spec.dataset!r}")
+    return _resized(source, spec.resize) if spec.resize else source
+
+
+def _resized(source: Source, size: int) -> Source:
+    """Every image resized (bilinear, uint8 kept), statistics recomputed: a network built for larger maps
+    (VGG-11 on 32×32) sees maps of its size instead of collapsing 8×8 digits to 1×1 halfway through."""
+    def resize(split: Split) -> Split:
+        return Split(v2.functional.resize(split.x, [size, size], antialias=True), split.y)
+
+    return _image_source(resize(source.train), resize(source.test), source.num_classes)
 
 
 # --- interventions on the training set ------------------------------------
@@ -270,7 +281,7 @@ class DeviceLoader:
 
 def cache_key(spec: DataSpec, split: str) -> str:
     """Directory name of a split's cache: dataset plus a hash of what changes its content."""
-    content = {"dataset": spec.dataset, "spiral": spec.spiral}
+    content = {"dataset": spec.dataset, "spiral": spec.spiral, **({"resize": spec.resize} if spec.resize else {})}
     if split == "train":  # the test split ignores training-set interventions
         content.update(subset=spec.subset, random_labels=spec.random_labels, seed=spec.seed)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]

@@ -77,9 +77,15 @@ class DataSpec:
     download: bool = False
     # Spiral only: sizes and shape constants (PAPER.md section 2).
     spiral: dict[str, float] = field(default_factory=dict)
+    # Images only: side length after a bilinear resize of every image (0 keeps the dataset's own size).
+    resize: int = 0
 
     def validate(self, where: str = "data") -> None:
         _choice(self.dataset, DATASETS, f"{where}.dataset")
+        if self.resize < 0:
+            raise SettingsError(f"{where}.resize must be >= 0 (0 keeps the image size), got {self.resize}")
+        if self.resize and self.dataset == "spiral":
+            raise SettingsError(f"{where}.resize applies to images; data.dataset=spiral holds 2-D points")
         _choice(self.augment, ("none", "crop", "standard", "more"), f"{where}.augment")
         if not 0.0 < self.subset <= 1.0:
             raise SettingsError(f"{where}.subset must be in (0, 1], got {self.subset}")
