@@ -158,6 +158,7 @@ class Plan:
         self.results = Path(config.get("results", "results"))
         self.seeds = list(config["seeds"])
         self.base = config["base"]
+        self.experiments: dict[str, dict] = config.get("experiments", {})
         self.settings = load_settings(config)
         self.runs: dict[str, PlannedRun] = {}
         self.by_setting: dict[tuple[str, int], str] = {}
@@ -269,9 +270,53 @@ class Plan:
             resolved["model"]["group_width"] = {g: f for g, f in widen.items() if g in allowed}
         return resolved
 
+    # --- the catalogue -----------------------------------------------------------
+
+    def paper_figure(self, setting: str) -> str:
+        """The paper's figure a setting belongs to: its own `figure`, else its experiment's."""
+        s = self.settings[setting]
+        return s.figure or str(self.experiments.get(s.experiment, {}).get("paper", ""))
+
+    def experiment_settings(self, experiment: str) -> list[str]:
+        """What an experiment shows: its listed settings, or its own (non-aux) settings after their baselines."""
+        listed = self.experiments.get(experiment, {}).get("settings")
+        if listed:
+            return [s for s in listed if s in self.settings]
+        own = [s.name for s in self.settings.values() if s.experiment == experiment and not s.aux]
+        baselines = [self.settings[s].baseline for s in own if self.settings[s].baseline]
+        return list(dict.fromkeys([*baselines, *own]))
+
+    def figure_kind(self, experiment: str) -> str:
+        return str(self.experiments.get(experiment, {}).get("figure", "standard"))
+
+    def figure_experiments(self) -> list[str]:
+        """Experiments with a figure to draw, in catalogue order: those that show a setting, and for a
+        parameter-group figure only where one of its settings measures parameter-group paths."""
+        out = []
+        for experiment in self.experiments:
+            shown = self.experiment_settings(experiment)
+            if self.figure_kind(experiment) == "param_groups":
+                shown = [s for s in shown if self.path_settings(s).get("param_groups")]
+            if shown:
+                out.append(experiment)
+        return out
+
+    def path_settings(self, setting: str) -> dict:
+        """The `paths` options of a setting: its own over the config's `paths` defaults."""
+        return {**self.config.get("paths", {}), **self.settings[setting].paths}
+
     def check(self) -> None:
         """Validate every run's settings (with placeholder group lists) and every name the
         config refers to, before anything runs."""
+        if self.experiments:
+            for s in self.settings.values():
+                if s.experiment not in self.experiments:
+                    raise SettingsError(f"settings.{s.name}.experiment: {s.experiment!r} is not in the catalogue "
+                                        f"(`experiments`: {', '.join(self.experiments)})")
+            for e, entry in self.experiments.items():
+                for name in entry.get("settings", []):
+                    if name not in self.settings:
+                        raise SettingsError(f"experiments.{e}.settings: unknown setting {name!r}")
         for i, row in enumerate(self.config.get("table1", [])):
             for name in [*row.get("settings", []), *([row["baseline"]] if row.get("baseline") else [])]:
                 if name not in self.settings:
@@ -287,9 +332,7 @@ class Plan:
 
     def interpolate_args(self, run_id: str) -> list[str]:
         """`linpath interpolate` options of a run, from its setting's `paths` and the `paths` defaults."""
-        defaults = self.config.get("paths", {})
-        own = self.settings[self.runs[run_id].setting].paths
-        p = {**defaults, **own}
+        p = self.path_settings(self.runs[run_id].setting)
         args = ["--alphas", str(p.get("alphas", "0:1:51")), "--bn-subset", str(p.get("bn_subset", 1024)),
                 "--batch-size", str(p.get("batch_size", 2048))]
         for start in p.get("starts", ["init"]):

@@ -30,24 +30,26 @@ def _save(fig, out: Path, pdf: bool = False) -> None:
     plt.close(fig)
 
 
-def experiment_settings(plan: Plan, experiment: str) -> list[str]:
-    own = [s.name for s in plan.settings.values() if s.experiment == experiment and not s.aux]
-    baselines = [plan.settings[s].baseline for s in own if plan.settings[s].baseline]
-    return list(dict.fromkeys([*baselines, *own]))
-
-
 def _frame(obj) -> pd.DataFrame:
     return obj if isinstance(obj, pd.DataFrame) else pd.read_parquet(obj)
 
 
-def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> None:
-    """Full-model paths (left) and group-wise paths (right) of an experiment's settings, train split,
-    mean ± sd over seeds. E14 shows the parameter-group paths instead."""
-    paths = _frame(paths)
-    if experiment == "E14":
-        return param_group_figure(paths, out)
-    settings = experiment_settings(plan, experiment)
-    data = paths[paths["setting"].isin(settings) & (paths["split"] == "train") & (paths["bn_mode"] == "interpolate")]
+def _title(plan: Plan, experiment: str, what: str) -> str:
+    entry = plan.experiments.get(experiment, {})
+    figures = sorted({plan.paper_figure(s) for s in plan.experiment_settings(experiment)
+                      if plan.settings[s].experiment == experiment} | {str(entry.get("paper", ""))} - {""})
+    return f"{experiment} ({', '.join(figures)}): {entry.get('title', '')}\n{what}"
+
+
+def _train_paths(paths: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
+    return paths[paths["setting"].isin(settings) & (paths["split"] == "train") & (paths["bn_mode"] == "interpolate")]
+
+
+def standard_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
+    """Full-model paths (left) and group-wise paths (right) of the experiment's settings beside their
+    baselines, train split, mean ± sd over seeds."""
+    settings = plan.experiment_settings(experiment)
+    data = _train_paths(paths, settings)
     full = data[data["path"] == "full"]
     groups = data[(data["path"] == "group") & (data["start"] == "init")]
     group_names = list(dict.fromkeys(groups["group"]))
@@ -68,23 +70,38 @@ def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> No
     for ax in axes[0]:
         ax.set_xlabel("α")
         ax.set_ylabel("train loss")
-    figures = sorted({plan.settings[s].figure for s in settings if plan.settings[s].experiment == experiment} - {""})
-    fig.suptitle(f"{experiment} ({', '.join(figures)}): loss along θ(α), mean ± sd over seeds", fontsize=11, y=1.0)
+    fig.suptitle(_title(plan, experiment, "loss along θ(α), mean ± sd over seeds"), fontsize=10, y=1.02)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    _save(fig, Path(out))
+    return fig
 
 
-def write_experiment_figures(plan: Plan, experiments: list[str], paths_file: str, outputs: list[str],
-                             log: str | None = None) -> None:
-    paths = pd.read_parquet(paths_file)
-    for experiment, out in zip(experiments, outputs):
-        experiment_figure(plan, experiment, paths, out)
-    note(log, f"wrote {len(outputs)} experiment figures")
+def starts_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
+    """One panel per setting: the full path from each start point (θ₀, another init θ₀′, an earlier epoch)
+    to the same final state, train split, mean ± sd over seeds (Fig. 1A)."""
+    settings = plan.experiment_settings(experiment)
+    full = _train_paths(paths, settings)
+    full = full[full["path"] == "full"]
+    fig, axes = plt.subplots(1, max(1, len(settings)), figsize=(4.0 * max(1, len(settings)), 3.6), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        sel = full[full["setting"] == setting]
+        if sel.empty:
+            ax.text(0.5, 0.5, "no full paths measured", ha="center")
+        else:
+            sns.lineplot(sel, x="alpha", y="loss", hue="start", errorbar="sd", ax=ax)
+            ax.legend(fontsize=7, title="start")
+        ax.set_title(plan.settings[setting].intervention or setting, fontsize=9)
+        ax.set_xlabel("α")
+        ax.set_ylabel("train loss")
+    fig.suptitle(_title(plan, experiment, "loss from each start point to the final state, mean ± sd over seeds"),
+                 fontsize=10, y=1.02)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return fig
 
 
-def param_group_figure(paths: pd.DataFrame, out: str | Path) -> None:
-    """E14 (Fig. A18): inside each group, only the weights, the BN affine or the BN running stats move."""
-    sel = paths[(paths["path"].isin(["group", "param_group"])) & (paths["split"] == "train")
+def param_group_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
+    """Inside each group, only the weights, the BN affine or the BN running stats move (Fig. A18)."""
+    sel = paths[paths["setting"].isin(plan.experiment_settings(experiment))
+                & (paths["path"].isin(["group", "param_group"])) & (paths["split"] == "train")
                 & (paths["bn_mode"] == "interpolate") & (paths["start"] == "init")]
     sel = sel[sel["group"].isin(sel[sel["path"] == "param_group"]["group"].unique())]
     if sel.empty:
@@ -95,8 +112,28 @@ def param_group_figure(paths: pd.DataFrame, out: str | Path) -> None:
                            height=2.6, aspect=1.0, facet_kws={"sharey": False})
         grid.set_axis_labels("α", "train loss")
         fig = grid.figure
-    fig.suptitle("E14 (Fig. A18): parameter-group paths per group (all = the whole group moves)", y=1.03, fontsize=10)
-    _save(fig, Path(out))
+    fig.suptitle(_title(plan, experiment, "parameter-group paths per group (all = the whole group moves)"),
+                 y=1.06, fontsize=10)
+    return fig
+
+
+FIGURE_KINDS = {"standard": standard_figure, "starts": starts_figure, "param_groups": param_group_figure}
+
+
+def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> None:
+    """The figure of one experiment, drawn by the kind its catalogue entry names."""
+    kind = plan.figure_kind(experiment)
+    if kind not in FIGURE_KINDS:
+        raise KeyError(f"experiments.{experiment}.figure: unknown kind {kind!r} (known: {', '.join(FIGURE_KINDS)})")
+    _save(FIGURE_KINDS[kind](plan, experiment, _frame(paths)), Path(out))
+
+
+def write_experiment_figures(plan: Plan, experiments: list[str], paths_file: str, outputs: list[str],
+                             log: str | None = None) -> None:
+    paths = pd.read_parquet(paths_file)
+    for experiment, out in zip(experiments, outputs):
+        experiment_figure(plan, experiment, paths, out)
+    note(log, f"wrote {len(outputs)} experiment figures")
 
 
 def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: str | None = None) -> None:

@@ -330,7 +330,8 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.DataFrame
         }
         stated = [v for v in agrees.values() if v is not pd.NA]
         rows.append({
-            "category": row.get("category", ""), "intervention": row["intervention"], "figure": row.get("figure", ""),
+            "category": row.get("category", ""), "intervention": row["intervention"],
+            "figure": ", ".join(dict.fromkeys(plan.paper_figure(s) for s in row["settings"] if s in plan.settings)),
             "settings": ", ".join(settings),
             "shape": "/".join(_ordered(labels)) if labels else "n/a",
             "shape_fractions": label_fractions(counts),

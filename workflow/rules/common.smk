@@ -36,11 +36,7 @@ RES = config.get("resources", {})
 SHAPES = config.get("shapes", {})
 TESTING = config.get("testing", {})  # test-only settings (schema: `testing`); no shipped config has them
 EXPERIMENT_TABLES = sorted(REFERENCE.get("tables", {}))
-EXPERIMENT_FIGURES = sorted(
-    {s.experiment for s in PLAN.settings.values() if not s.aux}
-    | ({"E14"} if any({**config.get("paths", {}), **s.paths}.get("param_groups") for s in PLAN.settings.values()) else set()),
-    key=lambda e: int(e[1:]),
-)
+EXPERIMENT_FIGURES = PLAN.figure_experiments()
 
 
 def run_pattern(role):
