@@ -132,6 +132,15 @@ def test_cifar10_missing_files_name_the_files_and_the_root(tmp_path):
     assert isinstance(err.value, SettingsError)  # the CLI reports it like any bad setting
 
 
+def test_cifar10_local_copies_load_without_the_official_checksums(tmp_path):
+    written = write_cifar10(tmp_path)
+    with pytest.raises(DataError, match="official checksum"):
+        data.load_source(DataSpec(dataset="cifar10", root=str(tmp_path)))
+    source = data.load_source(DataSpec(dataset="cifar10", root=str(tmp_path), verify_checksums=False))
+    assert torch.equal(source.train.x, torch.from_numpy(written["train_x"]).reshape(-1, 3, 32, 32))
+    assert torch.equal(source.test.y, torch.from_numpy(written["test_y"]))
+
+
 # --- MNIST / Fashion-MNIST: big-endian idx files --------------------------------
 
 

@@ -75,6 +75,9 @@ class DataSpec:
     # Seeds the subset and random-label draws (not the data order: see TrainSpec.seed).
     seed: int = 0
     download: bool = False
+    # torchvision datasets: compare the files with the official checksums. false reads local copies that
+    # were re-packed (a cluster's own copy, or the small files the tests write in the official formats).
+    verify_checksums: bool = True
     # Spiral only: sizes and shape constants (PAPER.md section 2).
     spiral: dict[str, float] = field(default_factory=dict)
     # Images only: side length after a bilinear resize of every image (0 keeps the dataset's own size).

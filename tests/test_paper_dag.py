@@ -1,0 +1,125 @@
+"""config/paper.yaml's DAG run for real, end to end on the CPU, at toy scale.
+
+The test overrides only the scale (one seed, one or two epochs, narrow widths, five α), the data (a tiny
+CIFAR-10 and MNIST written here in their official on-disk formats) and the ImageNet weights (a local file in
+torchvision's format). Every rule and checkpoint of the paper's plan runs: the CIFAR-10 and MNIST loaders,
+ImageNet weights from a file, ResNet-34/50, the VGG-11 variants, and the measured branches (E5 barrier inits,
+E11/E13/E16 group lists). No real barrier can be relied on at this scale, so the test-only `testing` section
+of the config (never in a shipped config) marks where the barriers are; every label it forces says so.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+import yaml
+
+from linpath.experiments import Plan
+from test_data import write_cifar10, write_mnist
+from test_workflow import TRAINING_RULES, paper_config, snakemake, tail, with_default_config
+
+TOY_GROUPS = ["block2", "conv2", "layer1"]  # marked as barrier groups (ResNet, VGG, MLP), the rest are not
+
+
+def toy_overlay(data_root: str, imagenet: str) -> dict:
+    """What the test changes of the paper's config: scale, data, ImageNet weights (and `testing`)."""
+    paper = paper_config()
+    settings: dict[str, dict] = {}
+    for name, setting in paper["settings"].items():
+        if setting.get("enabled", True) is False:
+            continue
+        run = setting.get("run") or {}
+        over: dict = {}
+        if "epochs" in run.get("train", {}):  # settings with their own length: short, but long enough to fit
+            over["train"] = {"epochs": 150 if run["train"].get("until_train_acc") else 2}
+        if run.get("model", {}).get("hidden"):
+            over["model"] = {"hidden": [8] * len(run["model"]["hidden"])}
+        if run.get("init", {}).get("source") == "imagenet":  # ImageNet weights need the torchvision shape
+            over["model"] = {"width": 64}
+            over["init"] = {"imagenet_weights": imagenet}
+        if run.get("data", {}).get("dataset") == "spiral" or name == "mlp_spiral":
+            over["data"] = {"spiral": {"n_train": 200, "n_test": 100}}
+            over["train"] = {"epochs": 2, "eval_every": 1, "checkpoint_every": 1}
+        if over:
+            settings[name] = {"run": over}
+    return {
+        "seeds": [0],
+        "data_root": data_root,
+        "base": {"model": {"width": 4},
+                 "data": {"verify_checksums": False},
+                 "train": {"epochs": 1, "batch_size": 16}},
+        "paths": {"alphas": "0:1:5", "bn_subset": 16, "batch_size": 64},
+        "settings": settings,
+        "testing": {"barrier_alpha": 0.5, "barrier_groups": TOY_GROUPS},
+    }
+
+
+@pytest.fixture(scope="module")
+def paper_dag(tmp_path_factory):
+    workdir = with_default_config(tmp_path_factory.mktemp("paper_dag"))
+    data = workdir / "toy_data"
+    write_cifar10(data, per_batch=4, n_test=8)
+    write_mnist(data, n_train=20, n_test=8)
+    torch.manual_seed(0)
+    imagenet = workdir / "resnet18-imagenet.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), imagenet)
+    overlay = toy_overlay(str(data), str(imagenet))
+    (workdir / "config" / "toy.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+    proc = snakemake(workdir, "--cores", "2", "--configfile", "config/paper.yaml", "config/toy.yaml",
+                     timeout=2400)
+    if proc.returncode != 0:
+        logs = sorted((workdir / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)[-3:]
+        pytest.fail(tail(proc, 6000) + "".join(f"\n--- {p}\n{p.read_text()[-2000:]}" for p in logs))
+    config = copy.deepcopy(paper_config())
+    from snakemake.utils import update_config
+
+    update_config(config, overlay)
+    return workdir, Plan(config), proc
+
+
+@pytest.mark.slow
+def test_the_paper_dag_runs_end_to_end_at_toy_scale(paper_dag):
+    workdir, plan, proc = paper_dag
+    tables = workdir / "results" / "tables"
+    runs = pd.read_parquet(tables / "runs.parquet")
+    assert set(runs["run_id"]) == set(plan.runs), "every planned run is in the table (trained or skipped)"
+    trained = runs[runs["status"] == "trained"]
+    # The code paths the paper scale uses and the default does not.
+    assert {"cifar10", "mnist", "spiral"} <= set(trained["dataset"])
+    assert {"resnet18", "resnet34", "resnet50", "vgg11", "mlp"} <= set(trained["model"])
+    assert set(trained["setting"]) >= {"pretrained", "p_all_but_ri1", "vgg_nobn", "vgg_narrow_1_barrier",
+                                      "barrier_at", "small_lr_barrier_blocks", "small_lr_no_barrier_blocks",
+                                      "mlp_narrow_no_barrier", "resnet50"}
+    rules = {p.parent.name for p in (workdir / "logs").rglob("*.log")}
+    assert {*TRAINING_RULES, "interpolate", "barrier", "barrier_groups"} <= rules
+    for table in ("table1", "table_A2", "table_A3", "table_A4", "table_partial", "table_distance", "table_lucas"):
+        assert (tables / f"{table}.parquet").is_file(), table
+    assert (workdir / "results" / "figures" / "figure_A11.pdf").is_file()
+
+
+@pytest.mark.slow
+def test_the_forced_barriers_are_labelled_as_assumed(paper_dag):
+    workdir, plan, _ = paper_dag
+    parent = plan.by_setting[("base_nowd", 0)]
+    found = yaml.safe_load((workdir / plan.barrier_dir(parent) / "barrier.yaml").read_text())
+    assert found["has_barrier"] is True
+    assert found["reason"] == "barrier" or found["reason"].startswith("ASSUMED for a test")
+    groups = yaml.safe_load((workdir / plan.groups_file("vgg_bn")).read_text())
+    assert "conv2" in groups["with_barrier"] and groups["without_barrier"]
+    assert "ASSUMED for a test" in groups["rule"]
+
+
+@pytest.mark.slow
+def test_imagenet_weights_came_from_the_local_file(paper_dag):
+    workdir, plan, _ = paper_dag
+    run = plan.by_setting[("pretrained", 0)]
+    spec = yaml.safe_load((workdir / plan.run_dir(run) / "run.yaml").read_text())
+    assert spec["init"]["source"] == "imagenet" and spec["init"]["imagenet_weights"].endswith("resnet18-imagenet.pth")
+    init = torch.load(workdir / plan.run_dir(run) / "init.pt", weights_only=True)
+    torch.manual_seed(0)
+    source = torchvision.models.resnet18().state_dict()
+    assert torch.equal(init["layer3.0.conv1.weight"], source["layer3.0.conv1.weight"])
