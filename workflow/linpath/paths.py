@@ -119,27 +119,46 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 @contextmanager
 def strict_fp32(device: torch.device, *, allow_tf32: bool = False):
-    """fp32 matmuls and convolutions as IEEE fp32 (TF32 off unless `allow_tf32`), autocast off.
+    """Matmuls and convolutions in IEEE fp32 (TF32 off unless `allow_tf32`), autocast off.
 
     Path losses are compared across α, runs and machines; TF32 rounds the
     inputs of every product to 10 mantissa bits, enough to move a loss by
-    1e-3. The legacy switches are set (readers of `allow_tf32` see them); the
-    previous state is saved and restored through the fp32_precision API,
-    which reads without error whichever API set it."""
-    backends = torch.backends
-    knobs = [backends.cuda.matmul, backends.cudnn.conv, backends.cudnn.rnn, backends.mkldnn.matmul,
-             backends.mkldnn.conv]
-    saved = [k.fp32_precision for k in knobs]
+    ~1e-3. The legacy switches are set, so readers of `allow_tf32` see False,
+    and the generic fp32_precision too, since a backend left at "none"
+    inherits it. Everything is restored after, through both APIs (torch
+    refuses to read a legacy switch that the new API set differently)."""
+    b = torch.backends
+    knobs = [b.cuda.matmul, b.cudnn.conv, b.cudnn.rnn, b.mkldnn.matmul, b.mkldnn.conv]
+    generic, saved = b.fp32_precision, [k.fp32_precision for k in knobs]
+    legacy_matmul = _read_or_none(torch.get_float32_matmul_precision)
+    legacy_cudnn = _read_or_none(lambda: b.cudnn.allow_tf32)
     try:
-        backends.cuda.matmul.allow_tf32 = allow_tf32
-        backends.cudnn.allow_tf32 = allow_tf32
-        backends.mkldnn.matmul.fp32_precision = "ieee"
-        backends.mkldnn.conv.fp32_precision = "ieee"
+        if allow_tf32:  # only to measure what TF32 would change (linpath.bench)
+            for knob in knobs[:3]:
+                knob.fp32_precision = "tf32"
+        else:
+            b.cuda.matmul.allow_tf32 = False
+            b.cudnn.allow_tf32 = False
+            b.fp32_precision = "ieee"
+        b.mkldnn.matmul.fp32_precision = "ieee"
+        b.mkldnn.conv.fp32_precision = "ieee"
         with torch.autocast(device.type, enabled=False):
             yield
     finally:
+        if legacy_matmul is not None:
+            torch.set_float32_matmul_precision(legacy_matmul)
+        if legacy_cudnn is not None:
+            b.cudnn.allow_tf32 = legacy_cudnn
+        b.fp32_precision = generic
         for knob, value in zip(knobs, saved):
             knob.fp32_precision = value
+
+
+def _read_or_none(getter):
+    try:
+        return getter()
+    except RuntimeError:  # a mix of the legacy and new precision APIs: only the new one can be restored
+        return None
 
 
 class FoldedTwin:
