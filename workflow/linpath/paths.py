@@ -28,15 +28,13 @@ autocast, oneDNN at IEEE fp32); the previous settings are restored after.
 
 Memory at paper scale (arithmetic, fp32, default chunk 2048): the largest
 activation of a CIFAR-10 ResNet-50 (width 64, 32×32 maps, no stem max-pool) is
-a 256-channel 32×32 map, 1 MiB per image, 2 GiB per chunk. A bottleneck block
-holds at most its input, its 4× wide output and one narrow map at once
-(≈ 2 + 2 + 0.5 GiB), and a block-2 path also holds its chunk's prefix output
-(the 2 GiB input of layer2), so the peak is ≈ 5-6 GiB of activations, plus the
+a 256-channel 32×32 map, 1 MiB per image, 2 GiB per chunk. The peak of a sweep
+measured by tests/test_path_memory.py is 2.5-4.1× the largest activation of one
+chunk, the same for 1 and 4 chunks of data; so ≈ 8 GiB here, plus the
 evaluation inputs (60 000 × 3×32×32 fp32 = 0.7 GiB) and a few copies of the
-25.6 M parameters (0.1 GiB each): under 8 GiB, far inside 24 GiB. A cache of
-the prefix over the whole split instead needs 50 000 MiB ≈ 49 GiB, twice that
-while it is concatenated. The test suite checks that the peak is independent
-of the split size (tests/test_path_memory.py).
+state (0.1 GiB each): ≈ 9 GiB, inside 24 GiB. A cache of the prefix over the
+whole split (layer1's output for a block-2 path) would instead need
+50 000 MiB ≈ 49 GiB, twice that while it is concatenated.
 """
 
 from __future__ import annotations
@@ -293,23 +291,30 @@ class PathEvaluator:
         """Summed loss and correct count per (α, split): chunks outside, α inside."""
         totals = torch.zeros(len(alphas), len(self.splits), dtype=torch.float64, device=self.device)
         correct = torch.zeros(len(alphas), len(self.splits), dtype=torch.int64, device=self.device)
-        prefix, suffix = self.stages[:first], self.stages[first:]
         chunks = [(s, i) for s, split in enumerate(self.splits) for i in range(0, len(split.y), self.batch_size)]
-        touched = path.keys + path.bn_keys
         with tqdm(total=len(chunks) * len(alphas), desc=desc, leave=False, disable=not self.progress,
                   unit="α·chunk") as bar:
             for s, i in chunks:
-                x, y = self.splits[s].x[i : i + self.batch_size], self.splits[s].y[i : i + self.batch_size]
-                h = _forward(prefix, x)
-                for j, alpha in enumerate(alphas):
-                    path.write(self.live, float(alpha))
-                    path.write_bn(self.live, j)
-                    self._sync_twin(touched)
-                    loss, hits = summed_loss_and_correct(_forward(suffix, h), y, self.loss)
-                    totals[j, s] += loss.double()
-                    correct[j, s] += hits
-                    bar.update()
+                split = self.splits[s]
+                losses, hits = self._score_chunk(split.x[i : i + self.batch_size], split.y[i : i + self.batch_size],
+                                                 first, path, alphas, bar)
+                totals[:, s] += losses
+                correct[:, s] += hits
         return totals.cpu(), correct.cpu()
+
+    def _score_chunk(self, x: torch.Tensor, y: torch.Tensor, first: int, path: "_Path", alphas: np.ndarray,
+                     bar) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk at every α; its prefix output lives only while this runs."""
+        h = _forward(self.stages[:first], x)
+        losses = torch.zeros(len(alphas), dtype=torch.float64, device=self.device)
+        hits = torch.zeros(len(alphas), dtype=torch.int64, device=self.device)
+        for j, alpha in enumerate(alphas):
+            path.write(self.live, float(alpha))
+            path.write_bn(self.live, j)
+            self._sync_twin(path.keys + path.bn_keys)
+            losses[j], hits[j] = summed_loss_and_correct(_forward(self.stages[first:], h), y, self.loss)
+            bar.update()
+        return losses, hits
 
     def _recompute_bn(self, first: int, path: "_Path", alphas: np.ndarray) -> tuple[list[str], list[list[torch.Tensor]]]:
         """update_bn at every α, with the prefix run once per BN batch.
@@ -330,19 +335,24 @@ class PathEvaluator:
             self.model.train()
             try:
                 for batch in self.bn_batches:
-                    h = _forward(self.model_stages[:first], batch)
-                    for j, alpha in enumerate(alphas):
-                        path.write(self.live, float(alpha))
-                        for key, value in zip(bn_keys, states[j]):
-                            self.live[key].copy_(value)
-                        _forward(self.model_stages[first:], h)
-                        for key, value in zip(bn_keys, states[j]):
-                            value.copy_(self.live[key])
+                    self._accumulate_bn(batch, first, path, alphas, bn_keys, states)
             finally:
                 for m, momentum in momenta.items():
                     m.momentum = momentum
                 self.model.eval()
         return bn_keys, states
+
+    def _accumulate_bn(self, batch: torch.Tensor, first: int, path: "_Path", alphas: np.ndarray, bn_keys: list[str],
+                       states: list[list[torch.Tensor]]) -> None:
+        """One BN batch into the running statistics of every α (training mode; prefix once)."""
+        h = _forward(self.model_stages[:first], batch)
+        for j, alpha in enumerate(alphas):
+            path.write(self.live, float(alpha))
+            for key, value in zip(bn_keys, states[j]):
+                self.live[key].copy_(value)
+            _forward(self.model_stages[first:], h)
+            for key, value in zip(bn_keys, states[j]):
+                value.copy_(self.live[key])
 
     def _sync_twin(self, keys) -> None:
         if self.twin is not None:
