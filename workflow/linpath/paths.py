@@ -23,6 +23,14 @@ every α: they are computed once per sweep, and only the suffix's statistics are
 accumulated per α (they are small: two vectors per BN). `num_batches_tracked`
 is never interpolated.
 
+One α at a time: evaluating several α at once (torch.func.functional_call +
+vmap over stacked states, whose convolutions become grouped ones) measured
+1.1-1.6× slower on the 2-core CPU for ResNet-18 width 8 on the digits (and
+slower for VGG-11 and an MLP): at a chunk of 2048 the forward passes are
+already bound by the convolutions. `python -m linpath.bench paths --width 8
+--test-samples 360 --no-reference --alpha-batch K` measures it again, e.g. on
+a GPU, where small models may gain.
+
 Precision: sweeps run in strict fp32 (TF32 off for cuBLAS and cuDNN, no
 autocast, oneDNN at IEEE fp32); the previous settings are restored after.
 
