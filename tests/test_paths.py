@@ -3,8 +3,10 @@
 Checked against hand computations: closed-form losses of MLPs computed with
 plain torch ops, endpoint losses of models loaded directly, the exact state the
 evaluator writes for group-wise and parameter-group paths, the fast paths
-(prefix reuse, folded BatchNorm) against the plain loop, and BatchNorm
-recomputation against statistics collected by hand.
+(prefix reuse, folded BatchNorm) against the plain loop, BatchNorm
+recomputation against statistics collected by hand and against torch's own
+update_bn, how often each stage runs (once per chunk before the moving group),
+and the strict-fp32 settings a sweep runs under. Peak memory: test_path_memory.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from conftest import load_tensors, run_spec_with
 from linpath import models
@@ -443,3 +446,180 @@ def test_a_recompute_sweep_does_not_leak_into_the_next_sweep(trained_resnet, dig
     evaluator.sweep(start, end, [0.5], bn_mode="recompute")
     after = evaluator.sweep(start, end, [0.0, 0.5, 1.0], group="block1")
     assert before["loss"].tolist() == after["loss"].tolist()
+
+
+# --- 6. recompute with prefix reuse equals update_bn at every α ------------------------
+
+
+def update_bn_reference(spec_model, start, end, keys, alphas, bn_x, bn_batch_size, splits, batch_size):
+    """The straightforward recompute mode, from torch alone: θ(α) loaded into a fresh model,
+    torch.optim.swa_utils.update_bn over the whole network on the BN batches, then evaluated."""
+    keys = set(keys)
+    out = {}
+    for alpha in alphas:
+        theta = {k: torch.lerp(start[k].float(), end[k].float(), alpha) if k in keys else end[k] for k in end}
+        model = loaded(spec_model, theta)
+        update_bn(list(bn_x.split(bn_batch_size)), model)
+        model.eval()
+        for split in splits:
+            out[alpha, split.name] = evaluate(model, split.x, split.y, "ce", batch_size)
+    return out
+
+
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_recompute_with_prefix_reuse_equals_update_bn_at_every_alpha(fold_bn, trained_resnet, digits):
+    """The prefix runs once per BN batch and per chunk; the losses are update_bn's to 1e-6
+    (1e-5 with folded BN, whose rounding differs)."""
+    run_dir, spec, _ = trained_resnet
+    start, end = states(run_dir)
+    bn_x, splits, alphas = digits.train_x[:300], splits_of(digits, 250, 120), [0.0, 0.3, 0.75, 1.0]
+    evaluator = PathEvaluator(models.build(spec.model), splits, "ce", batch_size=100, bn_data=bn_x,
+                              bn_batch_size=128, fold_bn=fold_bn)
+    rel = 1e-5 if fold_bn else 1e-6
+    for group, param_group in [("all", "all"), ("block2", "all"), ("block3", "weights"), ("head", "all")]:
+        frame = evaluator.sweep(start, end, alphas, group=group, param_group=param_group, bn_mode="recompute")
+        want = update_bn_reference(spec.model, start, end, evaluator.moving_keys(group, param_group), alphas,
+                                   bn_x, 128, splits, 100)
+        for split in splits:
+            got = by_alpha(frame, split.name)
+            for alpha in alphas:
+                loss, acc = want[alpha, split.name]
+                assert got.loc[alpha, "loss"] == pytest.approx(loss, rel=rel, abs=1e-7), (group, param_group, alpha)
+                assert got.loc[alpha, "accuracy"] == pytest.approx(acc, abs=1.5 / len(split.y)), (group, alpha)
+    # the head path moves no BN: its recomputed curve is that of θ_T's recomputed statistics at α=1
+    head = by_alpha(frame, "train")
+    assert head.loc[1.0, "loss"] == pytest.approx(want[1.0, "train"][0], rel=rel)
+
+
+def stage_calls(evaluator: PathEvaluator) -> tuple[dict[str, int], list]:
+    """Counts of forward calls per stage, through hooks on each stage's first module."""
+    calls: dict[str, int] = {}
+    hooks = []
+    for name, stage in evaluator.stages:
+        first_module = next(iter(stage.children()), stage)
+        hooks.append(first_module.register_forward_pre_hook(
+            lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1)))
+    return calls, hooks
+
+
+@pytest.mark.parametrize("bn_mode", ["interpolate", "recompute"])
+def test_prefix_runs_once_per_chunk_and_suffix_once_per_chunk_and_alpha(bn_mode, trained_resnet, digits):
+    run_dir, spec, _ = trained_resnet
+    start, end = states(run_dir)
+    splits = splits_of(digits, 250, 120)  # chunks of 100: 3 + 2
+    bn_x = digits.train_x[:300]  # BN batches of 128: 3
+    evaluator = PathEvaluator(models.build(spec.model), splits, "ce", batch_size=100, bn_data=bn_x,
+                              bn_batch_size=128, fold_bn=False)  # unfolded: the same modules serve both phases
+    calls, hooks = stage_calls(evaluator)
+    alphas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    evaluator.sweep(start, end, alphas, group="block3", bn_mode=bn_mode)
+    for hook in hooks:
+        hook.remove()
+    chunks, bn_batches = 5, 3 if bn_mode == "recompute" else 0
+    per_prefix = chunks + bn_batches
+    per_suffix = (chunks + bn_batches) * len(alphas)
+    assert calls == {"stem": per_prefix, "block1": per_prefix, "block2": per_prefix,
+                     "block3": per_suffix, "block4": per_suffix, "head": chunks * len(alphas) + bn_batches * len(alphas)}
+
+
+def test_chunk_size_changes_only_the_rounding(trained_resnet, digits):
+    run_dir, spec, _ = trained_resnet
+    start, end = states(run_dir)
+    splits = splits_of(digits, 300, 150)
+    frames = [PathEvaluator(models.build(spec.model), splits, "ce", batch_size=size).sweep(
+        start, end, [0.0, 0.6, 1.0], group="block2") for size in (37, 1024)]
+    np.testing.assert_allclose(frames[0]["loss"], frames[1]["loss"], rtol=1e-6)
+    assert frames[0]["accuracy"].tolist() == frames[1]["accuracy"].tolist()
+
+
+# --- 7. strict fp32 ------------------------------------------------------------------
+
+B = torch.backends
+
+
+def precision_snapshot() -> list:
+    """Every fp32-precision setting, by both APIs (torch refuses some legacy reads after a mix: "refused")."""
+    out = [B.fp32_precision] + [k.fp32_precision for k in (B.cuda.matmul, B.cudnn.conv, B.cudnn.rnn, B.mkldnn.matmul,
+                                                            B.mkldnn.conv)]
+    for read in (torch.get_float32_matmul_precision, lambda: B.cuda.matmul.allow_tf32, lambda: B.cudnn.allow_tf32):
+        try:
+            out.append(read())
+        except RuntimeError:
+            out.append("refused")
+    return out
+
+
+def torch_default_precision() -> None:
+    torch.set_float32_matmul_precision("highest")
+    B.cudnn.allow_tf32 = True
+    B.fp32_precision = "none"
+    B.cuda.matmul.fp32_precision = "none"
+    B.mkldnn.matmul.fp32_precision = B.mkldnn.conv.fp32_precision = "none"
+
+
+CALLER_PRECISION = {
+    "legacy TF32 on": lambda: (setattr(B.cuda.matmul, "allow_tf32", True), setattr(B.cudnn, "allow_tf32", True)),
+    "matmul precision high": lambda: torch.set_float32_matmul_precision("high"),
+    "new API TF32 on": lambda: (setattr(B.cuda.matmul, "fp32_precision", "tf32"),
+                                setattr(B.cudnn.conv, "fp32_precision", "tf32")),
+    "generic TF32 on": lambda: setattr(B, "fp32_precision", "tf32"),
+    "oneDNN bf16": lambda: setattr(B.mkldnn.conv, "fp32_precision", "bf16"),
+}
+
+
+@pytest.mark.parametrize("caller", list(CALLER_PRECISION))
+def test_sweep_runs_in_strict_fp32_and_restores_the_settings(caller, trained_resnet, digits):
+    """Whatever the caller set, and inside a bfloat16 autocast: during the sweep TF32 and autocast are off
+    (the losses equal those of a plain call); after it, every setting is as the caller left it."""
+    run_dir, spec, _ = trained_resnet
+    start, end = states(run_dir)
+    evaluator = PathEvaluator(models.build(spec.model), splits_of(digits, 200, 100), "ce", batch_size=128)
+    seen = []
+    hook = evaluator.runner.conv1.register_forward_pre_hook(lambda _, args: seen.append(
+        (B.cuda.matmul.allow_tf32, B.cudnn.allow_tf32, B.cuda.matmul.fp32_precision, B.cudnn.conv.fp32_precision,
+         B.mkldnn.conv.fp32_precision, torch.is_autocast_enabled("cpu"), args[0].dtype)))
+    plain = evaluator.sweep(start, end, [0.0, 0.5, 1.0])
+    try:
+        CALLER_PRECISION[caller]()
+        before = precision_snapshot()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            frame = evaluator.sweep(start, end, [0.0, 0.5, 1.0])
+            assert torch.is_autocast_enabled("cpu")
+        assert precision_snapshot() == before
+    finally:
+        torch_default_precision()
+        hook.remove()
+    assert len(seen) == 2 * 3 * 3  # two sweeps × three chunks (128 + 72 train, 100 test) × three α
+    assert set(seen) == {(False, False, "ieee", "ieee", "ieee", False, torch.float32)}
+    assert frame["loss"].tolist() == plain["loss"].tolist()
+
+
+def test_torch_default_precision_is_torch_default():
+    """The helper above leaves the settings a fresh interpreter has (checked against one)."""
+    import subprocess
+    import sys
+
+    fresh = subprocess.run([sys.executable, "-c", "import torch; B = torch.backends; print(["
+                            "B.fp32_precision, B.cuda.matmul.fp32_precision, B.cudnn.conv.fp32_precision, "
+                            "B.cudnn.rnn.fp32_precision, B.mkldnn.matmul.fp32_precision, B.mkldnn.conv.fp32_precision, "
+                            "torch.get_float32_matmul_precision(), B.cuda.matmul.allow_tf32, B.cudnn.allow_tf32])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    torch_default_precision()
+    assert str(precision_snapshot()) == fresh
+
+
+@pytest.mark.parametrize("arch", ["resnet", "mlp"])
+def test_a_double_model_and_double_states_are_evaluated_in_fp32(arch, trained_resnet, trained_mlp, digits):
+    """The evaluator (and the folded twin) hold fp32 tensors whatever they are given."""
+    run_dir, spec, _ = trained_resnet if arch == "resnet" else trained_mlp
+    start, end = states(run_dir)
+    splits = splits_of(digits, 200, 100)
+    fp32 = PathEvaluator(models.build(spec.model), splits, "ce").sweep(start, end, [0.0, 0.4, 1.0])
+    as_double = {k: v.double() if v.is_floating_point() else v for k, v in start.items()}, \
+        {k: v.double() if v.is_floating_point() else v for k, v in end.items()}
+    evaluator = PathEvaluator(models.build(spec.model).double(), splits, "ce")
+    tensors = list(evaluator.live.values()) + (list(evaluator.twin.target.values()) if evaluator.twin else [])
+    assert {t.dtype for t in tensors if t.is_floating_point()} == {torch.float32}
+    assert (evaluator.twin is not None) == (arch == "resnet")
+    frame = evaluator.sweep(*as_double, [0.0, 0.4, 1.0])
+    np.testing.assert_allclose(frame["loss"], fp32["loss"], rtol=1e-6)

@@ -26,13 +26,45 @@ def summed_loss_and_correct(logits: torch.Tensor, y: torch.Tensor, loss: str) ->
 
 
 @contextmanager
-def strict_fp32() -> Iterator[None]:
-    """Full fp32 arithmetic on CUDA (TF32 off for matmul and cuDNN), restored afterwards:
-    a reported loss must not depend on the speed settings used for training."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def strict_fp32(device: torch.device | str = "cpu", *, allow_tf32: bool = False) -> Iterator[None]:
+    """Matmuls and convolutions in IEEE fp32 (TF32 off unless `allow_tf32`), autocast off on `device`.
+
+    Losses (per-epoch metrics, paths) are compared across α, runs and machines, and must not depend on
+    the speed settings used for training; TF32 rounds the
+    inputs of every product to 10 mantissa bits, enough to move a loss by
+    ~1e-3. The legacy switches are set, so readers of `allow_tf32` see False,
+    and the generic fp32_precision too, since a backend left at "none"
+    inherits it. Everything is restored after, through both APIs (torch
+    refuses to read a legacy switch that the new API set differently)."""
+    b = torch.backends
+    knobs = [b.cuda.matmul, b.cudnn.conv, b.cudnn.rnn, b.mkldnn.matmul, b.mkldnn.conv]
+    generic, saved = b.fp32_precision, [k.fp32_precision for k in knobs]
+    legacy_matmul = _read_or_none(torch.get_float32_matmul_precision)
+    legacy_cudnn = _read_or_none(lambda: b.cudnn.allow_tf32)
     try:
-        yield
+        if allow_tf32:  # only to measure what TF32 would change (linpath.bench)
+            for knob in knobs[:3]:
+                knob.fp32_precision = "tf32"
+        else:
+            b.cuda.matmul.allow_tf32 = False
+            b.cudnn.allow_tf32 = False
+            b.fp32_precision = "ieee"
+        b.mkldnn.matmul.fp32_precision = "ieee"
+        b.mkldnn.conv.fp32_precision = "ieee"
+        with torch.autocast(torch.device(device).type, enabled=False):
+            yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        if legacy_matmul is not None:
+            torch.set_float32_matmul_precision(legacy_matmul)
+        if legacy_cudnn is not None:
+            b.cudnn.allow_tf32 = legacy_cudnn
+        b.fp32_precision = generic
+        for knob, value in zip(knobs, saved):
+            knob.fp32_precision = value
+
+
+def _read_or_none(getter):
+    try:
+        return getter()
+    except RuntimeError:  # a mix of the legacy and new precision APIs: only the new one can be restored
+        return None

@@ -1,41 +1,73 @@
 """Loss and accuracy along linear paths between two states of one network.
 
 `PathEvaluator` keeps one model and the evaluation tensors on the device and
-writes each interpolated state into that model in place. For a group-wise path
-(only one group moves, eq. 2) the stages before the moving group see θ_T for
-every α, so with BatchNorm in eval mode their output is computed once and
-reused for the whole sweep.
+writes each interpolated state into that model in place. The data are walked
+in chunks of `batch_size` samples, with the α grid inside the chunk loop: the
+largest tensors alive are one chunk's activations, never the whole split's.
+
+For a group-wise path (only one group moves, eq. 2) the stages before the
+moving group (the *prefix*) keep θ_T at every α, so each chunk's prefix output
+is computed once per sweep and reused for every α. Only the stages from the
+moving group on (the *suffix*) run once per (chunk, α): the same FLOPs as a
+cache of the whole split's prefix activations, without its memory.
 
 BatchNorm modes: "interpolate" treats running_mean/var like parameters;
-"recompute" resets them at every α and recomputes them on a fixed,
-non-augmented training subset (torch.optim.swa_utils.update_bn).
-`num_batches_tracked` is never interpolated.
+"recompute" replaces them at every α by statistics recomputed on a fixed,
+non-augmented training subset with the semantics of
+torch.optim.swa_utils.update_bn: every BN is reset, momentum is None (a
+cumulative average with equal weight per batch: the mean of the per-batch means
+and unbiased variances), and the whole network runs in training mode, so each
+BN sees the batch-normalised output of the layers before it. The prefix keeps
+θ_T, so its training-mode output and its recomputed statistics are the same at
+every α: they are computed once per sweep, and only the suffix's statistics are
+accumulated per α (they are small: two vectors per BN). `num_batches_tracked`
+is never interpolated.
+
+One α at a time: evaluating several α at once (torch.func.functional_call +
+vmap over stacked states, whose convolutions become grouped ones) measured
+1.1-1.6× slower on the 2-core CPU for ResNet-18 width 8 on the digits (and
+slower for VGG-11 and an MLP): at a chunk of 2048 the forward passes are
+already bound by the convolutions. `python -m linpath.bench paths --width 8
+--test-samples 360 --no-reference --alpha-batch K` measures it again, e.g. on
+a GPU, where small models may gain.
+
+Precision: sweeps run in strict fp32 (TF32 off for cuBLAS and cuDNN, no
+autocast, oneDNN at IEEE fp32); the previous settings are restored after.
+
+Memory at paper scale (arithmetic, fp32, default chunk 2048): the largest
+activation of a CIFAR-10 ResNet-50 (width 64, 32×32 maps, no stem max-pool) is
+a 256-channel 32×32 map, 1 MiB per image, 2 GiB per chunk. The peak of a sweep
+measured by tests/test_path_memory.py is 2.5-4.1× the largest activation of one
+chunk, the same for 1 and 4 chunks of data; so ≈ 8 GiB here, plus the
+evaluation inputs (60 000 × 3×32×32 fp32 = 0.7 GiB) and a few copies of the
+state (0.1 GiB each): ≈ 9 GiB, inside 24 GiB. A cache of the prefix over the
+whole split (layer1's output for a block-2 path) would instead need
+50 000 MiB ≈ 49 GiB, twice that while it is concatenated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import copy
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.fx
 from torch import nn
-from torch.optim.swa_utils import update_bn
 from tqdm.auto import tqdm
 
 from . import models
-from .objective import summed_loss_and_correct
+from .objective import strict_fp32, summed_loss_and_correct
 
 BN_MODES = ("interpolate", "recompute")
 PARAM_GROUPS = ("all", "weights", "bn_affine", "bn_stats")
 FULL = "all"  # group name of the full-model path
+_BN = nn.modules.batchnorm._BatchNorm
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def alpha_grid(spec: str | list[float] | None = None) -> np.ndarray:
@@ -55,7 +87,7 @@ def tensor_kinds(model: nn.Module) -> dict[str, str]:
     kinds: dict[str, str] = {}
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, _BN):
             kinds.update({prefix + "weight": "bn_affine", prefix + "bias": "bn_affine",
                           prefix + "running_mean": "bn_stats", prefix + "running_var": "bn_stats",
                           prefix + "num_batches_tracked": "counter"})
@@ -69,7 +101,7 @@ def tensor_kinds(model: nn.Module) -> dict[str, str]:
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return any(isinstance(m, _BN) for m in model.modules())
 
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -81,7 +113,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     mods = dict(model.named_modules())
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(mods[node.target], nn.modules.batchnorm._BatchNorm):
+        if node.op != "call_module" or not isinstance(mods[node.target], _BN):
             continue
         src = node.args[0]
         if (isinstance(src, torch.fx.Node) and src.op == "call_module" and isinstance(mods[src.target], nn.Conv2d)
@@ -94,7 +126,9 @@ class FoldedTwin:
     """An inference copy of the model with each eval-mode BatchNorm folded into
     the conv before it, laid out channels_last: the same function, fewer and
     faster kernels. `refresh(keys)` re-derives the twin's tensors touched by
-    the given keys of the original model."""
+    the given keys of the original model. The fold is exact up to rounding
+    (~2e-7 relative) because it is computed in the model's dtype, which
+    PathEvaluator makes fp32."""
 
     def __init__(self, model: nn.Module, pairs: list[tuple[str, str]]):
         self.source = model.state_dict()
@@ -140,13 +174,19 @@ class EvalSplit:
 
 
 class PathEvaluator:
-    """Sweeps linear paths of one architecture over fixed evaluation splits."""
+    """Sweeps linear paths of one architecture over fixed evaluation splits.
+
+    `batch_size` is the chunk: the samples of one forward pass, and the unit
+    whose prefix activations are kept while the α grid runs over it.
+    Invariant: with the same `batch_size`, a sweep sums the per-chunk losses
+    in the same order as a plain loop over batches, so θ(0) and θ(1) of an
+    unfolded model score bit for bit as the model loaded directly."""
 
     def __init__(self, model: nn.Module, splits: list[EvalSplit], loss: str, *, device: str | torch.device = "cpu",
                  batch_size: int = 2048, bn_data: torch.Tensor | None = None, bn_batch_size: int = 256,
-                 reuse_prefix: bool = True, fold_bn: bool = True, progress: bool = False):
+                 reuse_prefix: bool = True, fold_bn: bool = True, progress: bool = False, allow_tf32: bool = False):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, torch.float32).eval()  # strict fp32, whatever the model held
         self.live = self.model.state_dict()  # tensors sharing storage with the model
         pairs = conv_bn_pairs(self.model) if fold_bn else []
         self.twin = FoldedTwin(self.model, pairs) if pairs else None
@@ -158,7 +198,9 @@ class PathEvaluator:
         self.bn_batches = None if bn_data is None else list(bn_data.to(self.device).split(bn_batch_size))
         self.reuse_prefix = reuse_prefix
         self.progress = progress
+        self.allow_tf32 = allow_tf32  # only for measuring what TF32 would change (linpath.bench)
         self.stages = models.stages(self.runner)
+        self.model_stages = models.stages(self.model)  # unfolded: BN statistics are recomputed on these
         self.stage_index = {name: i for i, (name, _) in enumerate(self.stages)}
         self.groups = models.groups(self.model)
         self.kinds = tensor_kinds(self.model)
@@ -187,49 +229,118 @@ class PathEvaluator:
         if recompute and self.bn_batches is None:
             raise ValueError("bn_mode='recompute' needs bn_data (a non-augmented training subset)")
         keys = self.moving_keys(group, param_group)
-        for key, value in end.items():
-            self.live[key].copy_(value)
-        self._sync_twin(self.live)
-        a_dev = {k: start[k].to(self.device, torch.float32) for k in keys}
-        b_dev = {k: end[k].to(self.device, torch.float32) for k in keys}
-        first = self.stage_index[group] if (group != FULL and self.reuse_prefix and not recompute) else 0
-        inputs = [self._run(self.stages[:first], s.x) for s in self.splits]
-        rows = []
-        for alpha in tqdm(np.asarray(alphas, dtype=float), desc=f"{group}/{param_group}", leave=False,
-                          disable=not self.progress, unit="α"):
-            for k in keys:
-                torch.lerp(a_dev[k], b_dev[k], float(alpha), out=self.live[k])
+        alphas = np.asarray(alphas, dtype=float)
+        first = self.stage_index[group] if (group != FULL and self.reuse_prefix) else 0
+        with strict_fp32(self.device, allow_tf32=self.allow_tf32):
+            for key, value in end.items():
+                self.live[key].copy_(value)
+            path = _Path({k: start[k].to(self.device, torch.float32) for k in keys},
+                         {k: end[k].to(self.device, torch.float32) for k in keys})
             if recompute:
-                with torch.inference_mode(False), torch.no_grad():
-                    update_bn(self.bn_batches, self.model)
-                self.model.eval()
-            self._sync_twin(self.live if recompute else keys)
-            for split, h in zip(self.splits, inputs):
-                loss, acc = self._score(self.stages[first:], h, split.y)
-                rows.append({"alpha": float(alpha), "split": split.name, "loss": loss, "accuracy": acc})
-        frame = pd.DataFrame(rows)
+                path.bn_keys, path.bn_states = self._recompute_bn(first, path, alphas)
+            self._sync_twin(self.live)
+            totals, correct = self._chunk_loop(first, path, alphas, desc=f"{group}/{param_group}")
+        sizes = torch.tensor([len(s.y) for s in self.splits], dtype=torch.float64)
+        losses, accuracies = (totals / sizes).tolist(), (correct.double() / sizes).tolist()
+        rows = [{"alpha": float(alpha), "split": split.name, "loss": losses[j][s], "accuracy": accuracies[j][s]}
+                for j, alpha in enumerate(alphas) for s, split in enumerate(self.splits)]
+        frame = pd.DataFrame(rows, columns=["alpha", "split", "loss", "accuracy"])
         frame.insert(0, "bn_mode", bn_mode)
         frame.insert(0, "param_group", param_group)
         frame.insert(0, "group", group)
         return frame
 
+    def _chunk_loop(self, first: int, path: "_Path", alphas: np.ndarray, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed loss and correct count per (α, split): chunks outside, α inside."""
+        totals = torch.zeros(len(alphas), len(self.splits), dtype=torch.float64, device=self.device)
+        correct = torch.zeros(len(alphas), len(self.splits), dtype=torch.int64, device=self.device)
+        chunks = [(s, i) for s, split in enumerate(self.splits) for i in range(0, len(split.y), self.batch_size)]
+        with tqdm(total=len(chunks) * len(alphas), desc=desc, leave=False, disable=not self.progress,
+                  unit="α·chunk") as bar:
+            for s, i in chunks:
+                split = self.splits[s]
+                losses, hits = self._score_chunk(split.x[i : i + self.batch_size], split.y[i : i + self.batch_size],
+                                                 first, path, alphas, bar)
+                totals[:, s] += losses
+                correct[:, s] += hits
+        return totals.cpu(), correct.cpu()
+
+    def _score_chunk(self, x: torch.Tensor, y: torch.Tensor, first: int, path: "_Path", alphas: np.ndarray,
+                     bar) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk at every α; its prefix output lives only while this runs."""
+        h = _forward(self.stages[:first], x)
+        losses = torch.zeros(len(alphas), dtype=torch.float64, device=self.device)
+        hits = torch.zeros(len(alphas), dtype=torch.int64, device=self.device)
+        for j, alpha in enumerate(alphas):
+            path.write(self.live, float(alpha))
+            path.write_bn(self.live, j)
+            self._sync_twin(path.keys + path.bn_keys)
+            losses[j], hits[j] = summed_loss_and_correct(_forward(self.stages[first:], h), y, self.loss)
+            bar.update()
+        return losses, hits
+
+    def _recompute_bn(self, first: int, path: "_Path", alphas: np.ndarray) -> tuple[list[str], list[list[torch.Tensor]]]:
+        """update_bn at every α, with the prefix run once per BN batch.
+
+        Leaves the prefix BNs holding their recomputed statistics (the same at
+        every α) and returns the suffix BN buffer keys with their recomputed
+        values per α."""
+        names = {module: name for name, module in self.model.named_modules()}
+        suffix_bns = {id(m) for _, stage in self.model_stages[first:] for m in stage.modules() if isinstance(m, _BN)}
+        bns = [m for m in self.model.modules() if isinstance(m, _BN)]
+        bn_keys = [f"{names[m]}.{b}" for m in bns if id(m) in suffix_bns for b in _BN_BUFFERS]
+        momenta = {m: m.momentum for m in bns}
+        with torch.inference_mode(False), torch.no_grad():
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average, as update_bn
+            states = [[self.live[k].clone() for k in bn_keys] for _ in alphas]
+            self.model.train()
+            try:
+                for batch in self.bn_batches:
+                    self._accumulate_bn(batch, first, path, alphas, bn_keys, states)
+            finally:
+                for m, momentum in momenta.items():
+                    m.momentum = momentum
+                self.model.eval()
+        return bn_keys, states
+
+    def _accumulate_bn(self, batch: torch.Tensor, first: int, path: "_Path", alphas: np.ndarray, bn_keys: list[str],
+                       states: list[list[torch.Tensor]]) -> None:
+        """One BN batch into the running statistics of every α (training mode; prefix once)."""
+        h = _forward(self.model_stages[:first], batch)
+        for j, alpha in enumerate(alphas):
+            path.write(self.live, float(alpha))
+            for key, value in zip(bn_keys, states[j]):
+                self.live[key].copy_(value)
+            _forward(self.model_stages[first:], h)
+            for key, value in zip(bn_keys, states[j]):
+                value.copy_(self.live[key])
+
     def _sync_twin(self, keys) -> None:
         if self.twin is not None:
             self.twin.refresh(keys)
 
-    def _run(self, stages, x: torch.Tensor) -> torch.Tensor:
-        if not stages:
-            return x
-        return torch.cat([_forward(stages, x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
 
-    def _score(self, stages, h: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for i in range(0, len(y), self.batch_size):
-            s, c = summed_loss_and_correct(_forward(stages, h[i : i + self.batch_size]), y[i : i + self.batch_size], self.loss)
-            total += s.double()
-            correct += c
-        return (total / len(y)).item(), (correct.double() / len(y)).item()
+class _Path:
+    """The moving tensors of one sweep and, in recompute mode, the suffix BN statistics per α."""
+
+    def __init__(self, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor]):
+        self.start, self.end = start, end
+        self.keys = list(start)
+        self.bn_keys: list[str] = []
+        self.bn_states: list[list[torch.Tensor]] = []
+
+    def write(self, live: dict[str, torch.Tensor], alpha: float) -> None:
+        """θ(α) of the moving tensors into `live`, in place."""
+        for k in self.keys:
+            torch.lerp(self.start[k], self.end[k], alpha, out=live[k])
+
+    def write_bn(self, live: dict[str, torch.Tensor], j: int) -> None:
+        """The BN statistics recomputed at the j-th α into `live` (nothing in interpolate mode)."""
+        if self.bn_states:
+            for key, value in zip(self.bn_keys, self.bn_states[j]):
+                live[key].copy_(value)
 
 
 def _to(x: torch.Tensor, device: torch.device, layout) -> torch.Tensor:
@@ -377,10 +488,13 @@ def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: Interp
     scratch = Path(scratch) if scratch else run_dir
     model = models.build(spec.model)
     splits = run_eval_splits(run_dir, cache_dir, settings.splits)
-    train_split = run_eval_splits(run_dir, cache_dir, ("train",))[0]
-    bn_data = train_split.x[: settings.bn_subset] if "recompute" in settings.bn_modes else None
+    bn_data = None
+    if "recompute" in settings.bn_modes:
+        train = [s for s in splits if s.name == "train"] or run_eval_splits(run_dir, cache_dir, ("train",))
+        bn_data = train[0].x[: settings.bn_subset].clone()  # a view would keep the whole split alive
     evaluator = PathEvaluator(model, splits, spec.train.loss, device=pick_device(settings.device),
                               batch_size=settings.batch_size, bn_data=bn_data, progress=progress)
+    del splits  # the evaluator holds its own device / memory-format copies; at CIFAR size each is 0.7 GB
     requests = []
     for i, start in enumerate(settings.starts):
         # Group and parameter-group paths start from the first start point (θ₀ by default);

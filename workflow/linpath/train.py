@@ -127,7 +127,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batc
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    with strict_fp32():
+    with strict_fp32(x.device):
         for i in range(0, len(y), batch_size):
             s, c = summed_loss_and_correct(model(x[i : i + batch_size]), y[i : i + batch_size], loss)
             total += s.double()
