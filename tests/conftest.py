@@ -9,7 +9,6 @@ whole suite stays well under a minute on two CPU cores.
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from linpath.experiments import deep_merge
 from linpath.hparams import RunSpec
 
 # Tiny models are dominated by per-op overhead; one intra-op thread is both the
@@ -29,16 +29,6 @@ from linpath.hparams import RunSpec
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 TINY_MODELS: dict[str, dict[str, Any]] = {

@@ -7,12 +7,13 @@ Pure Python (no torch, no Snakemake): the Snakefile calls the planner at parse t
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import pytest
 
-from linpath.experiments import Plan
-from linpath.hparams import SettingsError
+from linpath.experiments import Plan, as_json
+from linpath.hparams import SettingsError, ShapeThresholds, SweepSpec
 
 RUN_ID = re.compile(r"^(?P<setting>[A-Za-z0-9_]+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})$")
 
@@ -188,7 +189,7 @@ def test_barrier_group_keys_expand_into_the_measured_groups(plan):
     groups = {"base": {"with_barrier": ["stem", "block1"], "without_barrier": ["block2", "block3", "block4", "head"]}}
     run_id = plan.by_setting[("small_lr", 0)]
     assert plan.runs[run_id].groups_from == ["base"]
-    assert [str(plan.groups_file(g)) for g in plan.runs[run_id].groups_from] == ["results/derived/barrier_groups/base.yaml"]
+    assert [str(plan.layout.groups_file(g)) for g in plan.runs[run_id].groups_from] == ["results/derived/barrier_groups/base.yaml"]
     assert sorted(plan.runs[run_id].upstream) == sorted(plan.runs_of("base"))
     assert plan.resolve(run_id, groups)["train"]["group_overrides"] == {"stem": {"lr": 0.005},
                                                                         "block1": {"lr": 0.005}}
@@ -290,45 +291,50 @@ def test_a_run_from_another_runs_state_is_a_retrain_even_when_it_also_reads_grou
     assert plan.role(plan.by_setting[("t_small_lr", 0)]) == "retrain"
 
 
-def test_interpolate_args_defaults_without_a_paths_section():
+def test_sweep_defaults_live_in_the_dataclass():
     plan = Plan(make_config({"base": {"experiment": "E2"}}))
-    args = plan.interpolate_args(plan.by_setting[("base", 0)])
-    # No `shapes` section: no threshold flags, so the CLI takes ShapeThresholds' own defaults.
-    assert args == ["--alphas", "0:1:51", "--bn-subset", "1024", "--batch-size", "2048", "--start", "init",
-                    "--bn-mode", "interpolate"]
+    assert plan.sweep_spec("base") == SweepSpec()
+    assert plan.thresholds() == ShapeThresholds(), "no `shapes` section: ShapeThresholds' own defaults"
+    assert json.loads(as_json(plan.sweep_spec("base")))["alphas"] == SweepSpec.alphas
 
 
-def test_interpolate_args_merge_the_paths_defaults_with_the_settings_own():
+def test_a_settings_own_paths_override_the_config_defaults():
     config = make_config(
         paths={"alphas": "0:1:5", "starts": ["init"], "groups": True, "param_groups": False,
                "bn_modes": ["interpolate"], "bn_subset": 256, "batch_size": 512},
-        shapes={"barrier_tol": 0.05, "plateau_alpha": 0.6},
+        shapes={"barrier_tol": 0.05, "plateau_alpha": 0.6, "label_min_share": 0.3},
     )
     config["settings"]["base"]["paths"] = {"starts": ["init", "other", "epoch:1"], "param_groups": True,
                                            "bn_modes": ["interpolate", "recompute"]}
     plan = Plan(config)
+    assert plan.sweep_spec("base") == SweepSpec(alphas="0:1:5", starts=["init", "other", "epoch:1"], groups=True,
+                                                param_groups=True, bn_modes=["interpolate", "recompute"],
+                                                bn_subset=256, batch_size=512)
+    assert plan.sweep_spec("source") == SweepSpec(alphas="0:1:5", groups=False, bn_subset=256, batch_size=512)
+    assert plan.thresholds() == ShapeThresholds(barrier_tol=0.05, plateau_alpha=0.6), "table rules are not thresholds"
 
-    def options(args):
-        pairs = [(a, b) for a, b in zip(args, args[1:]) if a.startswith("--") and not b.startswith("--")]
-        flags = {a for a, b in zip(args, [*args[1:], "--"]) if a.startswith("--") and b.startswith("--")}
-        return pairs, flags
 
-    pairs, flags = options(plan.interpolate_args(plan.by_setting[("base", 1)]))
-    assert pairs == [("--alphas", "0:1:5"), ("--bn-subset", "256"), ("--batch-size", "512"),
-                     ("--start", "init"), ("--start", "other:10001"), ("--start", "epoch:1"),
-                     ("--bn-mode", "interpolate"), ("--bn-mode", "recompute"),
-                     ("--barrier-tol", "0.05"), ("--plateau-alpha", "0.6")]
-    assert flags == {"--groups", "--param-groups"}
-    # The other init of seed 0 is another seed than seed 1's.
-    assert "other:10000" in plan.interpolate_args(plan.by_setting[("base", 0)])
+@pytest.mark.parametrize("paths,where", [
+    ({"starts": ["init", "somewhere"]}, "settings.base.paths.starts[1]"),
+    ({"bn_modes": ["fold"]}, "settings.base.paths.bn_modes[0]"),
+    ({"alphas": "0:1:x"}, "settings.base.paths.alphas"),
+    ({"bn_subset": 0}, "settings.base.paths.bn_subset"),
+    ({"bogus": 1}, "settings.base.paths.bogus"),
+])
+def test_a_bad_sweep_setting_names_its_key(paths, where):
+    config = make_config()
+    config["settings"]["base"]["paths"] = paths
+    with pytest.raises(SettingsError, match=re.escape(where)):
+        Plan(config).check()
 
-    pairs, flags = options(plan.interpolate_args(plan.by_setting[("source", 0)]))  # paths: {groups: false}
-    assert ("--alphas", "0:1:5") in pairs and ("--start", "init") in pairs
-    assert [p for p in pairs if p[0] == "--start"] == [("--start", "init")]
-    assert flags == set()
 
-    pairs, flags = options(plan.interpolate_args(plan.by_setting[("small_lr", 0)]))  # defaults only
-    assert flags == {"--groups"}
+def test_helper_runs_are_planned_only_where_a_run_reads_them():
+    settings = copy.deepcopy(SETTINGS)
+    plan = Plan(make_config(settings))
+    assert {plan.runs[r].setting for r in plan.runs} >= {"source", "rl_source"}
+    del settings["pretrained"], settings["rl_block1"]
+    plan = Plan(make_config(settings))
+    assert not {plan.runs[r].setting for r in plan.runs} & {"source", "rl_source"}
 
 
 def test_moving_the_data_folder_keeps_the_run_ids_but_not_the_resolved_root():

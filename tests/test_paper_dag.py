@@ -105,10 +105,10 @@ def test_the_paper_dag_runs_end_to_end_at_toy_scale(paper_dag):
 def test_the_forced_barriers_are_labelled_as_assumed(paper_dag):
     workdir, plan, _ = paper_dag
     parent = plan.by_setting[("base_nowd", 0)]
-    found = yaml.safe_load((workdir / plan.barrier_dir(parent) / "barrier.yaml").read_text())
+    found = yaml.safe_load((workdir / plan.layout.barrier_yaml(parent)).read_text())
     assert found["has_barrier"] is True
     assert found["reason"] == "barrier" or found["reason"].startswith("ASSUMED for a test")
-    groups = yaml.safe_load((workdir / plan.groups_file("vgg_bn")).read_text())
+    groups = yaml.safe_load((workdir / plan.layout.groups_file("vgg_bn")).read_text())
     assert "conv2" in groups["with_barrier"] and groups["without_barrier"]
     assert "ASSUMED for a test" in groups["rule"]
 
@@ -117,9 +117,9 @@ def test_the_forced_barriers_are_labelled_as_assumed(paper_dag):
 def test_imagenet_weights_came_from_the_local_file(paper_dag):
     workdir, plan, _ = paper_dag
     run = plan.by_setting[("pretrained", 0)]
-    spec = yaml.safe_load((workdir / plan.run_dir(run) / "run.yaml").read_text())
+    spec = yaml.safe_load((workdir / plan.layout.run_file(run, "settings")).read_text())
     assert spec["init"]["source"] == "imagenet" and spec["init"]["imagenet_weights"].endswith("resnet18-imagenet.pth")
-    init = torch.load(workdir / plan.run_dir(run) / "init.pt", weights_only=True)
+    init = torch.load(workdir / plan.layout.run_file(run, "init"), weights_only=True)
     torch.manual_seed(0)
     source = torchvision.models.resnet18().state_dict()
     assert torch.equal(init["layer3.0.conv1.weight"], source["layer3.0.conv1.weight"])

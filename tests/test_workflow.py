@@ -340,7 +340,7 @@ def mini_run(tmp_path_factory):
 
 def results_of(mini_run) -> Path:
     workdir, plan, _ = mini_run
-    return workdir / plan.results
+    return workdir / plan.layout.results
 
 
 def tables(mini_run, name: str) -> pd.DataFrame:
@@ -351,7 +351,7 @@ def barrier_info(mini_run) -> dict[str, dict]:
     """Parent run id -> its barrier.yaml, for every parent of a barrier-init setting."""
     workdir, plan, _ = mini_run
     parents = {run.barrier_from for run in plan.runs.values() if run.barrier_from}
-    return {p: yaml.safe_load((workdir / plan.barrier_dir(p) / "barrier.yaml").read_text()) for p in parents}
+    return {p: yaml.safe_load((workdir / plan.layout.barrier_yaml(p)).read_text()) for p in parents}
 
 
 def expected_runs(mini_run) -> set[str]:
@@ -363,7 +363,7 @@ def expected_runs(mini_run) -> set[str]:
 
 def groups_file(mini_run, setting: str) -> dict:
     workdir, plan, _ = mini_run
-    return yaml.safe_load((workdir / plan.groups_file(setting)).read_text())
+    return yaml.safe_load((workdir / plan.layout.groups_file(setting)).read_text())
 
 
 def own_paths(config: dict, setting: str) -> dict:
@@ -474,7 +474,7 @@ def test_paths_follow_each_settings_paths_section(mini_run):
         assert set(frame.loc[frame["path"] != "full", "start"]) <= {starts.get(p["starts"][0], p["starts"][0])}
         assert (frame.loc[frame["path"] == "full", "group"] == "all").all()
         # The end state of every path is the run's final state.
-        assert set(frame["end_state"]) == {str(plan.run_dir(run_id) / "final.pt")}, run_id
+        assert set(frame["end_state"]) == {str(plan.layout.run_file(run_id, "final"))}, run_id
 
 
 @pytest.mark.slow
@@ -486,7 +486,7 @@ def test_barrier_runs_exist_exactly_where_the_parent_path_has_a_barrier(mini_run
     assert {plan.runs[p].setting for p in info} == {"base_nowd", "base"} and len(info) == 4
     for parent, found in info.items():
         assert isinstance(found["has_barrier"], bool) and found["reason"]
-        points = {p.name for p in (workdir / plan.barrier_dir(parent)).glob("*.pt")}
+        points = {p.name for p in (workdir / plan.layout.barrier_dir(parent)).glob("*.pt")}
         children = plan.barrier_children(parent)
         assert len(children) == 1
         for child in children:
@@ -497,14 +497,14 @@ def test_barrier_runs_exist_exactly_where_the_parent_path_has_a_barrier(mini_run
                 assert points == {"before.pt", "at.pt", "after.pt"}
                 assert 0 < found["alpha_star"] < 1
                 assert child in runs
-                run_yaml = yaml.safe_load((workdir / plan.run_dir(child) / "run.yaml").read_text())
-                assert run_yaml["init"]["source"] == str(plan.barrier_dir(parent) / f"{ref[2]}.pt")
-                assert (workdir / plan.paths_file(child)).is_file()
+                run_yaml = yaml.safe_load((workdir / plan.layout.run_file(child, "settings")).read_text())
+                assert run_yaml["init"]["source"] == str(plan.layout.barrier_state(parent, ref[2]))
+                assert (workdir / plan.layout.sweep(child)).is_file()
             else:
                 assert points == set()
                 assert child not in runs
-                assert not (workdir / plan.run_dir(child)).exists()
-                assert not (workdir / plan.paths_file(child)).exists()
+                assert not (workdir / plan.layout.run_dir(child)).exists()
+                assert not (workdir / plan.layout.sweep(child)).exists()
 
 
 @pytest.mark.slow
@@ -512,7 +512,7 @@ def test_references_and_measured_groups_reach_the_run_settings(mini_run):
     workdir, plan, config = mini_run
 
     def run_yaml(run_id):
-        return yaml.safe_load((workdir / plan.run_dir(run_id) / "run.yaml").read_text())
+        return yaml.safe_load((workdir / plan.layout.run_file(run_id, "settings")).read_text())
 
     base_groups, mlp_groups = groups_file(mini_run, "base"), groups_file(mini_run, "mlp")
     assert set(base_groups["with_barrier"]) | set(base_groups["without_barrier"]) == {

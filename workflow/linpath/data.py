@@ -9,8 +9,6 @@ without augmentation, test set) are written once as
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import pickle
 from dataclasses import asdict, dataclass
@@ -23,7 +21,9 @@ from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
 from . import augment as augment_mod
+from .ids import digest
 from .hparams import DataSpec, SettingsError
+from .registry import DATASETS, builder
 from .io import load_checkpoint, save_torch
 
 
@@ -72,7 +72,7 @@ def spiral_points(n: int, *, radius: float, turns: float, noise: float, generato
     return Split(pts.float(), labels.long())
 
 
-def _spiral(spec: DataSpec) -> Source:
+def spiral_source(spec: DataSpec) -> Source:
     unknown = set(spec.spiral) - set(SPIRAL_DEFAULTS)
     if unknown:
         raise SettingsError(f"data.spiral: unknown setting {sorted(unknown)[0]!r} (known: {sorted(SPIRAL_DEFAULTS)})")
@@ -100,7 +100,7 @@ def _digits_tensors(root: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def _digits(spec: DataSpec) -> Source:
+def digits_source(spec: DataSpec) -> Source:
     """scikit-learn's bundled 8×8 digits (1797 images): real data with no download."""
     images, labels = _digits_tensors(spec.root)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
@@ -110,12 +110,6 @@ def _digits(spec: DataSpec) -> Source:
 
 
 _IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
-_TORCHVISION = {
-    "cifar10": (tvd.CIFAR10, 10, "cifar-10-batches-py/{data_batch_1..5, test_batch}"),
-    "cifar100": (tvd.CIFAR100, 100, "cifar-100-python/{train, test}"),
-    "mnist": (tvd.MNIST, 10, "MNIST/raw/: " + _IDX_FILES),
-    "fashion_mnist": (tvd.FashionMNIST, 10, "FashionMNIST/raw/: " + _IDX_FILES),
-}
 
 
 def _rotations(split: Split) -> Split:
@@ -125,15 +119,23 @@ def _rotations(split: Split) -> Split:
     return Split(torch.cat(xs), torch.cat(ys))
 
 
-def _digits_rot4(spec: DataSpec) -> Source:
+def digits_rot4_source(spec: DataSpec) -> Source:
     """Self-supervised source task on the digits training images; stands in for ImageNet
     pretraining where nothing can be downloaded. The test split is rotations of the test images."""
-    digits = _digits(spec)
+    digits = digits_source(spec)
     return _image_source(_rotations(digits.train), _rotations(digits.test), 4)
 
 
-def _torchvision_split(spec: DataSpec, train: bool) -> Split:
-    cls, _, files = _TORCHVISION[spec.dataset]
+def _torchvision_source(cls: type, num_classes: int, files: str):
+    """A registry builder reading one torchvision dataset class from data.root (`files`: its layout)."""
+    def build(spec: DataSpec) -> Source:
+        split = lambda train: _torchvision_split(spec, cls, files, train)  # noqa: E731
+        return _image_source(split(True), split(False), num_classes)
+
+    return build
+
+
+def _torchvision_split(spec: DataSpec, cls: type, files: str, train: bool) -> Split:
     if not spec.verify_checksums:  # every other line of torchvision's reader still runs
         unchecked = {"_check_integrity": lambda self: True}
         if isinstance(getattr(cls, "meta", None), dict):  # CIFAR also checks batches.meta
@@ -164,18 +166,15 @@ def _image_source(train: Split, test: Split, num_classes: int) -> Source:
     return Source(train, test, num_classes, train.x.shape[1], train.x.shape[-1], mean, std)
 
 
+cifar10_source = _torchvision_source(tvd.CIFAR10, 10, "cifar-10-batches-py/{data_batch_1..5, test_batch}")
+cifar100_source = _torchvision_source(tvd.CIFAR100, 100, "cifar-100-python/{train, test}")
+mnist_source = _torchvision_source(tvd.MNIST, 10, "MNIST/raw/: " + _IDX_FILES)
+fashion_mnist_source = _torchvision_source(tvd.FashionMNIST, 10, "FashionMNIST/raw/: " + _IDX_FILES)
+
+
 def load_source(spec: DataSpec) -> Source:
-    if spec.dataset == "spiral":
-        return _spiral(spec)
-    if spec.dataset == "digits":
-        source = _digits(spec)
-    elif spec.dataset == "digits_rot4":
-        source = _digits_rot4(spec)
-    elif spec.dataset in _TORCHVISION:
-        num_classes = _TORCHVISION[spec.dataset][1]
-        source = _image_source(_torchvision_split(spec, True), _torchvision_split(spec, False), num_classes)
-    else:
-        raise SettingsError(f"data.dataset: unknown dataset {spec.dataset!r}")
+    """The dataset's train and test splits, by its entry in linpath.registry.DATASETS."""
+    source = builder(DATASETS, spec.dataset, "data.dataset")(spec)
     return _resized(source, spec.resize) if spec.resize else source
 
 
@@ -289,8 +288,7 @@ def cache_key(spec: DataSpec, split: str) -> str:
     content = {"dataset": spec.dataset, "spiral": spec.spiral, **({"resize": spec.resize} if spec.resize else {})}
     if split == "train":  # the test split ignores training-set interventions
         content.update(subset=spec.subset, random_labels=spec.random_labels, seed=spec.seed)
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{spec.dataset}-{digest}"
+    return f"{spec.dataset}-{digest(content)}"
 
 
 def eval_path(spec: DataSpec, split: str, cache_dir: str | Path) -> Path:

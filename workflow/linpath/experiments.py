@@ -1,54 +1,47 @@
 """From the workflow config to the list of training runs and what to measure on each.
 
-The config names *settings*: overrides of the base recipe, each trained once
-per seed. A setting may refer to files of other runs of the same seed:
+The config names *settings*: overrides of the base recipe, each trained once per seed. A setting may
+start from another's recipe (`like`) and refer to other runs (linpath.references: files, barrier points,
+measured group lists). Each run gets its seed added to the init, data-order and data (subset /
+random-label draw) seeds, so seeds differ in all three; `same_data_for_all_seeds: true` keeps one data draw.
 
-    "@<setting>/<file>"            a file in that setting's run directory (final.pt, init.pt)
-    "@barrier:<setting>/<point>"   a barrier-height init (before | at | after) of that setting's run
-    "@barrier_groups:<setting>"    as a key of a group mapping: the groups whose group-wise path
-    "@no_barrier_groups:<setting>" shows (or does not show) a barrier in that setting's runs
-    "@barrier_groups:<setting>/top<k>"  the k barrier groups with the highest mean Δ
-
-Each run gets its seed added to the init, data-order and data (subset / random-label draw) seeds, so
-seeds differ in all three; a setting with `same_data_for_all_seeds: true` keeps one data draw.
-
-A run id is `<setting>-s<seed>-<hash>`; the hash covers the settings with
-references replaced by the upstream run ids, so a changed setting anywhere
-upstream gives a new run, and two targets needing the same run share it.
-Everything here is pure Python (no torch): the Snakefile calls it at parse time.
+A run id is `<setting>-s<seed>-<hash>`; the hash covers the settings with references replaced by the
+upstream run ids, so a changed setting anywhere upstream gives a new run, and two targets needing the same
+run share it. Helper (`aux`) settings are planned only where a run reads them. Everything here is pure
+Python (no torch): the Snakefile plans at parse time.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
+import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from .hparams import RunSpec, SettingsError
+import yaml
 
-BARRIER_POINTS = ("before", "at", "after")  # the states linpath.barrier writes
-TOP = re.compile(r"^top(\d+)$")
-REF = re.compile(r"^@(?:(?P<kind>barrier|barrier_groups|no_barrier_groups):)?(?P<setting>[A-Za-z0-9_]+)(?:/(?P<file>[\w.]+))?$")
+from .ids import digest
+from .hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec
+from .layout import Layout
+from .references import Reference, find, substitute
 
 
 @dataclass
 class Setting:
     name: str
     experiment: str
-    run: dict  # overrides of the base recipe
+    run: dict  # overrides of the base recipe (its `like` chain merged in)
     intervention: str = ""
-    category: str = ""
-    figure: str = ""
+    figure: str = ""  # the paper's figure, where it is not its experiment's
     baseline: str | None = None
     paths: dict = field(default_factory=dict)
-    aux: bool = False  # a helper run (pretraining source), not an intervention of its own
+    aux: bool = False  # a helper run (a pretraining source), planned only where another run reads it
     same_data_for_all_seeds: bool = False  # one subset / random-label draw shared by every seed
     like: str | None = None  # the run recipe starts from this setting's (its `run` is merged over it)
     enabled: bool = True  # an overlay sets false to drop a setting of the config it extends
+
+    def references(self) -> list[Reference]:
+        return list(find(self.run, f"settings.{self.name}"))
 
 
 @dataclass
@@ -77,6 +70,9 @@ def load_settings(config: dict) -> dict[str, Setting]:
     raw_settings = {name: dict(raw) for name, raw in config["settings"].items()}
     disabled = {name for name, raw in raw_settings.items() if raw.get("enabled", True) is False}
 
+    def state(name: str) -> str:
+        return "disabled" if name in disabled else "unknown"
+
     def recipe(name: str, chain: list[str]) -> dict:
         raw = raw_settings[name]
         parent = raw.get("like")
@@ -86,68 +82,18 @@ def load_settings(config: dict) -> dict[str, Setting]:
         if parent in chain:
             raise SettingsError(f"{where}: circular 'like' {' -> '.join([*chain, parent])}")
         if parent not in raw_settings or parent in disabled:
-            state = "disabled" if parent in disabled else "unknown"
-            raise SettingsError(f"{where}: {state} setting {parent!r}")
+            raise SettingsError(f"{where}: {state(parent)} setting {parent!r}")
         return deep_merge(recipe(parent, [*chain, parent]), raw.get("run") or {})
 
-    runs = {name: recipe(name, [name]) for name in raw_settings if name not in disabled}
     out = {}
-    for name, run in runs.items():
-        fields_ = {k: v for k, v in raw_settings[name].items() if k not in ("run", "experiment")}
-        out[name] = Setting(name=name, experiment=raw_settings[name]["experiment"], run=run, **fields_)
+    for name in raw_settings:
+        if name not in disabled:
+            own = {k: v for k, v in raw_settings[name].items() if k not in ("run", "experiment")}
+            out[name] = Setting(name=name, experiment=raw_settings[name]["experiment"], run=recipe(name, [name]), **own)
     for s in out.values():
         if s.baseline and s.baseline not in out:
-            state = "disabled" if s.baseline in disabled else "unknown"
-            raise SettingsError(f"settings.{s.name}.baseline: {state} setting {s.baseline!r}")
+            raise SettingsError(f"settings.{s.name}.baseline: {state(s.baseline)} setting {s.baseline!r}")
     return out
-
-
-def _refs(obj: Any):
-    """Every reference string in a nested recipe (values and mapping keys)."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if isinstance(k, str) and k.startswith("@"):
-                yield k
-            yield from _refs(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _refs(v)
-    elif isinstance(obj, str) and obj.startswith("@"):
-        yield obj
-
-
-def parse_ref(ref: str, where: str) -> re.Match:
-    m = REF.match(ref)
-    if not m:
-        raise SettingsError(f"{where}: malformed reference {ref!r}")
-    return m
-
-
-def _substitute(obj: Any, fn) -> Any:
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            new_key = fn(k) if isinstance(k, str) and k.startswith("@") else k
-            value = _substitute(v, fn)
-            if isinstance(new_key, list):  # a group-list reference expands to several keys
-                for g in new_key:
-                    out[g] = copy.deepcopy(value)
-            else:
-                out[new_key] = value
-        return out
-    if isinstance(obj, list):
-        return [_substitute(v, fn) for v in obj]
-    if isinstance(obj, str) and obj.startswith("@"):
-        return fn(obj)
-    return obj
-
-
-def threshold_args(config: dict) -> list[str]:
-    """`--barrier-tol` / `--barrier-rel` / `--plateau-alpha` for the shape thresholds the config sets
-    (the defaults live in linpath.shapes.ShapeThresholds)."""
-    shapes = config.get("shapes", {}) or {}
-    flags = {"barrier_tol": "--barrier-tol", "barrier_rel": "--barrier-rel", "plateau_alpha": "--plateau-alpha"}
-    return [item for key, flag in flags.items() if key in shapes for item in (flag, str(shapes[key]))]
 
 
 class Plan:
@@ -155,16 +101,20 @@ class Plan:
 
     def __init__(self, config: dict):
         self.config = config
-        self.results = Path(config.get("results", "results"))
+        self.layout = Layout(config.get("results", "results"))
         self.seeds = list(config["seeds"])
         self.base = config["base"]
         self.experiments: dict[str, dict] = config.get("experiments", {})
         self.settings = load_settings(config)
         self.runs: dict[str, PlannedRun] = {}
         self.by_setting: dict[tuple[str, int], str] = {}
-        for name in self.settings:
-            for seed in self.seeds:
-                self._plan(name, seed, [])
+        for name, setting in self.settings.items():
+            if not setting.aux:  # a helper run joins the plan when a run reads it
+                for seed in self.seeds:
+                    self._plan(name, seed, [])
+
+    def run_of(self, setting: str, seed: int) -> str:
+        return self.by_setting[(setting, seed)]
 
     def _plan(self, name: str, seed: int, stack: list[str]) -> str:
         if (name, seed) in self.by_setting:
@@ -181,171 +131,41 @@ class Plan:
         data_seed = recipe.get("data", {}).get("seed", 0) + (0 if setting.same_data_for_all_seeds else seed)
         recipe["data"] = {**recipe.get("data", {}), "seed": data_seed, "root": self.config.get("data_root", "data")}
         upstream, barrier_from, groups_from = [], None, []
-        for ref in _refs(setting.run):
-            m = parse_ref(ref, f"settings.{name}")
-            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
-                if m["file"] and not (m["kind"] == "barrier_groups" and TOP.match(m["file"])):
-                    raise SettingsError(f"settings.{name}: {ref!r}: a group list takes no file, or /top<k> "
-                                        "after @barrier_groups (the k groups with the highest barriers)")
-                groups_from.append(m["setting"])
-                for s in self.seeds:
-                    upstream.append(self._plan(m["setting"], s, [*stack, name]))
-            else:
-                if m["kind"] == "barrier" and m["file"] not in BARRIER_POINTS:
-                    raise SettingsError(f"settings.{name}: {ref!r}: a barrier point is one of {', '.join(BARRIER_POINTS)}")
-                if m["kind"] is None and not m["file"]:
-                    raise SettingsError(f"settings.{name}: {ref!r} names no file (e.g. @{m['setting']}/final.pt)")
-                up = self._plan(m["setting"], seed, [*stack, name])
-                upstream.append(up)
-                if m["kind"] == "barrier":
-                    barrier_from = up
-
-        def hashed(ref: str):
-            m = parse_ref(ref, f"settings.{name}")
-            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
-                top = f"/{m['file']}" if m["file"] else ""
-                return f"@{m['kind']}:" + ",".join(self.by_setting[(m["setting"], s)] for s in self.seeds) + top
-            return f"@{m['kind'] or 'run'}:{self.by_setting[(m['setting'], seed)]}/{m['file']}"
-
-        identity = _substitute(recipe, hashed)
-        identity.pop("name", None)
+        for ref in setting.references():
+            for s in (self.seeds if ref.is_group_list else [seed]):
+                upstream.append(self._plan(ref.setting, s, [*stack, name]))
+            if ref.is_group_list:
+                groups_from.append(ref.setting)
+            elif ref.kind == "barrier":
+                barrier_from = self.run_of(ref.setting, seed)
+        identity = substitute(recipe, lambda r: r.identity(self.run_of, seed, self.seeds), f"settings.{name}")
         identity["data"].pop("root", None)  # where the data lives is not what the run is
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-        run_id = f"{name}-s{seed}-{digest}"
+        run_id = f"{name}-s{seed}-{digest(identity, 8)}"
         self.runs[run_id] = PlannedRun(run_id, name, seed, recipe, sorted(set(upstream)), barrier_from,
                                        sorted(set(groups_from)))
         self.by_setting[(name, seed)] = run_id
         return run_id
 
-    # --- files ---------------------------------------------------------------
-
-    def run_dir(self, run_id: str) -> Path:
-        return self.results / "runs" / run_id
-
-    def barrier_dir(self, run_id: str) -> Path:
-        return self.results / "derived" / "barrier" / run_id
-
-    def groups_file(self, setting: str) -> Path:
-        return self.results / "derived" / "barrier_groups" / f"{setting}.yaml"
-
-    def paths_file(self, run_id: str) -> Path:
-        return self.results / "paths" / f"{run_id}.parquet"
-
-    def shapes_file(self, run_id: str) -> Path:
-        return self.results / "shapes" / f"{run_id}.parquet"
+    # --- what a run reads and is --------------------------------------------------
 
     def state_inputs(self, run_id: str) -> list[str]:
-        """State files a run starts from (other runs' states, barrier inits)."""
+        """Files of other runs a run starts from (states, barrier inits); group lists are read separately."""
         run = self.runs[run_id]
-        files = []
-        for ref in _refs(self.settings[run.setting].run):
-            m = parse_ref(ref, run.setting)
-            if m["kind"] == "barrier":
-                files.append(str(self.barrier_dir(self.by_setting[(m["setting"], run.seed)]) / "barrier.yaml"))
-            elif m["kind"] is None:
-                files.append(str(self.run_dir(self.by_setting[(m["setting"], run.seed)]) / m["file"]))
-        return files
+        return [str(ref.input_file(self.layout, self.run_of, run.seed))
+                for ref in self.settings[run.setting].references() if not ref.is_group_list]
 
     def resolve(self, run_id: str, groups: dict[str, dict] | None = None) -> dict:
         """Concrete run settings: references become file paths and group names.
 
-        `groups[setting]` is the content of that setting's barrier_groups file."""
+        `groups[setting]` is the content of that setting's barrier-groups file."""
         run = self.runs[run_id]
-
-        def concrete(ref: str):
-            m = parse_ref(ref, run.setting)
-            if m["kind"] == "barrier":
-                return str(self.barrier_dir(self.by_setting[(m["setting"], run.seed)]) / f"{m['file']}.pt")
-            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
-                if not groups or m["setting"] not in groups:
-                    raise SettingsError(f"{run_id}: barrier groups of {m['setting']} are not measured yet")
-                return self._groups(ref, groups)
-            return str(self.run_dir(self.by_setting[(m["setting"], run.seed)]) / m["file"])
-
-        resolved = _substitute(run.recipe, concrete)
+        resolved = substitute(run.recipe, lambda r: r.value(self.layout, self.run_of, run.seed, groups), run_id)
         resolved["name"] = run_id
         widen = resolved.get("model", {}).get("group_width")
         if widen and groups:  # a measured group list only widens groups whose width can change
             allowed = set().union(*(g.get("widenable", list(widen)) for g in groups.values()))
             resolved["model"]["group_width"] = {g: f for g, f in widen.items() if g in allowed}
         return resolved
-
-    # --- the catalogue -----------------------------------------------------------
-
-    def paper_figure(self, setting: str) -> str:
-        """The paper's figure a setting belongs to: its own `figure`, else its experiment's."""
-        s = self.settings[setting]
-        return s.figure or str(self.experiments.get(s.experiment, {}).get("paper", ""))
-
-    def experiment_settings(self, experiment: str) -> list[str]:
-        """What an experiment shows: its listed settings, or its own (non-aux) settings after their baselines."""
-        listed = self.experiments.get(experiment, {}).get("settings")
-        if listed:
-            return [s for s in listed if s in self.settings]
-        own = [s.name for s in self.settings.values() if s.experiment == experiment and not s.aux]
-        baselines = [self.settings[s].baseline for s in own if self.settings[s].baseline]
-        return list(dict.fromkeys([*baselines, *own]))
-
-    def figure_kind(self, experiment: str) -> str:
-        return str(self.experiments.get(experiment, {}).get("figure", "standard"))
-
-    def figure_experiments(self) -> list[str]:
-        """Experiments with a figure to draw, in catalogue order: those that show a setting, and for a
-        parameter-group figure only where one of its settings measures parameter-group paths."""
-        out = []
-        for experiment in self.experiments:
-            shown = self.experiment_settings(experiment)
-            if self.figure_kind(experiment) == "param_groups":
-                shown = [s for s in shown if self.path_settings(s).get("param_groups")]
-            if shown:
-                out.append(experiment)
-        return out
-
-    def path_settings(self, setting: str) -> dict:
-        """The `paths` options of a setting: its own over the config's `paths` defaults."""
-        return {**self.config.get("paths", {}), **self.settings[setting].paths}
-
-    def check(self) -> None:
-        """Validate every run's settings (with placeholder group lists) and every name the
-        config refers to, before anything runs."""
-        if self.experiments:
-            for s in self.settings.values():
-                if s.experiment not in self.experiments:
-                    raise SettingsError(f"settings.{s.name}.experiment: {s.experiment!r} is not in the catalogue "
-                                        f"(`experiments`: {', '.join(self.experiments)})")
-            for e, entry in self.experiments.items():
-                for name in entry.get("settings", []):
-                    if name not in self.settings:
-                        raise SettingsError(f"experiments.{e}.settings: unknown setting {name!r}")
-        for i, row in enumerate(self.config.get("table1", [])):
-            for name in [*row.get("settings", []), *([row["baseline"]] if row.get("baseline") else [])]:
-                if name not in self.settings:
-                    raise SettingsError(f"table1[{i}] ({row.get('intervention', '')}): unknown setting {name!r}")
-        placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in self.settings}
-        for run_id in self.runs:
-            try:
-                RunSpec.from_dict(self.resolve(run_id, placeholder))
-            except SettingsError as err:
-                raise SettingsError(f"settings.{self.runs[run_id].setting} (run {run_id}): {err}") from None
-
-    # --- what to measure -----------------------------------------------------
-
-    def interpolate_args(self, run_id: str) -> list[str]:
-        """`linpath interpolate` options of a run, from its setting's `paths` and the `paths` defaults."""
-        p = self.path_settings(self.runs[run_id].setting)
-        args = ["--alphas", str(p.get("alphas", "0:1:51")), "--bn-subset", str(p.get("bn_subset", 1024)),
-                "--batch-size", str(p.get("batch_size", 2048))]
-        for start in p.get("starts", ["init"]):
-            if start == "other":
-                start = f"other:{10_000 + self.runs[run_id].seed}"
-            args += ["--start", start]
-        for mode in p.get("bn_modes", ["interpolate"]):
-            args += ["--bn-mode", mode]
-        if p.get("groups", False):
-            args.append("--groups")
-        if p.get("param_groups", False):
-            args.append("--param-groups")
-        return args + threshold_args(self.config)
 
     def role(self, run_id: str) -> str:
         """pretrain | pretrain_random_labels | retrain | train: which training rule makes the run."""
@@ -362,19 +182,16 @@ class Plan:
         return bool(run.barrier_from or run.groups_from) or any(self.measured(u) for u in run.upstream)
 
     def skip_reason(self, run_id: str, groups: dict[str, dict], barriers: dict[str, dict]) -> str | None:
-        """Why a run is not trained, or None. `groups[setting]` is a barrier_groups file, `barriers[run id]`
+        """Why a run is not trained, or None. `groups[setting]` is a barrier-groups file, `barriers[run id]`
         a barrier.yaml. A run whose barrier parent has no barrier, or whose measured group list is empty
         (the intervention would act on nothing and train a copy of its base recipe), is skipped."""
         run = self.runs[run_id]
         if run.barrier_from and not barriers[run.barrier_from]["has_barrier"]:
             return f"no barrier on the path of {run.barrier_from} ({barriers[run.barrier_from]['reason']})"
-        for ref in _refs(self.settings[run.setting].run):
-            m = parse_ref(ref, run.setting)
-            if m["kind"] in ("barrier_groups", "no_barrier_groups"):
-                listed = _substitute({ref: 1}, lambda r: self._groups(r, groups))
-                if not listed:
-                    kind = "barrier" if m["kind"] == "barrier_groups" else "no-barrier"
-                    return f"no {kind} groups measured in {m['setting']} ({ref})"
+        for ref in self.settings[run.setting].references():
+            if ref.is_group_list and not ref.value(self.layout, self.run_of, run.seed, groups):
+                kind = "barrier" if ref.kind == "barrier_groups" else "no-barrier"
+                return f"no {kind} groups measured in {ref.setting} ({ref.text})"
         widen = self.resolve(run_id, groups).get("model", {}).get("group_width")
         if self.settings[run.setting].run.get("model", {}).get("group_width") and not widen:
             return "none of the measured groups can change width"
@@ -383,15 +200,110 @@ class Plan:
                 return f"its upstream run {up} is skipped"
         return None
 
-    def _groups(self, ref: str, groups: dict[str, dict]) -> list[str]:
-        m = parse_ref(ref, "")
-        found = groups[m["setting"]]
-        if m["file"]:  # /top<k>: the k barrier groups with the highest mean Δ
-            return list(found.get("ranked", found["with_barrier"]))[: int(TOP.match(m["file"])[1])]
-        return list(found["with_barrier" if m["kind"] == "barrier_groups" else "without_barrier"])
-
     def runs_of(self, setting: str) -> list[str]:
-        return [self.by_setting[(setting, s)] for s in self.seeds]
+        return [self.run_of(setting, s) for s in self.seeds]
 
     def barrier_children(self, parent_run_id: str) -> list[str]:
         return [r.run_id for r in self.runs.values() if r.barrier_from == parent_run_id]
+
+    def upstream_closure(self, run_ids) -> list[str]:
+        """These runs and every run they read, transitively, in plan order."""
+        seen: set[str] = set()
+        stack = list(run_ids)
+        while stack:
+            run_id = stack.pop()
+            if run_id not in seen:
+                seen.add(run_id)
+                stack.extend(self.runs[run_id].upstream)
+        return [r for r in self.runs if r in seen]
+
+    # --- what to measure ----------------------------------------------------------
+
+    def sweep_spec(self, setting: str) -> SweepSpec:
+        """The paths a setting's runs are measured along: its own `paths` over the config's."""
+        return SweepSpec.from_dict({**self.config.get("paths", {}), **self.settings[setting].paths},
+                                   f"settings.{setting}.paths")
+
+    def thresholds(self) -> ShapeThresholds:
+        return ShapeThresholds.from_config(self.config.get("shapes"))
+
+    # --- the catalogue ------------------------------------------------------------
+
+    def paper_figure(self, setting: str) -> str:
+        """The paper's figure a setting belongs to: its own `figure`, else its experiment's."""
+        s = self.settings[setting]
+        return s.figure or str(self.experiments.get(s.experiment, {}).get("paper", ""))
+
+    def experiment_settings(self, experiment: str) -> list[str]:
+        """What an experiment shows: its listed settings, or its own (non-aux) settings after their baselines."""
+        listed = self.experiments.get(experiment, {}).get("settings")
+        if listed:
+            return [s for s in listed if s in self.settings]
+        own = [s.name for s in self.settings.values() if s.experiment == experiment and not s.aux]
+        baselines = [self.settings[s].baseline for s in own if self.settings[s].baseline]
+        return list(dict.fromkeys([*baselines, *own]))
+
+    def experiment_runs(self, experiment: str) -> list[str]:
+        """The planned runs an experiment's figure shows (measured ones included; some may be skipped)."""
+        return [r for s in self.experiment_settings(experiment) for r in self.runs_of(s)]
+
+    def reference(self) -> dict:
+        """The paper's numbers and the rows of the per-experiment tables (config `reference`)."""
+        path = self.config.get("reference")
+        return yaml.safe_load(open(path)) if path else {"tables": {}}
+
+    def row_setting(self, row: dict, table: str) -> str:
+        """A table row names its setting, or `baseline_of: <setting>` (E5's parent differs per config)."""
+        if "baseline_of" not in row:
+            return row["setting"]
+        of = row["baseline_of"]
+        if of not in self.settings or not self.settings[of].baseline:
+            raise SettingsError(f"reference table {table}, row {row.get('label')!r}: baseline_of {of!r} is not "
+                                "a setting with a baseline")
+        return self.settings[of].baseline
+
+    def figure_kind(self, experiment: str) -> str:
+        return str(self.experiments.get(experiment, {}).get("figure", "standard"))
+
+    def figure_experiments(self) -> list[str]:
+        """Experiments with a figure to draw, in catalogue order: those that show a setting, and for a
+        parameter-group figure only where one of its settings measures parameter-group paths."""
+        out = []
+        for experiment in self.experiments:
+            shown = self.experiment_settings(experiment)
+            if self.figure_kind(experiment) == "param_groups":
+                shown = [s for s in shown if self.sweep_spec(s).param_groups]
+            if shown:
+                out.append(experiment)
+        return out
+
+    def check(self) -> None:
+        """Validate every run's settings (with placeholder group lists), every setting's sweep, and every
+        name the config refers to, before anything runs."""
+        if self.experiments:
+            for s in self.settings.values():
+                if s.experiment not in self.experiments:
+                    raise SettingsError(f"settings.{s.name}.experiment: {s.experiment!r} is not in the catalogue "
+                                        f"(`experiments`: {', '.join(self.experiments)})")
+            for e, entry in self.experiments.items():
+                for name in entry.get("settings", []):
+                    if name not in self.settings:
+                        raise SettingsError(f"experiments.{e}.settings: unknown setting {name!r}")
+        for i, row in enumerate(self.config.get("table1", [])):
+            for name in [*row.get("settings", []), *([row["baseline"]] if row.get("baseline") else [])]:
+                if name not in self.settings:
+                    raise SettingsError(f"table1[{i}] ({row.get('intervention', '')}): unknown setting {name!r}")
+        self.thresholds()
+        for setting in {r.setting for r in self.runs.values()}:
+            self.sweep_spec(setting)
+        placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in self.settings}
+        for run_id in self.runs:
+            try:
+                RunSpec.from_dict(self.resolve(run_id, placeholder))
+            except SettingsError as err:
+                raise SettingsError(f"settings.{self.runs[run_id].setting} (run {run_id}): {err}") from None
+
+
+def as_json(spec) -> str:
+    """A settings dataclass as the JSON a CLI verb reads back (`--settings-json`, `--thresholds-json`)."""
+    return json.dumps(dataclasses.asdict(spec), sort_keys=True)

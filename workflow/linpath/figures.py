@@ -15,7 +15,7 @@ import seaborn as sns  # noqa: E402
 
 from .experiments import Plan  # noqa: E402
 from .io import note  # noqa: E402
-from .tables import MAIN_PATH, _select, accuracy_change, full_delta, group_barrier, trained  # noqa: E402
+from .tables import MAIN_PATH, _select, accuracy_change, collect, full_delta, group_barrier, trained  # noqa: E402
 
 
 def _save(fig, out: Path, pdf: bool = False) -> None:
@@ -98,7 +98,7 @@ def starts_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
     return fig
 
 
-def param_group_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
+def param_groups_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
     """Inside each group, only the weights, the BN affine or the BN running stats move (Fig. A18)."""
     sel = paths[paths["setting"].isin(plan.experiment_settings(experiment))
                 & (paths["path"].isin(["group", "param_group"])) & (paths["split"] == "train")
@@ -117,7 +117,9 @@ def param_group_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
     return fig
 
 
-FIGURE_KINDS = {"standard": standard_figure, "starts": starts_figure, "param_groups": param_group_figure}
+# A kind's function is named `<kind>_figure`: the workflow digests that function's code to redraw exactly
+# the figures whose code changed.
+FIGURE_KINDS = {"standard": standard_figure, "starts": starts_figure, "param_groups": param_groups_figure}
 
 
 def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> None:
@@ -128,12 +130,13 @@ def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> No
     _save(FIGURE_KINDS[kind](plan, experiment, _frame(paths)), Path(out))
 
 
-def write_experiment_figures(plan: Plan, experiments: list[str], paths_file: str, outputs: list[str],
-                             log: str | None = None) -> None:
-    paths = pd.read_parquet(paths_file)
-    for experiment, out in zip(experiments, outputs):
-        experiment_figure(plan, experiment, paths, out)
-    note(log, f"wrote {len(outputs)} experiment figures")
+def write_experiment_figure(plan: Plan, experiment: str, run_ids: list[str], out: str | Path,
+                            log: str | None = None) -> None:
+    """One experiment's figure from the sweeps of its (trained) runs."""
+    paths = collect(plan, run_ids, [str(plan.layout.sweep(r)) for r in run_ids]) if run_ids else \
+        pd.DataFrame(columns=["setting", "path", "start", "group", "param_group", "bn_mode", "split", "alpha", "loss"])
+    experiment_figure(plan, experiment, paths, out)
+    note(log, f"{experiment}: figure of {len(run_ids)} runs -> {out}")
 
 
 def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: str | None = None) -> None:

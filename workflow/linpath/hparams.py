@@ -8,8 +8,6 @@ refused with an error that names the dotted setting, before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,13 +16,15 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .ids import digest
+
+from .registry import ARCHITECTURES, DATASETS
+
 
 class SettingsError(ValueError):
     """A setting is missing, unknown or of the wrong type/value."""
 
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "vgg11", "mlp")
-DATASETS = ("digits", "digits_rot4", "spiral", "cifar10", "cifar100", "mnist", "fashion_mnist")
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ModelSpec:
     group_width: dict[str, float] = field(default_factory=dict)
 
     def validate(self, where: str = "model") -> None:
-        _choice(self.arch, ARCHS, f"{where}.arch")
+        _choice(self.arch, tuple(ARCHITECTURES), f"{where}.arch")
         _positive(self.num_classes, f"{where}.num_classes")
         _positive(self.in_channels, f"{where}.in_channels")
         _positive(self.input_size, f"{where}.input_size")
@@ -84,7 +84,7 @@ class DataSpec:
     resize: int = 0
 
     def validate(self, where: str = "data") -> None:
-        _choice(self.dataset, DATASETS, f"{where}.dataset")
+        _choice(self.dataset, tuple(DATASETS), f"{where}.dataset")
         if self.resize < 0:
             raise SettingsError(f"{where}.resize must be >= 0 (0 keeps the image size), got {self.resize}")
         if self.resize and self.dataset == "spiral":
@@ -191,6 +191,83 @@ class InitSpec:
 
 
 @dataclass
+class SweepSpec:
+    """What `linpath interpolate` measures on one run (config `paths:`, per setting `paths:`)."""
+
+    # α grid: "start:stop:count" (inclusive) or a comma list; the paper's is 0, 0.02, ..., 1.
+    alphas: str = "0:1:51"
+    # Path starts: init (θ₀), other (another random init, seed 10000 + the run's init seed), other:<seed>,
+    # epoch:<t> (θ after epoch t; needs t in train.save_epochs), or <label>=<state file>.
+    # Group and parameter-group paths use the first start; later ones get the full path only.
+    starts: list[str] = field(default_factory=lambda: ["init"])
+    full: bool = True  # the full-model path of the first start
+    groups: bool = False  # the group-wise path of every group (eq. 2)
+    param_groups: bool = False  # inside each group: weights, BN affine, BN running stats alone
+    bn_modes: list[str] = field(default_factory=lambda: ["interpolate"])  # interpolate | recompute
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    bn_subset: int = 1024  # training samples for recomputed BN statistics
+    batch_size: int = 2048  # the evaluator's chunk: memory is bounded by it, not by the split
+    device: str = "auto"
+
+    def validate(self, where: str = "paths") -> None:
+        for i, start in enumerate(self.starts):
+            if not (start in ("init", "other") or start.startswith(("epoch:", "other:")) or "=" in start):
+                raise SettingsError(f"{where}.starts[{i}] must be init, other, other:<seed>, epoch:<t> or "
+                                    f"<label>=<file>, got {start!r}")
+        for i, mode in enumerate(self.bn_modes):
+            _choice(mode, ("interpolate", "recompute"), f"{where}.bn_modes[{i}]")
+        for i, split in enumerate(self.splits):
+            _choice(split, ("train", "test"), f"{where}.splits[{i}]")
+        _positive(self.bn_subset, f"{where}.bn_subset")
+        _positive(self.batch_size, f"{where}.batch_size")
+        parts = self.alphas.split(":")
+        try:
+            values = [float(v) for v in (parts if len(parts) == 3 else self.alphas.split(","))]
+        except ValueError:
+            raise SettingsError(f"{where}.alphas must be 'start:stop:count' or a comma list, got {self.alphas!r}") from None
+        if len(parts) == 3 and (values[2] < 1 or values[2] != int(values[2])):
+            raise SettingsError(f"{where}.alphas: the count must be a positive integer, got {parts[2]!r}")
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "paths") -> "SweepSpec":
+        spec = from_dict(cls, raw, where)
+        spec.validate(where)
+        return spec
+
+
+@dataclass(frozen=True)
+class ShapeThresholds:
+    """The rule behind every NB / B / P label; each field is a config value (`shapes:`)."""
+
+    # Absolute floor of a barrier, in loss units: a rise at most this large is numerical noise.
+    barrier_tol: float = 0.01
+    # Scale-aware part: a rise must also exceed this fraction of the path's own range |L(0) - L(1)|,
+    # so a ripple on a curve that falls from chance level is not a barrier while the same rise on a
+    # nearly flat path is.
+    barrier_rel: float = 0.05
+    # A barrier-free path is a plateau (label P) when α_half is at least this.
+    plateau_alpha: float = 0.7
+
+    def barrier_threshold(self, loss_start: float, loss_end: float) -> float:
+        """The Δ a path must exceed to have a barrier."""
+        return max(self.barrier_tol, self.barrier_rel * abs(loss_start - loss_end))
+
+    def rule(self) -> str:
+        return (f"B: delta > max({self.barrier_tol:g}, {self.barrier_rel:g}*|L(0)-L(1)|); "
+                f"P: no B and alpha_half >= {self.plateau_alpha:g}; else NB")
+
+    @classmethod
+    def from_config(cls, shapes: dict | None, where: str = "shapes") -> "ShapeThresholds":
+        """The thresholds among a config's `shapes:` keys (which also hold the table rules)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        thresholds = from_dict(cls, {k: v for k, v in (shapes or {}).items() if k in names}, where)
+        for name in names:
+            if getattr(thresholds, name) < 0:
+                raise SettingsError(f"{where}.{name} must be >= 0, got {getattr(thresholds, name)}")
+        return thresholds
+
+
+@dataclass
 class RunSpec:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -232,8 +309,7 @@ class RunSpec:
         """Short hash of every setting except the free-text name."""
         payload = self.to_dict()
         payload.pop("name")
-        text = json.dumps(payload, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        return digest(payload)
 
 
 # --- generic dict -> dataclass conversion with named errors -----------------

@@ -18,6 +18,7 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
 from .hparams import ModelSpec, SettingsError
+from .registry import ARCHITECTURES, builder
 
 Stage = tuple[str, nn.Module]
 
@@ -71,6 +72,10 @@ class CifarResNet(tv_resnet.ResNet):
         self.fc = nn.Linear(8 * w * block.expansion, _outputs(spec))
         _torchvision_init(self, linear_std=None)
 
+    @staticmethod
+    def widenable(spec: ModelSpec) -> list[str]:
+        return []  # a block's width is tied to its neighbours' by the residual connections
+
     def stages(self) -> list[Stage]:
         return [
             ("stem", nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)),
@@ -105,6 +110,10 @@ class SmallVGG(tv_vgg.VGG):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(layout[-2] if layout[-1] == "M" else layout[-1], _outputs(spec))
         _torchvision_init(self, linear_std=0.01)
+
+    @staticmethod
+    def widenable(spec: ModelSpec) -> list[str]:
+        return [f"conv{i + 1}" for i in range(sum(1 for item in _VGG11_LAYOUT if item != "M"))]
 
     def stages(self) -> list[Stage]:
         stages: list[Stage] = []
@@ -144,17 +153,17 @@ class MLP(nn.Module):
             out.append(nn.Sequential(*parts))
         return out
 
+    @staticmethod
+    def widenable(spec: ModelSpec) -> list[str]:
+        return [f"layer{i + 1}" for i in range(len(spec.hidden))]
+
     def stages(self) -> list[Stage]:
         return [(f"layer{i + 1}", m) for i, m in enumerate(self._stage_modules())]
 
 
 def widenable_groups(spec: ModelSpec) -> list[str]:
     """Groups whose width `ModelSpec.group_width` can change."""
-    if spec.arch == "mlp":
-        return [f"layer{i + 1}" for i in range(len(spec.hidden))]
-    if spec.arch == "vgg11":
-        return [f"conv{i + 1}" for i in range(8)]
-    return []
+    return builder(ARCHITECTURES, spec.arch, "model.arch").widenable(spec)
 
 
 def _outputs(spec: ModelSpec) -> int:
@@ -172,13 +181,7 @@ def build(spec: ModelSpec | dict) -> nn.Module:
     if unknown:
         raise SettingsError(f"model.group_width: {unknown[0]!r} cannot be widened for {spec.arch} "
                             f"(widenable: {', '.join(widenable_groups(spec)) or 'none'})")
-    if spec.arch in _RESNET_LAYOUT:
-        return CifarResNet(spec)
-    if spec.arch == "vgg11":
-        return SmallVGG(spec)
-    if spec.arch == "mlp":
-        return MLP(spec)
-    raise SettingsError(f"model.arch: no builder for {spec.arch!r}")
+    return builder(ARCHITECTURES, spec.arch, "model.arch")(spec)
 
 
 def stages(model: nn.Module) -> list[Stage]:

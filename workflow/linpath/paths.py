@@ -48,8 +48,6 @@ whole split (layer1's output for a block-2 path) would instead need
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,19 +59,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import models
+from .ids import digest
+from .hparams import SweepSpec
 from .objective import strict_fp32, summed_loss_and_correct
 
 BN_MODES = ("interpolate", "recompute")
 PARAM_GROUPS = ("all", "weights", "bn_affine", "bn_stats")
 FULL = "all"  # group name of the full-model path
+OTHER_INIT_SEED = 10_000  # start "other": seed OTHER_INIT_SEED + the run's init seed
 _BN = nn.modules.batchnorm._BatchNorm
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def alpha_grid(spec: str | list[float] | None = None) -> np.ndarray:
-    """α values: a list, "start:stop:count" (inclusive), or the default 0, 0.02, …, 1."""
+    """α values: a list, "start:stop:count" (inclusive), or SweepSpec's default grid."""
     if spec is None:
-        return np.linspace(0.0, 1.0, 51)
+        spec = SweepSpec.alphas
     if isinstance(spec, str):
         parts = spec.split(":")
         if len(parts) == 3:
@@ -432,22 +433,6 @@ def run_eval_splits(run_dir: str | Path, cache_dir: str | Path, splits=("train",
     return out
 
 
-@dataclass
-class InterpolationSettings:
-    """What to measure for one run (the `linpath interpolate` options)."""
-
-    starts: tuple[str, ...] = ("init",)  # init | epoch:<t> | other:<seed> | <label>=<state file>
-    full: bool = True
-    groups: bool = False
-    param_groups: bool = False
-    bn_modes: tuple[str, ...] = ("interpolate",)
-    alphas: str | None = None
-    splits: tuple[str, ...] = ("train", "test")
-    bn_subset: int = 1024
-    batch_size: int = 2048
-    device: str = "auto"
-
-
 def resolve_start(run_dir: Path, start: str, spec, scratch: Path) -> tuple[str, str]:
     """(label, state file) of a start point; `other:<seed>` writes that random init into `scratch`."""
     from .io import save_torch
@@ -460,10 +445,11 @@ def resolve_start(run_dir: Path, start: str, spec, scratch: Path) -> tuple[str, 
         if not path.is_file():
             raise FileNotFoundError(f"start {start!r}: {path} does not exist (is {t} in train.save_epochs?)")
         return f"epoch_{t}", str(path)
-    if start.startswith("other:"):
-        seed = int(start.split(":", 1)[1])
+    if start == "other" or start.startswith("other:"):
+        # "other": another init whose seed follows from the run's own, so every run has its own θ₀′.
+        seed = OTHER_INIT_SEED + spec.init.seed if start == "other" else int(start.split(":", 1)[1])
         # The architecture is part of the name: runs of other shapes may share the scratch folder.
-        arch = hashlib.sha256(json.dumps(asdict(spec.model), sort_keys=True).encode()).hexdigest()[:10]
+        arch = digest(asdict(spec.model))
         path = scratch / f"other_init_seed{seed}_{arch}.pt"
         if not path.exists():
             torch.manual_seed(seed)
@@ -472,10 +458,10 @@ def resolve_start(run_dir: Path, start: str, spec, scratch: Path) -> tuple[str, 
     if "=" in start:
         label, path = start.split("=", 1)
         return label, path
-    raise ValueError(f"start must be init, epoch:<t>, other:<seed> or <label>=<file>; got {start!r}")
+    raise ValueError(f"start must be init, other, epoch:<t>, other:<seed> or <label>=<file>; got {start!r}")
 
 
-def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: InterpolationSettings, *,
+def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: SweepSpec, *,
                     run_id: str | None = None, scratch: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Every requested path of a finished run, as one long-format table."""
     from .hparams import RunSpec

@@ -8,35 +8,15 @@ thresholds are settings and are written beside every label.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .hparams import ShapeThresholds
+
 PATH_KEYS = ["run_id", "path", "start", "group", "param_group", "bn_mode", "split"]
-
-
-@dataclass(frozen=True)
-class ShapeThresholds:
-    """The rule behind every NB / B / P label; each field is a config value (`shapes:`)."""
-
-    # Absolute floor of a barrier, in loss units: a rise at most this large is numerical noise.
-    barrier_tol: float = 0.01
-    # Scale-aware part: a rise must also exceed this fraction of the path's own range |L(0) - L(1)|,
-    # so a ripple on a curve that falls from chance level is not a barrier while the same rise on a
-    # nearly flat path is.
-    barrier_rel: float = 0.05
-    # A barrier-free path is a plateau (label P) when α_half is at least this.
-    plateau_alpha: float = 0.7
-
-    def barrier_threshold(self, loss_start: float, loss_end: float) -> float:
-        """The Δ a path must exceed to have a barrier."""
-        return max(self.barrier_tol, self.barrier_rel * abs(loss_start - loss_end))
-
-    def rule(self) -> str:
-        return (f"B: delta > max({self.barrier_tol:g}, {self.barrier_rel:g}*|L(0)-L(1)|); "
-                f"P: no B and alpha_half >= {self.plateau_alpha:g}; else NB")
 
 
 def largest_rise(losses: np.ndarray) -> tuple[float, int, int]:

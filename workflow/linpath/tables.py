@@ -77,9 +77,8 @@ def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = 
     (`status` skipped, with the reason) so that no planned run disappears silently."""
     rows = []
     for run_id in run_ids:
-        d = plan.run_dir(run_id)
-        spec = yaml.safe_load((d / "run.yaml").read_text())
-        summary = yaml.safe_load((d / "summary.yaml").read_text())
+        spec = yaml.safe_load(plan.layout.run_file(run_id, "settings").read_text())
+        summary = yaml.safe_load(plan.layout.run_file(run_id, "summary").read_text())
         summary.pop("run", None)
         rows.append({**_meta(plan, run_id), "status": "trained", "status_reason": "",
                      "model": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
@@ -119,14 +118,14 @@ def collect(plan: Plan, run_ids: list[str], files: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def write_core_tables(plan: Plan, run_ids: list[str], out_dir: str | Path, log: str | None = None,
-                      skipped: dict[str, str] | None = None) -> None:
-    out_dir = Path(out_dir)
-    write_parquet(runs_table(plan, run_ids, skipped), out_dir / "runs.parquet")
-    write_parquet(collect(plan, run_ids, [str(plan.paths_file(r)) for r in run_ids]), out_dir / "paths.parquet")
-    write_parquet(collect(plan, run_ids, [str(plan.shapes_file(r)) for r in run_ids]), out_dir / "shapes.parquet")
-    note(log, f"{len(run_ids)} runs ({len(skipped or {})} skipped) -> {out_dir}/runs.parquet, paths.parquet, "
-              "shapes.parquet")
+def write_core_tables(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = None,
+                      log: str | None = None) -> None:
+    """runs / paths / shapes over these runs (skipped runs are rows of runs.parquet with their reason)."""
+    layout = plan.layout
+    write_parquet(runs_table(plan, run_ids, skipped), layout.table("runs"))
+    write_parquet(collect(plan, run_ids, [str(layout.sweep(r)) for r in run_ids]), layout.table("paths"))
+    write_parquet(collect(plan, run_ids, [str(layout.shapes(r)) for r in run_ids]), layout.table("shapes"))
+    note(log, f"{len(run_ids)} runs ({len(skipped or {})} skipped) -> {layout.table('runs')} and beside it")
 
 
 # --- summary rules ---------------------------------------------------------------
@@ -396,11 +395,12 @@ def table1_markdown(t1: pd.DataFrame) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def write_table1(plan: Plan, tables_dir: str | Path) -> None:
-    tables_dir = Path(tables_dir)
-    t1 = table1(plan, pd.read_parquet(tables_dir / "runs.parquet"), pd.read_parquet(tables_dir / "shapes.parquet"))
-    write_parquet(t1, tables_dir / "table1.parquet")
-    write_text(table1_markdown(t1), tables_dir / "table1.md")
+def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Path, markdown: str | Path,
+                 log: str | None = None) -> None:
+    t1 = table1(plan, pd.read_parquet(runs), pd.read_parquet(shapes))
+    write_parquet(t1, out)
+    write_text(table1_markdown(t1), markdown)
+    note(log, f"Table 1: {len(t1)} rows -> {out}, {markdown}")
 
 
 # --- per-experiment tables with the paper's numbers ------------------------------
@@ -457,31 +457,16 @@ def experiment_table(name: str, spec: dict, runs: pd.DataFrame, shapes: pd.DataF
     return pd.DataFrame(rows)
 
 
-def resolve_row(plan: Plan, row: dict, table: str) -> dict:
-    """A row names its setting, or `baseline_of: <setting>` (e.g. E5's parent, which differs per config)."""
-    if "baseline_of" not in row:
-        return row
-    of = row["baseline_of"]
-    if of not in plan.settings or not plan.settings[of].baseline:
-        raise KeyError(f"table {table}, row {row.get('label')!r}: baseline_of {of!r} is not a setting with a baseline")
-    return {**{k: v for k, v in row.items() if k != "baseline_of"}, "setting": plan.settings[of].baseline}
-
-
-def write_experiment_table(plan: Plan, name: str, reference: dict, tables_dir: str | Path) -> None:
-    tables_dir = Path(tables_dir)
+def write_experiment_table(plan: Plan, name: str, run_ids: list[str], skipped: dict[str, str], out: str | Path,
+                           log: str | None = None) -> None:
+    """One per-experiment table of the reference file, from the runs of its rows alone."""
+    reference = plan.reference()
     if name not in reference.get("tables", {}):
-        raise KeyError(f"config/reference.yaml has no table {name!r}")
+        raise KeyError(f"{plan.config.get('reference')} has no table {name!r}")
     spec = dict(reference["tables"][name])
-    spec["rows"] = [resolve_row(plan, row, name) for row in spec["rows"]]
-    frame = experiment_table(name, spec, pd.read_parquet(tables_dir / "runs.parquet"),
-                             pd.read_parquet(tables_dir / "shapes.parquet"),
+    spec["rows"] = [{**row, "setting": plan.row_setting(row, name)} for row in spec["rows"]]
+    shapes = collect(plan, run_ids, [str(plan.layout.shapes(r)) for r in run_ids]) if run_ids else None
+    frame = experiment_table(name, spec, runs_table(plan, run_ids, skipped), shapes,
                              SummaryRules.from_config(plan.config.get("shapes")))
-    write_parquet(frame, tables_dir / f"{name}.parquet")
-
-
-def write_summary_tables(plan: Plan, reference: dict, tables_dir: str | Path, log: str | None = None) -> None:
-    """Table 1 and every per-experiment table of config/reference.yaml."""
-    write_table1(plan, tables_dir)
-    for name in sorted(reference.get("tables", {})):
-        write_experiment_table(plan, name, reference, tables_dir)
-    note(log, f"wrote table1 and {len(reference.get('tables', {}))} experiment tables under {tables_dir}")
+    write_parquet(frame, out)
+    note(log, f"{name}: {len(frame)} rows from {len(run_ids)} runs -> {out}")

@@ -1,26 +1,48 @@
-# Barrier-height extraction (E5): a checkpoint, because whether a run's path
-# has a barrier decides which retraining runs exist.
+# Barrier extraction: checkpoints, because measured shapes decide which runs exist.
+#   barrier_init    (E5) the states at and around the barrier of a run's full path, if it has one
+#   barrier_groups  (E11, E13, E16) which groups of a setting's runs have barriers
 
 
 checkpoint barrier_init:
     input:
-        paths=f"{RESULTS}/paths/{{run_id}}.parquet",
+        sweep=LAYOUT.sweep("{run_id}"),
     output:
-        yaml=f"{RESULTS}/derived/barrier/{{run_id}}/barrier.yaml",
+        yaml=LAYOUT.barrier_yaml("{run_id}"),
     params:
-        out=lambda w: str(PLAN.barrier_dir(w.run_id)),
+        out=lambda w: str(LAYOUT.barrier_dir(w.run_id)),
         offset=f"--offset {SHAPES['barrier_offset']}" if "barrier_offset" in SHAPES else "",
-        thresholds=" ".join(threshold_args(config)),
+        thresholds=as_json(PLAN.thresholds()),
         # Test-only (config `testing`, never in a shipped config): pretend a barrier where none was measured.
         assume=f"--assume-barrier-at {TESTING['barrier_alpha']}" if "barrier_alpha" in TESTING else "",
         cli=LINPATH,
     log:
-        "logs/barrier/{run_id}.log",
+        LAYOUT.log("barrier_init", "{run_id}"),
     resources:
         mem_mb=1000,
         runtime=10,
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} barrier-init --paths {input.paths} --out {params.out} {params.offset} "
-        "{params.thresholds} {params.assume} > {log} 2>&1"
+        "{params.cli} barrier-init --sweep {input.sweep} --out {params.out} {params.offset} "
+        "--thresholds-json {params.thresholds:q} {params.assume} > {log} 2>&1"
+
+
+checkpoint barrier_groups:
+    input:
+        shapes=lambda w: [str(LAYOUT.shapes(r)) for r in PLAN.runs_of(w.setting)],
+        settings=lambda w: str(LAYOUT.run_file(PLAN.runs_of(w.setting)[0], "settings")),
+    output:
+        LAYOUT.groups_file("{setting}"),
+    params:
+        share=f"--min-share {SHAPES['group_barrier_share']}" if "group_barrier_share" in SHAPES else "",
+        # Test-only (config `testing`, never in a shipped config).
+        assume=" ".join(f"--assume {g}" for g in TESTING.get("barrier_groups", [])),
+        cli=LINPATH,
+    log:
+        LAYOUT.log("barrier_groups", "{setting}"),
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.cli} barrier-groups --shapes {input.shapes} --run-yaml {input.settings} --out {output} "
+        "{params.share} {params.assume} > {log} 2>&1"

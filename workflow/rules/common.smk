@@ -1,4 +1,4 @@
-# Shared helpers: config validation, the run plan, and input functions.
+# Shared helpers: config validation, the run plan, and the input functions of every rule.
 import json
 import shlex
 import sys
@@ -9,14 +9,15 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from linpath.experiments import Plan, threshold_args  # noqa: E402
+from linpath.experiments import Plan, as_json  # noqa: E402
+from linpath.hparams import SettingsError  # noqa: E402
 
 # A bad config stops here, before any job runs, with the offending key named.
 validate(config, "../schemas/config.schema.yaml")
 PLAN = Plan(config)
 PLAN.check()
+LAYOUT = PLAN.layout
 
-RESULTS = PLAN.results
 
 def _uses_conda():
     try:
@@ -31,49 +32,60 @@ LINPATH = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {} -m linpath.cli".format(
     shlex.quote(str(Path(workflow.basedir) / "workflow")), "python" if _uses_conda() else shlex.quote(sys.executable)
 )
 CONDA_ENV = "../../envs/linpath.yaml"
-REFERENCE = yaml.safe_load(Path(config["reference"]).read_text()) if config.get("reference") else {"tables": {}}
+REFERENCE = PLAN.reference()
 RES = config.get("resources", {})
 SHAPES = config.get("shapes", {})
 TESTING = config.get("testing", {})  # test-only settings (schema: `testing`); no shipped config has them
-EXPERIMENT_TABLES = sorted(REFERENCE.get("tables", {}))
 EXPERIMENT_FIGURES = PLAN.figure_experiments()
+EXPERIMENT_TABLES = {t: e for e, entry in PLAN.experiments.items() for t in entry.get("tables", [])}
+for _table, _experiment in EXPERIMENT_TABLES.items():
+    if _table not in REFERENCE.get("tables", {}):
+        raise SettingsError(f"experiments.{_experiment}.tables: {_table!r} is not a table of {config.get('reference')}")
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(names) if names else "(?!)"
 
 
 def run_pattern(role):
     """Regex of the run ids a training rule of this role produces."""
-    ids = [r for r in PLAN.runs if PLAN.role(r) == role]
-    return "|".join(ids) if ids else "(?!)"
+    return one_of([r for r in PLAN.runs if PLAN.role(r) == role])
+
+
+# --- measurements that decide which runs exist (checkpoints) ------------------------------------
 
 
 def barrier_group_files(wildcards):
     return [checkpoints.barrier_groups.get(setting=s).output[0] for s in PLAN.runs[wildcards.run_id].groups_from]
 
 
-def measurement_files():
-    """Every barrier.yaml (E5) and barrier-groups file (E11/E13/E16) that decides which runs exist: plain
-    inputs of the tables, so that all these checkpoints are scheduled at once."""
-    parents = {r.barrier_from for r in PLAN.runs.values() if r.barrier_from}
-    settings = {s for r in PLAN.runs.values() for s in r.groups_from}
-    return sorted([str(PLAN.barrier_dir(p) / "barrier.yaml") for p in parents]
-                  + [str(PLAN.groups_file(s)) for s in settings])
+def measurement_files(run_ids):
+    """Every barrier.yaml (E5) and barrier-groups file (E11/E13/E16) that decides which of these runs
+    exist: plain inputs, so that all these checkpoints are scheduled at once."""
+    closure = PLAN.upstream_closure(run_ids)
+    parents = {PLAN.runs[r].barrier_from for r in closure if PLAN.runs[r].barrier_from}
+    settings = {s for r in closure for s in PLAN.runs[r].groups_from}
+    return sorted([str(LAYOUT.barrier_yaml(p)) for p in parents] + [str(LAYOUT.groups_file(s)) for s in settings])
 
 
-def skipped_runs(wildcards=None):
-    """Run id -> why it is not trained, read from the measurements (the checkpoints' outputs)."""
+def skipped_runs(run_ids):
+    """Run id -> why it is not trained, for the measured ones among these runs (read from the checkpoints)."""
+    measured = [r for r in run_ids if PLAN.measured(r)]
+    closure = PLAN.upstream_closure(measured)
     barriers = {
         p: yaml.safe_load(Path(checkpoints.barrier_init.get(run_id=p).output.yaml).read_text())
-        for p in sorted({r.barrier_from for r in PLAN.runs.values() if r.barrier_from})
+        for p in sorted({PLAN.runs[r].barrier_from for r in closure if PLAN.runs[r].barrier_from})
     }
     groups = {
         s: yaml.safe_load(Path(checkpoints.barrier_groups.get(setting=s).output[0]).read_text())
-        for s in sorted({s for r in PLAN.runs.values() for s in r.groups_from})
+        for s in sorted({s for r in closure for s in PLAN.runs[r].groups_from})
     }
     out = {}
-    for run_id in PLAN.runs:
-        if PLAN.measured(run_id):
-            why = PLAN.skip_reason(run_id, groups, barriers)
-            if why:
-                out[run_id] = why
+    for run_id in measured:
+        why = PLAN.skip_reason(run_id, groups, barriers)
+        if why:
+            out[run_id] = why
     return out
 
 
@@ -87,30 +99,70 @@ def run_settings_json(wildcards):
     return json.dumps(PLAN.resolve(wildcards.run_id, groups), sort_keys=True)
 
 
-def measured_runs(wildcards=None):
-    """Runs that exist only once their measurements say so, less those the measurements skip."""
-    skipped = skipped_runs()
-    return [r for r in PLAN.runs if PLAN.measured(r) and r not in skipped]
+# --- what a table or figure reads -----------------------------------------------------------------
 
 
-def included_runs(wildcards=None):
-    """Every planned run that is trained."""
-    skipped = skipped_runs()
-    return [r for r in PLAN.runs if r not in skipped]
+def run_files(run_ids):
+    """The files a table or figure reads of each run: its summary, sweep and shapes."""
+    return [str(f) for r in run_ids for f in (LAYOUT.run_file(r, "summary"), LAYOUT.sweep(r), LAYOUT.shapes(r))]
 
 
-def run_outputs(run_ids):
-    return [f for r in run_ids for f in (str(PLAN.run_dir(r) / "summary.yaml"), str(PLAN.paths_file(r)),
-                                         str(PLAN.shapes_file(r)))]
+def runs_input(which):
+    """Input items of a job over the runs `which(wildcards)` returns. Separate items: the runs that exist
+    at once are scheduled at once; the measurement files (checkpoint outputs) are plain inputs, so all
+    those checkpoints run in parallel; the measured runs follow once the checkpoints have decided them."""
+    return {
+        "static": lambda w: run_files([r for r in which(w) if not PLAN.measured(r)]),
+        "measurements": lambda w: measurement_files(which(w)),
+        "measured": lambda w: run_files([r for r in which(w) if PLAN.measured(r) and r not in skipped_runs(which(w))]),
+    }
+
+
+def runs_params(which):
+    """The run ids a job reads (skipped ones left out) and the skipped ones with their reasons, as JSON."""
+    return {
+        "runs": lambda w: json.dumps([r for r in which(w) if r not in skipped_runs(which(w))]),
+        "skipped": lambda w: json.dumps(skipped_runs(which(w)), sort_keys=True),
+    }
+
+
+def table_runs(wildcards):
+    """The runs whose rows a per-experiment table shows."""
+    rows = REFERENCE["tables"][wildcards.table]["rows"]
+    settings = {PLAN.row_setting(row, wildcards.table) for row in rows}
+    return [r for s in PLAN.settings if s in settings for r in PLAN.runs_of(s)]
+
+
+def figure_runs(wildcards):
+    return PLAN.experiment_runs(wildcards.experiment)
+
+
+def all_runs(wildcards=None):
+    return list(PLAN.runs)
+
+
+def figure_code(experiment):
+    """A digest of the code that draws an experiment's figure: figures.py without the other figure kinds'
+    functions (`<kind>_figure`). Changing one kind's code redraws only the figures of that kind; changing
+    shared code redraws them all (Snakemake's params trigger)."""
+    import ast
+    import hashlib
+
+    path = Path(workflow.basedir) / "workflow" / "linpath" / "figures.py"
+    tree = ast.parse(path.read_text())
+    own = f"{PLAN.figure_kind(experiment)}_figure"
+    kinds = {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.endswith("_figure")}
+    kept = [ast.unparse(node) for node in tree.body
+            if not (isinstance(node, ast.FunctionDef) and node.name in kinds - {own} and node.name != "experiment_figure")]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:12]
 
 
 def final_targets():
-    tables = RESULTS / "tables"
-    figures = RESULTS / "figures"
     return [
-        *(str(tables / f) for f in ("runs.parquet", "paths.parquet", "shapes.parquet", "table1.parquet", "table1.md")),
-        *(str(tables / f"{t}.parquet") for t in EXPERIMENT_TABLES),
-        str(figures / "figure_A11.png"),
-        str(figures / "figure_A11.pdf"),
-        *(str(figures / f"{e}.png") for e in EXPERIMENT_FIGURES),
+        *(str(LAYOUT.table(t)) for t in ("runs", "paths", "shapes", "table1")),
+        str(LAYOUT.table("table1", ".md")),
+        *(str(LAYOUT.table(t)) for t in EXPERIMENT_TABLES),
+        str(LAYOUT.figure("figure_A11")),
+        str(LAYOUT.figure("figure_A11", ".pdf")),
+        *(str(LAYOUT.figure(e)) for e in EXPERIMENT_FIGURES),
     ]

@@ -1,46 +1,57 @@
-# Figures: one per experiment of the catalogue, and the Figure A11 overview.
+# Figures: one job per experiment (from that experiment's runs alone), and the Figure A11 overview.
+# Each experiment is also a target by name: `snakemake --cores 2 E5` draws its figure and tables.
 
 
-rule experiment_figures:
-    # All experiment figures in one job (each needs the same aggregated table).
+rule experiment_figure:
     input:
-        paths=f"{RESULTS}/tables/paths.parquet",
+        **runs_input(figure_runs),
     output:
-        [
-            report(
-                f"{RESULTS}/figures/{e}.png",
-                caption="../report/experiment.rst",
-                category="Experiments",
-                labels={"experiment": e},
-            )
-            for e in EXPERIMENT_FIGURES
-        ],
+        report(LAYOUT.figure("{experiment}"), caption="../report/experiment.rst", category="Experiments",
+               labels=lambda w: {"experiment": w.experiment}),
+    params:
+        **runs_params(figure_runs),
+        code=lambda w: figure_code(w.experiment),  # redraw when the code of this figure's kind changes
+    wildcard_constraints:
+        experiment=one_of(EXPERIMENT_FIGURES),
     log:
-        "logs/figures/experiment_figures.log",
+        LAYOUT.log("figures", "{experiment}"),
     resources:
         mem_mb=2000,
         runtime=10,
-    run:
-        from linpath.figures import write_experiment_figures
-
-        write_experiment_figures(PLAN, EXPERIMENT_FIGURES, input.paths, list(output), log[0])
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/experiment_figure.py"
 
 
 rule figure_a11:
     input:
-        paths=f"{RESULTS}/tables/paths.parquet",
-        shapes=f"{RESULTS}/tables/shapes.parquet",
-        table1=f"{RESULTS}/tables/table1.parquet",
-        runs=f"{RESULTS}/tables/runs.parquet",
+        paths=LAYOUT.table("paths"),
+        shapes=LAYOUT.table("shapes"),
+        table1=LAYOUT.table("table1"),
+        runs=LAYOUT.table("runs"),
     output:
-        png=report(f"{RESULTS}/figures/figure_A11.png", caption="../report/figure_a11.rst", category="Overview"),
-        pdf=f"{RESULTS}/figures/figure_A11.pdf",
+        png=report(LAYOUT.figure("figure_A11"), caption="../report/figure_a11.rst", category="Overview"),
+        pdf=LAYOUT.figure("figure_A11", ".pdf"),
     log:
-        "logs/figures/figure_a11.log",
+        LAYOUT.log("figures", "figure_a11"),
     resources:
         mem_mb=2000,
         runtime=10,
-    run:
-        from linpath.figures import figure_a11
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/figure_a11.py"
 
-        figure_a11(PLAN, input.paths, input.shapes, input.table1, input.runs, output.png, log[0])
+
+for _experiment in PLAN.experiments:
+
+    rule:
+        name:
+            _experiment
+        input:
+            [str(LAYOUT.figure(_experiment))] if _experiment in EXPERIMENT_FIGURES else [],
+            [str(LAYOUT.table(t)) for t, e in EXPERIMENT_TABLES.items() if e == _experiment],
+        localrule: True

@@ -1,46 +1,64 @@
-# Aggregation: long tables over all runs, Table 1, and the per-experiment tables.
+# Tables: the long tables over every run, Table 1, and one job per experiment table.
 
 
 rule core_tables:
+    # runs / paths / shapes over every run: Table 1 and Figure A11 are the only targets that need them.
     input:
-        # Separate items: the static runs are scheduled at once, the measured ones (E5, E11/E13/E16)
-        # once the checkpoints that decide them ran; all those checkpoints are plain inputs here.
-        static=run_outputs([r for r in PLAN.runs if not PLAN.measured(r)]),
-        measurements=measurement_files(),
-        measured=lambda w: run_outputs(measured_runs()),
+        **runs_input(all_runs),
     output:
-        runs=f"{RESULTS}/tables/runs.parquet",
-        paths=f"{RESULTS}/tables/paths.parquet",
-        shapes=f"{RESULTS}/tables/shapes.parquet",
+        runs=LAYOUT.table("runs"),
+        paths=LAYOUT.table("paths"),
+        shapes=LAYOUT.table("shapes"),
     params:
-        runs=lambda w: included_runs(),
-        skipped=lambda w: skipped_runs(),
+        **runs_params(all_runs),
     log:
-        "logs/tables/core_tables.log",
+        LAYOUT.log("tables", "core_tables"),
     resources:
         mem_mb=4000,
         runtime=20,
-    run:
-        from linpath.tables import write_core_tables
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/core_tables.py"
 
-        write_core_tables(PLAN, params.runs, f"{RESULTS}/tables", log[0], skipped=params.skipped)
 
-
-rule summary_tables:
-    # Table 1 and every per-experiment table in one job: each is cheap, a job is not.
+rule table1:
     input:
-        runs=f"{RESULTS}/tables/runs.parquet",
-        shapes=f"{RESULTS}/tables/shapes.parquet",
+        runs=LAYOUT.table("runs"),
+        shapes=LAYOUT.table("shapes"),
     output:
-        table1=f"{RESULTS}/tables/table1.parquet",
-        markdown=f"{RESULTS}/tables/table1.md",
-        experiments=[f"{RESULTS}/tables/{t}.parquet" for t in EXPERIMENT_TABLES],
+        table=LAYOUT.table("table1"),
+        markdown=LAYOUT.table("table1", ".md"),
     log:
-        "logs/tables/summary_tables.log",
+        LAYOUT.log("tables", "table1"),
     resources:
         mem_mb=2000,
         runtime=10,
-    run:
-        from linpath.tables import write_summary_tables
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/table1.py"
 
-        write_summary_tables(PLAN, REFERENCE, f"{RESULTS}/tables", log[0])
+
+rule experiment_table:
+    # One per-experiment table (Tab. A2, A3, A4, ...) from the runs of its rows alone.
+    input:
+        **runs_input(table_runs),
+    output:
+        LAYOUT.table("{table}"),
+    params:
+        **runs_params(table_runs),
+    wildcard_constraints:
+        table=one_of(EXPERIMENT_TABLES),
+    log:
+        LAYOUT.log("tables", "{table}"),
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    localrule: True
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/experiment_table.py"

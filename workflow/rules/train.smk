@@ -1,28 +1,6 @@
-# Training runs. One rule body, four roles: pretraining on a source task,
-# random-label pretraining, training from a random init, and retraining from
-# a derived init (another run's state, a barrier point, partial re-init).
-
-
-checkpoint barrier_groups:
-    # Which groups of a setting's runs show a barrier: E11/E13/E16 settings read it.
-    input:
-        shapes=lambda w: [str(PLAN.shapes_file(r)) for r in PLAN.runs_of(w.setting)],
-        run_yaml=lambda w: str(PLAN.run_dir(PLAN.runs_of(w.setting)[0]) / "run.yaml"),
-    output:
-        f"{RESULTS}/derived/barrier_groups/{{setting}}.yaml",
-    params:
-        share=f"--min-share {SHAPES['group_barrier_share']}" if "group_barrier_share" in SHAPES else "",
-        # Test-only (config `testing`, never in a shipped config).
-        assume=" ".join(f"--assume {g}" for g in TESTING.get("barrier_groups", [])),
-        cli=LINPATH,
-    log:
-        "logs/barrier_groups/{setting}.log",
-    localrule: True
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.cli} barrier-groups --shapes {input.shapes} --run-yaml {input.run_yaml} --out {output} "
-        "{params.share} {params.assume} > {log} 2>&1"
+# Training runs. One rule body, four roles: pretraining on a source task, random-label pretraining,
+# training from a random init, and retraining from a derived init (another run's state, a barrier
+# point, partial re-init).
 
 
 rule train:
@@ -30,21 +8,17 @@ rule train:
         states=lambda w: PLAN.state_inputs(w.run_id),
         groups=barrier_group_files,
     output:
-        final=f"{RESULTS}/runs/{{run_id}}/final.pt",
-        init=f"{RESULTS}/runs/{{run_id}}/init.pt",
-        metrics=f"{RESULTS}/runs/{{run_id}}/metrics.parquet",
-        summary=f"{RESULTS}/runs/{{run_id}}/summary.yaml",
-        run_yaml=f"{RESULTS}/runs/{{run_id}}/run.yaml",
+        **{what: str(LAYOUT.run_file("{run_id}", what)) for what in ("final", "init", "metrics", "summary", "settings")},
     params:
-        out=lambda w: str(PLAN.run_dir(w.run_id)),
+        out=lambda w: str(LAYOUT.run_dir(w.run_id)),
         settings=run_settings_json,
         cli=LINPATH,
     wildcard_constraints:
         run_id=run_pattern("train"),
     log:
-        "logs/train/{run_id}.log",
+        LAYOUT.log("train", "{run_id}"),
     benchmark:
-        "benchmarks/train/{run_id}.tsv"
+        LAYOUT.benchmark("train", "{run_id}")
     threads: 1
     resources:
         gpu=RES.get("gpu", 0),
@@ -60,24 +34,24 @@ use rule train as pretrain with:
     wildcard_constraints:
         run_id=run_pattern("pretrain"),
     log:
-        "logs/pretrain/{run_id}.log",
+        LAYOUT.log("pretrain", "{run_id}"),
     benchmark:
-        "benchmarks/pretrain/{run_id}.tsv"
+        LAYOUT.benchmark("pretrain", "{run_id}")
 
 
 use rule train as pretrain_random_labels with:
     wildcard_constraints:
         run_id=run_pattern("pretrain_random_labels"),
     log:
-        "logs/pretrain_random_labels/{run_id}.log",
+        LAYOUT.log("pretrain_random_labels", "{run_id}"),
     benchmark:
-        "benchmarks/pretrain_random_labels/{run_id}.tsv"
+        LAYOUT.benchmark("pretrain_random_labels", "{run_id}")
 
 
 use rule train as retrain with:
     wildcard_constraints:
         run_id=run_pattern("retrain"),
     log:
-        "logs/retrain/{run_id}.log",
+        LAYOUT.log("retrain", "{run_id}"),
     benchmark:
-        "benchmarks/retrain/{run_id}.tsv"
+        LAYOUT.benchmark("retrain", "{run_id}")

@@ -1,0 +1,31 @@
+# Loss and accuracy along the linear paths of every run (its sweep), with their shape metrics.
+
+
+rule interpolate:
+    input:
+        final=LAYOUT.run_file("{run_id}", "final"),
+        settings=LAYOUT.run_file("{run_id}", "settings"),
+    output:
+        sweep=LAYOUT.sweep("{run_id}"),
+        shapes=LAYOUT.shapes("{run_id}"),
+    params:
+        run=lambda w: str(LAYOUT.run_dir(w.run_id)),
+        cache=str(LAYOUT.eval_cache()),
+        sweep=lambda w: as_json(PLAN.sweep_spec(PLAN.runs[w.run_id].setting)),
+        thresholds=as_json(PLAN.thresholds()),
+        cli=LINPATH,
+    log:
+        LAYOUT.log("interpolate", "{run_id}"),
+    benchmark:
+        LAYOUT.benchmark("interpolate", "{run_id}")
+    threads: 1
+    resources:
+        gpu=RES.get("gpu", 0),
+        mem_mb=RES.get("paths_mem_mb", 2000),
+        runtime=RES.get("paths_runtime", 30),
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.cli} interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
+        "--out {output.sweep} --shapes {output.shapes} --sweep-json {params.sweep:q} "
+        "--thresholds-json {params.thresholds:q} --threads {threads} --no-progress > {log} 2>&1"
