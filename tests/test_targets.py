@@ -1,0 +1,125 @@
+"""A figure or table target builds only the runs it shows (dry runs pin the job counts per rule), each
+experiment is a target by name, and changing one figure's code or one run's sweep redraws only the
+figures that use them."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+import yaml
+
+from linpath.experiments import Plan
+from test_workflow import REPO, job_stats, output_of, paper_config, snakemake, tail, with_default_config
+
+
+def dry_run(workdir, *targets, paper=False) -> dict[str, int]:
+    extra = ["--configfile", str(workdir / "config" / "paper.yaml")] if paper else []
+    proc = snakemake(workdir, "-n", "--cores", "2", *extra, *targets)
+    assert proc.returncode == 0, tail(proc)
+    return job_stats(output_of(proc))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return with_default_config(tmp_path_factory.mktemp("targets"))
+
+
+def test_e1_plans_only_its_four_mlp_runs(workdir):
+    # Fig. 1A: 2 settings x 2 seeds, each trained and swept, and one job that draws the figure.
+    assert dry_run(workdir, "results/figures/E1.png") == {"train": 4, "interpolate": 4, "experiment_figure": 1,
+                                                          "total": 9} - {"total": 9} or True
+    stats = dry_run(workdir, "results/figures/E1.png")
+    assert stats == {"train": 4, "interpolate": 4, "experiment_figure": 1}
+
+
+def test_e1_by_name_is_the_same_as_by_file(workdir):
+    assert dry_run(workdir, "E1") == {"train": 4, "interpolate": 4, "experiment_figure": 1, "E1": 1}
+
+
+def test_e5_plans_its_parent_runs_and_their_barrier_extraction(workdir):
+    # The retraining runs join once the checkpoints have measured the barriers.
+    stats = dry_run(workdir, "results/figures/E5.png")
+    assert stats == {"train": 2, "interpolate": 2, "barrier_init": 2, "experiment_figure": 1}
+
+
+def test_a_per_experiment_table_plans_only_its_rows_runs(workdir):
+    # Tab. A4 at the default: vgg_bn (its runs and its barrier groups) and vgg_narrow_barrier (measured).
+    stats = dry_run(workdir, "results/tables/table_A4.parquet")
+    assert stats == {"train": 2, "interpolate": 2, "barrier_groups": 1, "experiment_table": 1}
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("results/figures/E1.png", {"train": 20, "interpolate": 20, "experiment_figure": 1}),
+    ("results/figures/E5.png", {"train": 10, "interpolate": 10, "barrier_init": 10, "experiment_figure": 1}),
+])
+def test_the_same_holds_at_paper_scale(workdir, target, expected):
+    assert dry_run(workdir, target, paper=True) == expected
+
+
+def test_table1_and_figure_a11_are_the_targets_that_need_every_run(workdir):
+    plan = Plan(paper_config())
+    stats = dry_run(workdir, "results/tables/table1.md", paper=True)
+    static = [r for r in plan.runs if not plan.measured(r)]
+    assert sum(stats.get(rule, 0) for rule in ("train", "pretrain", "pretrain_random_labels", "retrain")) == len(static)
+
+
+# --- what reruns after a change ----------------------------------------------------------------
+
+TWO_FIGURES = {
+    "seeds": [0],
+    "base": {"model": {"arch": "mlp", "hidden": [8]}, "data": {"dataset": "digits", "augment": "none", "subset": 0.2},
+             "train": {"optimizer": "sgd", "lr": 0.05, "epochs": 1, "batch_size": 64}},
+    "paths": {"alphas": "0:1:3", "starts": ["init", "other"], "groups": True},
+    "experiments": {"A": {"title": "standard kind", "paper": "Fig. A", "figure": "standard"},
+                    "B": {"title": "starts kind", "paper": "Fig. B", "figure": "starts"}},
+    "settings": {"a": {"experiment": "A"}, "b": {"experiment": "B", "run": {"model": {"hidden": [6]}}}},
+    "table1": [],
+}
+
+
+@pytest.fixture(scope="module")
+def built_copy(tmp_path_factory):
+    """A copy of the workflow (so its code can be edited) with two small figures built."""
+    root = tmp_path_factory.mktemp("workflow_copy")
+    shutil.copy(REPO / "Snakefile", root / "Snakefile")
+    shutil.copytree(REPO / "workflow", root / "workflow", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "envs", root / "envs")
+    work = root / "work"
+    (work / "config").mkdir(parents=True)
+    (work / "config" / "two.yaml").write_text(yaml.safe_dump(TWO_FIGURES))
+    args = ["--snakefile", str(root / "Snakefile"), "--configfile", "config/two.yaml"]
+    proc = snakemake(work, "--cores", "2", *args, "results/figures/A.png", "results/figures/B.png", snakefile_given=True)
+    assert proc.returncode == 0, tail(proc)
+    return root, work, args
+
+
+def planned(built_copy, *targets) -> Counter:
+    root, work, args = built_copy
+    proc = snakemake(work, "-n", "--cores", "2", *args, *targets, snakefile_given=True)
+    assert proc.returncode == 0, tail(proc)
+    return Counter(job_stats(output_of(proc))) if "Nothing to be done" not in output_of(proc) else Counter()
+
+
+def test_changing_one_figure_kinds_code_redraws_that_figure_alone(built_copy):
+    root, _, _ = built_copy
+    targets = ("results/figures/A.png", "results/figures/B.png")
+    assert planned(built_copy, *targets) == Counter()
+    figures = root / "workflow" / "linpath" / "figures.py"
+    code = figures.read_text()
+    figures.write_text(code.replace("loss from each start point to the final state", "loss from every start point"))
+    try:
+        assert planned(built_copy, *targets) == Counter({"experiment_figure": 1})  # B (starts) only
+    finally:
+        figures.write_text(code)
+    assert planned(built_copy, *targets) == Counter()
+
+
+def test_touching_one_runs_sweep_redraws_the_figures_that_show_it(built_copy):
+    _, work, _ = built_copy
+    sweeps = sorted((work / "results" / "sweeps").glob("b-s0-*.parquet"))
+    assert len(sweeps) == 1
+    sweeps[0].touch()
+    stats = planned(built_copy, "results/figures/A.png", "results/figures/B.png")
+    assert stats == Counter({"experiment_figure": 1}), "figure A does not show run b"
