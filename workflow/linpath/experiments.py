@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_check import check_config
 from .hparams import RunSpec, SettingsError
 
 BARRIER_POINTS = ("before", "at", "after")  # the states linpath.barrier writes
@@ -154,6 +155,7 @@ class Plan:
     """Every run of a config, keyed by run id, plus lookups by setting and seed."""
 
     def __init__(self, config: dict):
+        check_config(config)  # NaN/inf, non-mapping sections, non-integer seeds: before they are merged
         self.config = config
         self.results = Path(config.get("results", "results"))
         self.seeds = list(config["seeds"])

@@ -63,7 +63,11 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint(path: str | Path) -> Any:
-    """Load a torch file with `weights_only=True`, naming the file on failure."""
+    """Load a torch file with `weights_only=True`, naming the file on failure.
+
+    A truncated or damaged file can make the unpickler fail in almost any way (EOFError,
+    RuntimeError from the zip reader, OSError, KeyError, UnicodeDecodeError, ...); whatever it
+    raises while reading this one file, the file is unreadable, and the error says which."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -72,10 +76,23 @@ def load_checkpoint(path: str | Path) -> Any:
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain containers "
-            f"(weights_only=True). Detail: {str(err).splitlines()[0]}"
+            f"(weights_only=True), or it is damaged. Detail: {_unpickling_detail(err)}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"could not read checkpoint {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - see the docstring: the only input here is the file
+        detail = _first_line(err) or type(err).__name__
+        raise CheckpointError(f"could not read checkpoint {path} (truncated or not a torch file?): {detail}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _unpickling_detail(err: BaseException) -> str:
+    """The line of torch's weights_only refusal that names what was refused (its first lines are advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "WeightsUnpickler" in line]
+    return (named or lines or [type(err).__name__])[0]
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
