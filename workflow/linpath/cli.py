@@ -40,7 +40,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .hparams import RunSpec
     from .train import TrainingDiverged, train
 
-    if args.settings_json:
+    if args.settings_json is not None:
         import json
 
         try:
@@ -160,7 +160,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
         starts=tuple(args.start or ["init"]), full=not args.no_full, groups=args.groups,
         param_groups=args.param_groups, bn_modes=tuple(args.bn_mode or ["interpolate"]), alphas=args.alphas,
         splits=tuple(args.splits.split(",")), bn_subset=args.bn_subset, batch_size=args.batch_size, device=args.device)
-    _check_state_starts(Path(args.run), settings.starts)
+    _check_states_fit(Path(args.run), settings.starts)
     out = Path(args.out)
     try:
         table = interpolate_run(args.run, args.eval_cache, settings, run_id=args.run_id, scratch=out.parent,
@@ -176,24 +176,26 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     print(summary.to_string(index=False))
 
 
-def _check_state_starts(run: Path, starts: tuple[str, ...]) -> None:
-    """A `<label>=<state file>` start must hold the tensors of the run's network: a state of another
-    network would otherwise fail in the middle of a sweep."""
+def _check_states_fit(run: Path, starts: tuple[str, ...]) -> None:
+    """final.pt and every `<label>=<state file>` start must hold the tensors of the network that
+    run.yaml describes: a state of another network would otherwise fail in the middle of a sweep."""
+    from . import models
+    from .hparams import RunSpec
     from .io import load_state
 
-    files = [s.split("=", 1)[1] for s in starts if "=" in s and not s.startswith(("init", "epoch:", "other:"))]
-    final = run / "final.pt"
-    if not files or not final.is_file():  # no final.pt is reported by interpolate_run
+    settings, final = run / "run.yaml", run / "final.pt"
+    if not settings.is_file() or not final.is_file():  # interpolate_run names what is missing
         return
-    reference = load_state(final)
-    for path in files:
+    expected = {k: v.shape for k, v in models.build(RunSpec.from_yaml(settings).model).state_dict().items()}
+    files = [s.split("=", 1)[1] for s in starts if "=" in s and not s.startswith(("init", "epoch:", "other:"))]
+    for path in [final, *files]:
         state = load_state(path)
-        for key, tensor in reference.items():
+        for key, shape in expected.items():
             if key not in state:
-                raise SettingsError(f"--start: {path} does not fit the network of {run} (no tensor {key})")
-            if state[key].shape != tensor.shape:
-                raise SettingsError(f"--start: {path} does not fit the network of {run}: {key} has shape "
-                                    f"{tuple(state[key].shape)}, the run has {tuple(tensor.shape)}")
+                raise SettingsError(f"{path} does not fit the network of {settings} (no tensor {key})")
+            if state[key].shape != shape:
+                raise SettingsError(f"{path} does not fit the network of {settings}: {key} has shape "
+                                    f"{tuple(state[key].shape)}, the network {tuple(shape)}")
 
 
 PATH_COLUMNS = ("path", "split", "start", "bn_mode", "alpha", "loss", "start_state", "end_state")
