@@ -254,3 +254,19 @@ def test_a_bug_is_not_turned_into_an_input_error():
     for debug in (False, True):
         with pytest.raises(KeyError):
             cli.run_verb(argparse.Namespace(verb="train", func=buggy, debug=debug))
+
+
+def test_an_output_path_that_cannot_be_a_directory(tmp_path, write_config, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a run directory\n")
+    config = write_config(run_dict(train={"epochs": 1}))
+    assert cli.main(["train", "--config", str(config), "--out", str(taken), "--no-progress"]) == 2
+    assert str(taken) in _one_error_line(capsys.readouterr().err)
+
+
+def test_an_interruption_is_one_line_with_its_own_status(capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert cli.run_verb(argparse.Namespace(verb="train", func=interrupted, debug=False)) == 130
+    assert _one_error_line(capsys.readouterr().err) == "linpath train: error: interrupted"

@@ -38,7 +38,6 @@ class CommandFailed(Exception):
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .hparams import RunSpec
-    from .train import TrainingDiverged, train
 
     if args.settings_json is not None:
         import json
@@ -55,6 +54,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         spec.name = args.name
     elif spec.name == "run":
         spec.name = Path(args.out).name
+    from .train import TrainingDiverged, train  # torch: only once the settings are known to be good
+
     out = Path(args.out)
     try:
         result = train(spec, out, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache)

@@ -3,6 +3,8 @@
 Every file is written to a temporary name beside its target and renamed into
 place, so a killed job never leaves a file that looks complete. Checkpoints
 are read with `weights_only=True`: a checkpoint file cannot run code.
+torch is imported by the functions that need it, so that the command line
+answers --help and usage errors without loading it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 import yaml
 
 
@@ -32,6 +33,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -68,6 +71,8 @@ def load_checkpoint(path: str | Path) -> Any:
     A truncated or damaged file can make the unpickler fail in almost any way (EOFError,
     RuntimeError from the zip reader, OSError, KeyError, UnicodeDecodeError, ...); whatever it
     raises while reading this one file, the file is unreadable, and the error says which."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -95,8 +100,10 @@ def _unpickling_detail(err: BaseException) -> str:
     return (named or lines or [type(err).__name__])[0]
 
 
-def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state(path: str | Path) -> dict[str, "torch.Tensor"]:
     """A state_dict (name -> tensor) from a file."""
+    import torch
+
     state = load_checkpoint(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
