@@ -227,6 +227,9 @@ def test_settings_json_errors_name_the_flag(tmp_path, capsys):
     (["barrier-init", "--paths", "p", "--out", "o", "--offset", "0"], "argument --offset: must be > 0 and <= 1"),
     (["barrier-init", "--paths", "p", "--out", "o", "--barrier-rel=-inf"], "argument --barrier-rel: must be a finite"),
     (["train", "--config", "c", "--out", "o", "--threads", "0"], "argument --threads: must be >= 1"),
+    (["barrier-init", "--paths", "p", "--out", "o", "--assume-barrier-at", "1"], "must be > 0 and < 1"),
+    (["barrier-groups", "--shapes", "s", "--run-yaml", "r", "--out", "o", "--min-share", "nan"],
+     "argument --min-share: must be a finite number"),
 ])
 def test_bad_flags_are_one_line_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

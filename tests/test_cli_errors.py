@@ -42,6 +42,12 @@ def _not_parquet(tmp: Path, _) -> list[str]:
     return ["barrier-init", "--paths", str(tmp / "paths.parquet"), "--out", str(tmp / "barrier")]
 
 
+def _shapes_not_parquet(tmp: Path, run: Path) -> list[str]:
+    (tmp / "shapes.parquet").write_bytes(b"PAR1 and then nothing")
+    return ["barrier-groups", "--shapes", str(tmp / "shapes.parquet"), "--run-yaml", str(run / "run.yaml"),
+            "--out", str(tmp / "groups.yaml")]
+
+
 def _no_verb(tmp: Path, _) -> list[str]:
     return []
 
@@ -52,6 +58,7 @@ CASES = [  # (command, verb in the message, exit status, part of the message)
     (_damaged_final_state, "interpolate", 2, "final.pt"),
     (_bad_alphas, "interpolate", 2, "argument --alphas: must hold finite numbers"),
     (_not_parquet, "barrier-init", 2, "is not a readable parquet table"),
+    (_shapes_not_parquet, "barrier-groups", 2, "is not a readable parquet table"),
     (_no_verb, "", 2, "the following arguments are required"),
 ]
 

@@ -61,7 +61,8 @@ def finished(trained_mlp, tmp_path_factory):
     work = tmp_path_factory.mktemp("finished")
     shutil.copytree(run_dir, work / "run")
     code, err = run_verb(["interpolate", "--run", str(work / "run"), "--eval-cache", str(work / "cache"),
-                          "--out", str(work / "p.parquet"), "--alphas", "0,1", "--splits", "test", "--no-progress"])
+                          "--out", str(work / "p.parquet"), "--shapes", str(work / "shapes.parquet"), "--groups",
+                          "--alphas", "0,0.5,1", "--splits", "train", "--no-progress"])
     assert code == 0, err
     interrupted = work / "interrupted"
     (interrupted / "final.pt").mkdir(parents=True)  # the last write fails: checkpoint.pt stays behind
@@ -82,6 +83,7 @@ def workspace(finished: Path):
         shutil.copytree(finished / "run", w / "run")
         shutil.copytree(finished / "cache", w / "cache")
         shutil.copytree(finished / "interrupted", w / "interrupted")
+        shutil.copy(finished / "shapes.parquet", w / "shapes.parquet")
         rows = [{"run_id": "run", "path": "full", "start": "init", "group": "all", "param_group": "all",
                  "bn_mode": "interpolate", "split": "train", "alpha": a / 4, "loss": loss, "accuracy": 0.5,
                  "start_state": str(w / "run" / "init.pt"), "end_state": str(w / "run" / "final.pt"), "eval_data": ""}
@@ -92,11 +94,16 @@ def workspace(finished: Path):
 
 def _interpolate(w: Path) -> list[str]:
     return ["interpolate", "--run", str(w / "run"), "--eval-cache", str(w / "cache"), "--out", str(w / "out.parquet"),
-            "--alphas", "0,1", "--splits", "test", "--no-progress"]
+            "--alphas", "0,1", "--splits", "train", "--no-progress"]
 
 
 def _barrier_init(w: Path) -> list[str]:
     return ["barrier-init", "--paths", str(w / "paths.parquet"), "--out", str(w / "barrier")]
+
+
+def _barrier_groups(w: Path) -> list[str]:
+    return ["barrier-groups", "--shapes", str(w / "shapes.parquet"), "--run-yaml", str(w / "run" / "run.yaml"),
+            "--out", str(w / "groups.yaml")]
 
 
 def _resume(w: Path) -> list[str]:
@@ -111,7 +118,7 @@ def _train_from(w: Path, init: dict) -> list[str]:
 
 
 def _eval_cache_file(w: Path) -> Path:
-    (found,) = (w / "cache").glob("*/test.pt")
+    (found,) = (w / "cache").glob("*/train.pt")
     return found
 
 
@@ -123,6 +130,7 @@ CASES = {
     "barrier-init-paths": (lambda w: w / "paths.parquet", _barrier_init),
     "barrier-init-final.pt": (lambda w: w / "run" / "final.pt", _barrier_init),
     "barrier-init-init.pt": (lambda w: w / "run" / "init.pt", _barrier_init),
+    "barrier-groups-shapes": (lambda w: w / "shapes.parquet", _barrier_groups),
     "train-resume-checkpoint.pt": (lambda w: w / "interrupted" / "checkpoint.pt", _resume),
     "train-init-source-final.pt": (lambda w: w / "run" / "final.pt",
                                    lambda w: _train_from(w, {"source": str(w / "run" / "final.pt")})),
@@ -142,7 +150,8 @@ def test_a_damaged_file_is_named_in_one_line(case, how, finished):
         damage(damaged, how)
         code, err = run_verb(argv)
         assert_one_line_naming(code, err, argv[0], damaged)
-        for written in (w / "retrain" / "final.pt", w / "interrupted" / "final.pt", w / "barrier" / "at.pt"):
+        for written in (w / "retrain" / "final.pt", w / "interrupted" / "final.pt", w / "barrier" / "at.pt",
+                        w / "groups.yaml"):
             assert not written.exists(), written
 
 
@@ -155,6 +164,15 @@ def test_the_undamaged_cases_succeed(finished):
                 argv += ["--threads", "1"]
             code, err = run_verb(argv)
             assert code == 0, f"{case}: {err}"
+
+
+def test_a_shapes_table_without_group_paths_is_named(finished):
+    with workspace(finished) as w:
+        shapes = pd.read_parquet(w / "shapes.parquet")
+        shapes[shapes["path"] == "full"].to_parquet(w / "shapes.parquet")
+        code, err = run_verb(_barrier_groups(w))
+        assert_one_line_naming(code, err, "barrier-groups", w / "shapes.parquet")
+        assert "no group-wise paths" in err
 
 
 def test_a_paths_file_of_another_kind_is_named(finished):
