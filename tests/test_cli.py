@@ -273,3 +273,12 @@ def test_an_interruption_is_one_line_with_its_own_status(capsys):
 
     assert cli.run_verb(argparse.Namespace(verb="train", func=interrupted, debug=False)) == 130
     assert _one_error_line(capsys.readouterr().err) == "linpath train: error: interrupted"
+
+
+def test_a_target_accuracy_not_reached_is_one_line_with_status_2(tmp_path, write_config, capsys):
+    config = write_config(run_dict(name="short", train={"epochs": 1, "until_train_acc": 1.0}))
+    out = tmp_path / "short"
+    assert cli.main(["train", "--config", str(config), "--out", str(out), "--no-progress"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "run short: train accuracy" in line and "train.until_train_acc=1.0" in line
+    assert not (out / "final.pt").exists() and not (out / "failed.yaml").exists()

@@ -71,7 +71,7 @@ def finished(trained_mlp, tmp_path_factory):
     (interrupted / "final.pt").rmdir()
     for name in ("metrics.parquet", "summary.yaml"):
         (interrupted / name).unlink()
-    assert load_checkpoint(interrupted / "checkpoint.pt")["epoch"] == 2
+    assert load_checkpoint(interrupted / "checkpoint.pt")["epoch"] >= 1
     return work
 
 
