@@ -1,8 +1,9 @@
 """Settings of one training run as dataclasses.
 
 A run is fully described by a `RunSpec`; its `run.yaml` is `RunSpec.to_dict()`
-and `RunSpec.from_dict(yaml)` rebuilds it. Unknown keys and wrong types are
-refused with an error that names the dotted setting, before any work starts.
+and `RunSpec.from_dict(yaml)` rebuilds it. Unknown keys, wrong types and
+non-finite numbers (NaN, ±inf) are refused with a one-line error that names the
+dotted setting, before any work starts; nothing else escapes from reading settings.
 """
 
 from __future__ import annotations
