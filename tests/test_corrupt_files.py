@@ -245,3 +245,18 @@ def test_run_yaml_with_a_value_of_the_wrong_type(verb, data, finished):
         code, err = run_verb(argv)
         if code != 0:  # a wrong-typed value that still is a valid setting (e.g. a number for a null) passes
             assert_one_line_naming(code, err, verb, settings_file)
+
+
+def test_a_refused_file_leaves_no_warning_behind(tmp_path):
+    """torch warns before it fails on some damaged files; the error is the only thing the user sees."""
+    import warnings
+
+    from linpath.io import CheckpointError
+
+    damaged = tmp_path / "state.pt"
+    damaged.write_bytes(b"\x80\x62 not a pickle of protocol 98")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match=r"state\.pt.*Unsupported operand"):
+            load_checkpoint(damaged)
+    assert caught == []

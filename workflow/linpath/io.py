@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -77,7 +78,9 @@ def load_checkpoint(path: str | Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(record=True) as caught:  # torch warns about some damaged files first
+            warnings.simplefilter("always")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain containers "
@@ -86,6 +89,9 @@ def load_checkpoint(path: str | Path) -> Any:
     except Exception as err:  # noqa: BLE001 - see the docstring: the only input here is the file
         detail = _first_line(err) or type(err).__name__
         raise CheckpointError(f"could not read checkpoint {path} (truncated or not a torch file?): {detail}") from None
+    for warning in caught:  # a file that loads keeps its warnings; a refused one ends in one line
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return loaded
 
 
 def _first_line(err: BaseException) -> str:
@@ -96,7 +102,7 @@ def _first_line(err: BaseException) -> str:
 def _unpickling_detail(err: BaseException) -> str:
     """The line of torch's weights_only refusal that names what was refused (its first lines are advice)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "WeightsUnpickler" in line]
+    named = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
     return (named or lines or [type(err).__name__])[0]
 
 
