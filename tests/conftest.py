@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from hypothesis import settings as hypothesis_settings
 
 from linpath.experiments import deep_merge
 from linpath.hparams import RunSpec
@@ -27,6 +28,12 @@ from linpath.hparams import RunSpec
 # shares the two cores. Subprocesses get the same via `--threads 1`, so that
 # in-process and subprocess runs compute bit-identical results.
 torch.set_num_threads(1)
+
+# Property tests: no deadline (two shared cores make timings noisy); under CI the same examples every
+# run. No example database (it would leave .hypothesis/ in the checkout). Each test fixes its own max_examples.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None, database=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO = Path(__file__).resolve().parents[1]
 

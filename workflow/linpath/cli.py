@@ -1,34 +1,88 @@
-"""Command line: `linpath <verb> ...`. Each verb is a thin wrapper over a library function."""
+"""Command line: `linpath <verb> ...`. Each verb is a thin wrapper over a library function.
+
+Errors caused by input (settings, flags, files, a diverging run) end in one line on stderr,
+"linpath <verb>: error: ...", and an exit status that tells them apart (EXIT_STATUS); anything
+else is a bug and keeps its traceback. `--debug` shows the traceback of every error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
+import traceback
 from pathlib import Path
 
-from .hparams import SettingsError
-from .io import CheckpointError
+from .hparams import SettingsError, check_alphas, check_device
+from .io import CheckpointError, write_yaml
+
+EXIT_STATUS = """exit status:
+  0    success
+  1    unexpected error (a bug in linpath): the Python traceback is shown
+  2    bad input: settings, flags, or a missing, unreadable or damaged file
+  3    training diverged (loss NaN or infinite); the run directory holds failed.yaml
+  130  interrupted (Ctrl-C); a training run resumes from its last epoch
+"""
+EXIT_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+FAILED = "failed.yaml"  # written into a run directory whose training diverged; removed by a later success
+
+
+class CommandFailed(Exception):
+    """An expected failure of a verb, with its one-line message and exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .hparams import RunSpec
-    from .train import train
 
-    if args.settings_json:
+    if args.settings_json is not None:
         import json
 
         try:
             spec = RunSpec.from_dict(json.loads(args.settings_json))
         except json.JSONDecodeError as err:
             raise SettingsError(f"--settings-json: not valid JSON: {err}") from None
+        except SettingsError as err:
+            raise SettingsError(f"--settings-json: {err}") from None
     else:
         spec = RunSpec.from_yaml(args.config)
     if args.name:
         spec.name = args.name
     elif spec.name == "run":
         spec.name = Path(args.out).name
-    result = train(spec, args.out, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache)
+    from .train import TrainingDiverged, train  # torch: only once the settings are known to be good
+
+    out = Path(args.out)
+    try:
+        result = train(spec, out, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache)
+    except TrainingDiverged as err:
+        raise CommandFailed(_record_divergence(out, spec, err), EXIT_DIVERGED) from err
+    (out / FAILED).unlink(missing_ok=True)
     print(result.summary())
+
+
+def _record_divergence(out: Path, spec, err: Exception) -> str:
+    """Write failed.yaml and remove the states of the failed run; return the one-line message.
+
+    checkpoint.pt would make a rerun resume into the same failure, and init.pt / epoch_<k>.pt would
+    make the directory look like (part of) a trained run. run.yaml stays: with failed.yaml it says
+    what was tried; a rerun with the same settings starts from scratch."""
+    run = getattr(err, "run", None) or spec.name
+    epoch, loss = getattr(err, "epoch", None), getattr(err, "loss", None)
+    if epoch is None or loss is None:  # TrainingDiverged without attributes: read its message
+        found = re.search(r"became (\S+) in epoch (\d+)", str(err))
+        if found:
+            loss, epoch = float(found[1]), int(found[2])
+    for stale in [out / "checkpoint.pt", out / "init.pt", *out.glob("epoch_*.pt")]:
+        stale.unlink(missing_ok=True)
+    write_yaml({"reason": "diverged", "run": run, "epoch": epoch, "loss": None if loss is None else float(loss),
+                "settings_digest": spec.digest(), "message": str(err)}, out / FAILED)
+    what = f"training loss {loss} in epoch {epoch}" if epoch is not None else str(err)
+    return f"run {run} diverged: {what}; wrote {out / FAILED} and removed its checkpoints"
 
 
 def _thresholds(args: argparse.Namespace):
@@ -38,12 +92,60 @@ def _thresholds(args: argparse.Namespace):
     return ShapeThresholds(**{k: v for k, v in given.items() if v is not None})
 
 
+def _number(minimum: float | None = None, maximum: float | None = None, *, above: float | None = None,
+            below: float | None = None):
+    """argparse type: a finite float within the bounds (NaN would slip through any comparison)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        bounds = [(minimum, ">=", value >= minimum if minimum is not None else True),
+                  (above, ">", value > above if above is not None else True),
+                  (maximum, "<=", value <= maximum if maximum is not None else True),
+                  (below, "<", value < below if below is not None else True)]
+        if not all(ok for _, _, ok in bounds):
+            wanted = " and ".join(f"{sign} {bound:g}" for bound, sign, _ in bounds if bound is not None)
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _count(text: str) -> int:
+    """argparse type: a positive integer (threads, batch sizes, sample counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _checked(check):
+    """argparse type from a linpath.hparams check that raises SettingsError; the text is kept as given."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text, "value")
+        except SettingsError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value").lstrip(": ")) from None
+        return text
+
+    return parse
+
+
 def _add_threshold_args(p: argparse.ArgumentParser) -> None:
     # Defaults live in linpath.shapes.ShapeThresholds only.
-    p.add_argument("--barrier-tol", type=float, default=None, help="absolute floor of a barrier's Δ (loss units)")
-    p.add_argument("--barrier-rel", type=float, default=None,
+    p.add_argument("--barrier-tol", type=_number(0), default=None,
+                   help="absolute floor of a barrier's Δ (loss units)")
+    p.add_argument("--barrier-rel", type=_number(0), default=None,
                    help="a barrier's Δ must also exceed this fraction of |L(0) - L(1)|")
-    p.add_argument("--plateau-alpha", type=float, default=None, help="α_half at or above this is a plateau")
+    p.add_argument("--plateau-alpha", type=_number(0, 1), default=None, help="α_half at or above this is a plateau")
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> None:
@@ -59,6 +161,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
         starts=tuple(args.start or ["init"]), full=not args.no_full, groups=args.groups,
         param_groups=args.param_groups, bn_modes=tuple(args.bn_mode or ["interpolate"]), alphas=args.alphas,
         splits=tuple(args.splits.split(",")), bn_subset=args.bn_subset, batch_size=args.batch_size, device=args.device)
+    _check_states_fit(Path(args.run), settings.starts)
     out = Path(args.out)
     try:
         table = interpolate_run(args.run, args.eval_cache, settings, run_id=args.run_id, scratch=out.parent,
@@ -74,17 +177,57 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     print(summary.to_string(index=False))
 
 
-def _cmd_barrier_init(args: argparse.Namespace) -> None:
+def _check_states_fit(run: Path, starts: tuple[str, ...]) -> None:
+    """final.pt and every `<label>=<state file>` start must hold the tensors of the network that
+    run.yaml describes: a state of another network would otherwise fail in the middle of a sweep."""
+    from . import models
+    from .hparams import RunSpec
+    from .io import load_state
+
+    settings, final = run / "run.yaml", run / "final.pt"
+    if not settings.is_file() or not final.is_file():  # interpolate_run names what is missing
+        return
+    expected = {k: v.shape for k, v in models.build(RunSpec.from_yaml(settings).model).state_dict().items()}
+    files = [s.split("=", 1)[1] for s in starts if "=" in s and not s.startswith(("init", "epoch:", "other:"))]
+    for path in [final, *files]:
+        state = load_state(path)
+        for key, shape in expected.items():
+            if key not in state:
+                raise SettingsError(f"{path} does not fit the network of {settings} (no tensor {key})")
+            if state[key].shape != shape:
+                raise SettingsError(f"{path} does not fit the network of {settings}: {key} has shape "
+                                    f"{tuple(state[key].shape)}, the network {tuple(shape)}")
+
+
+PATH_COLUMNS = ("path", "split", "start", "bn_mode", "alpha", "loss", "start_state", "end_state")
+SHAPE_COLUMNS = ("path", "split", "start", "bn_mode", "group", "label", "delta", "label_rule")
+
+
+def _read_table(path: Path, flag: str, columns: tuple[str, ...], what: str):
+    """A parquet table with these columns; anything else is a one-line error naming the file."""
     import pandas as pd
 
+    if not path.is_file():
+        raise SettingsError(f"{flag}: file not found: {path}")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - the only input is this one file
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SettingsError(f"{flag}: {path} is not a readable parquet table: {detail}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise SettingsError(f"{flag}: {path} is not {what} (no column {missing[0]!r})")
+    return table
+
+
+def _cmd_barrier_init(args: argparse.Namespace) -> None:
     from .barrier import write_barrier_inits
 
     paths_file = Path(args.paths)
-    if not paths_file.is_file():
-        raise SettingsError(f"--paths: file not found: {paths_file}")
+    table = _read_table(paths_file, "--paths", PATH_COLUMNS, "a paths table of `linpath interpolate`")
     try:
-        info = write_barrier_inits(pd.read_parquet(paths_file), args.out, offset=args.offset,
-                                   thresholds=_thresholds(args), split=args.split, assume_alpha=args.assume_barrier_at)
+        info = write_barrier_inits(table, args.out, offset=args.offset, thresholds=_thresholds(args), split=args.split,
+                                   assume_alpha=args.assume_barrier_at)
     except ValueError as err:
         raise SettingsError(f"{paths_file}: {err}") from None
     if info["has_barrier"]:
@@ -97,29 +240,47 @@ def _cmd_barrier_init(args: argparse.Namespace) -> None:
 def _cmd_barrier_groups(args: argparse.Namespace) -> None:
     from .tables import write_barrier_groups
 
-    for f in [*args.shapes, args.run_yaml]:
-        if not Path(f).is_file():
-            raise SettingsError(f"file not found: {f}")
-    write_barrier_groups(args.shapes, args.run_yaml, args.out, min_share=args.min_share, assume=args.assume or [])
+    for f in args.shapes:
+        _read_table(Path(f), "--shapes", SHAPE_COLUMNS, "a shape table of `linpath interpolate --shapes`")
+    if not Path(args.run_yaml).is_file():
+        raise SettingsError(f"--run-yaml: file not found: {args.run_yaml}")
+    try:
+        write_barrier_groups(args.shapes, args.run_yaml, args.out, min_share=args.min_share, assume=args.assume or [])
+    except SettingsError:
+        raise
+    except ValueError as err:  # no group-wise paths in the tables
+        raise SettingsError(f"--shapes {' '.join(args.shapes)}: {err}") from None
     print(f"wrote {args.out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="linpath", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error: "linpath <verb>: error: ..."."""
 
-    p = verbs.add_parser("train", help="train one run from a RUN.yaml into a run directory")
+    def error(self, message: str):
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="linpath", description=__doc__, epilog=EXIT_STATUS,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of every error")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    # `--debug` is accepted after the verb too; SUPPRESS keeps a verb from resetting it to False.
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    p = verbs.add_parser("train", parents=[debug], epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter, help="train one run from a RUN.yaml into a run directory")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="run settings file (model, data, train, init)")
     source.add_argument("--settings-json", help="the same settings inline, as JSON (used by the workflow)")
     p.add_argument("--out", required=True, help="run directory, e.g. results/runs/<run_id>")
     p.add_argument("--name", help="run name recorded in metrics (default: the directory name)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=_count, default=None, help="CPU threads for torch")
     p.add_argument("--eval-cache", default=None, help="also write the cached evaluation splits under this folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_train)
 
-    p = verbs.add_parser("interpolate", help="loss and accuracy along linear paths of a finished run -> parquet")
+    p = verbs.add_parser("interpolate", parents=[debug], help="loss and accuracy along linear paths of a finished run -> parquet")
     p.add_argument("--run", required=True, help="run directory written by `linpath train`")
     p.add_argument("--eval-cache", default="results/cache/eval", help="folder of cached evaluation splits")
     p.add_argument("--out", required=True, help="long-format parquet, one row per path, split and α")
@@ -132,45 +293,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", action="store_true", help="add the group-wise path of every group")
     p.add_argument("--param-groups", action="store_true", help="add weights / BN affine / BN stats paths per group")
     p.add_argument("--bn-mode", action="append", choices=["interpolate", "recompute"], help="repeatable")
-    p.add_argument("--alphas", default=None, help='"start:stop:count" or a comma list (default 0:1:51)')
+    p.add_argument("--alphas", type=_checked(check_alphas), default=None,
+                   help='"start:stop:count" or a comma list of finite numbers (default 0:1:51)')
     p.add_argument("--splits", default="train,test")
-    p.add_argument("--bn-subset", type=int, default=1024, help="training samples for BN recomputation")
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--bn-subset", type=_count, default=1024, help="training samples for BN recomputation")
+    p.add_argument("--batch-size", type=_count, default=2048)
+    p.add_argument("--device", type=_checked(check_device), default="auto", help="auto, cpu, cuda[:<index>] or mps")
+    p.add_argument("--threads", type=_count, default=None)
     p.add_argument("--no-progress", action="store_true")
     _add_threshold_args(p)
     p.set_defaults(func=_cmd_interpolate)
 
-    p = verbs.add_parser("barrier-init", help="states at the barrier peak of a run's full path, and before/after it")
+    p = verbs.add_parser("barrier-init", parents=[debug], help="states at the barrier peak of a run's full path, and before/after it")
     p.add_argument("--paths", required=True, help="parquet from `linpath interpolate` holding the full path")
     p.add_argument("--out", required=True, help="folder for barrier.yaml and at.pt / before.pt / after.pt")
-    p.add_argument("--offset", type=float, default=0.1, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
+    p.add_argument("--offset", type=_number(maximum=1, above=0), default=0.1, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
     p.add_argument("--split", default="train")
-    p.add_argument("--assume-barrier-at", type=float, default=None,
+    p.add_argument("--assume-barrier-at", type=_number(above=0, below=1), default=None,
                    help="TESTS ONLY: where the path has no interior barrier, pretend it peaks at this alpha")
     _add_threshold_args(p)
     p.set_defaults(func=_cmd_barrier_init)
 
-    p = verbs.add_parser("barrier-groups", help="which groups of a setting's runs have barriers (E11, E13, E16)")
+    p = verbs.add_parser("barrier-groups", parents=[debug], help="which groups of a setting's runs have barriers (E11, E13, E16)")
     p.add_argument("--shapes", nargs="+", required=True, help="shape tables of every seed's run of the setting")
     p.add_argument("--run-yaml", required=True, help="run.yaml of one of those runs (for the widenable groups)")
     p.add_argument("--out", required=True, help="YAML with the groups with / without a barrier")
-    p.add_argument("--min-share", type=float, default=None, help="share of seeds with a barrier that makes a group")
+    p.add_argument("--min-share", type=_number(maximum=1, above=0), default=None, help="share of seeds with a barrier that makes a group")
     p.add_argument("--assume", action="append", help="TESTS ONLY: treat this group as a barrier group; repeatable")
     p.set_defaults(func=_cmd_barrier_groups)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
+    """Run the chosen verb; input errors become one line on stderr and an exit status (EXIT_STATUS)."""
     try:
         args.func(args)
+    except CommandFailed as err:
+        return _fail(args, err, err.status)
     except (SettingsError, CheckpointError) as err:
-        print(f"linpath {args.verb}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(args, err, EXIT_INPUT)
+    except OSError as err:  # an unwritable --out, a directory where a file belongs, a full disk
+        return _fail(args, f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err, EXIT_INPUT)
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", EXIT_INTERRUPTED)
     return 0
+
+
+def _fail(args: argparse.Namespace, err: object, status: int) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    text = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"linpath {args.verb}: error: {text}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .ids import digest
+from .config_check import check_config
 from .hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec
+from .ids import digest
 from .layout import Layout
 from .references import Reference, find, substitute
 
@@ -100,6 +101,7 @@ class Plan:
     """Every run of a config, keyed by run id, plus lookups by setting and seed."""
 
     def __init__(self, config: dict):
+        check_config(config)  # NaN/inf, non-mapping sections, non-integer seeds: before they are merged
         self.config = config
         self.layout = Layout(config.get("results", "results"))
         self.seeds = list(config["seeds"])

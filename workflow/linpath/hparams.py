@@ -1,13 +1,16 @@
 """Settings of one training run as dataclasses.
 
 A run is fully described by a `RunSpec`; its `run.yaml` is `RunSpec.to_dict()`
-and `RunSpec.from_dict(yaml)` rebuilds it. Unknown keys and wrong types are
-refused with an error that names the dotted setting, before any work starts.
+and `RunSpec.from_dict(yaml)` rebuilds it. Unknown keys, wrong types and
+non-finite numbers (NaN, ±inf) are refused with a one-line error that names the
+dotted setting, before any work starts; nothing else escapes from reading settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -169,6 +172,17 @@ class TrainSpec:
                     raise SettingsError(f"{where}.group_overrides.{group}.{key} must be >= 0, got {value}")
         if self.until_train_acc is not None and not 0 < self.until_train_acc <= 1:
             raise SettingsError(f"{where}.until_train_acc must be in (0, 1], got {self.until_train_acc}")
+        # torch.optim refuses these with a ValueError deep inside training; name the setting instead.
+        if not 0 <= self.momentum < 1:
+            raise SettingsError(f"{where}.momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise SettingsError(f"{where}.nesterov needs {where}.momentum > 0")
+        for i, beta in enumerate(self.betas):
+            if not 0 <= beta < 1:
+                raise SettingsError(f"{where}.betas[{i}] must be in [0, 1), got {beta}")
+        if self.gamma <= 0:
+            raise SettingsError(f"{where}.gamma must be > 0, got {self.gamma}")
+        check_device(self.device, f"{where}.device")
 
 
 @dataclass
@@ -220,13 +234,7 @@ class SweepSpec:
             _choice(split, ("train", "test"), f"{where}.splits[{i}]")
         _positive(self.bn_subset, f"{where}.bn_subset")
         _positive(self.batch_size, f"{where}.batch_size")
-        parts = self.alphas.split(":")
-        try:
-            values = [float(v) for v in (parts if len(parts) == 3 else self.alphas.split(","))]
-        except ValueError:
-            raise SettingsError(f"{where}.alphas must be 'start:stop:count' or a comma list, got {self.alphas!r}") from None
-        if len(parts) == 3 and (values[2] < 1 or values[2] != int(values[2])):
-            raise SettingsError(f"{where}.alphas: the count must be a positive integer, got {parts[2]!r}")
+        check_alphas(self.alphas, f"{where}.alphas")
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "paths") -> "SweepSpec":
@@ -292,14 +300,11 @@ class RunSpec:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunSpec":
         path = Path(path)
-        if not path.is_file():
-            raise SettingsError(f"run settings file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise SettingsError(f"{path}: not valid YAML: {err}") from None
+        raw = read_yaml(path, "run settings file")
+        if raw is None:  # an empty file is more likely a mistake than a wish for every default
+            raise SettingsError(f"{path}: file is empty (write {{}} to mean every default)")
         if not isinstance(raw, dict):
-            raise SettingsError(f"{path}: expected a mapping of settings at top level")
+            raise SettingsError(f"{path}: expected a mapping of settings at top level, got {_shown(raw)}")
         try:
             return cls.from_dict(raw)
         except SettingsError as err:
@@ -322,10 +327,10 @@ def from_dict(cls: type, raw: Any, where: str) -> Any:
         raise SettingsError(f"{where or 'settings'} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(set(raw) - names, key=str)  # YAML keys may be numbers or null
     if unknown:
         known = ", ".join(sorted(names))
-        raise SettingsError(f"unknown setting {_join(where, unknown[0])!r} (known: {known})")
+        raise SettingsError(f"unknown setting {_join(where, str(unknown[0]))!r} (known: {known})")
     values = {k: _convert(hints[k], v, _join(where, k)) for k, v in raw.items()}
     return cls(**values)
 
@@ -340,38 +345,39 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return _convert(inner[0], value, where)
     if origin is Literal:
         if value not in args:
-            raise SettingsError(f"{where} must be one of {list(args)}, got {value!r}")
+            raise SettingsError(f"{where} must be one of {list(args)}, got {_shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise SettingsError(f"{where} must be a list, got {value!r}")
+            raise SettingsError(f"{where} must be a list, got {_shown(value)}")
         return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise SettingsError(f"{where} must be a mapping, got {value!r}")
+            raise SettingsError(f"{where} must be a mapping, got {_shown(value)}")
         return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise SettingsError(f"{where} must be true or false, got {value!r}")
+            raise SettingsError(f"{where} must be true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{where} must be an integer, got {value!r}")
+            raise SettingsError(f"{where} must be an integer, got {_shown(value)}")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):
             try:
-                return float(value)  # YAML reads 5e-4 as a string
+                number = float(value)  # YAML reads 5e-4 as a string
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SettingsError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise SettingsError(f"{where} must be a number, got {_shown(value)}")
+        return finite(number, where)
     if tp is str:
         if not isinstance(value, str):
-            raise SettingsError(f"{where} must be a string, got {value!r}")
+            raise SettingsError(f"{where} must be a string, got {_shown(value)}")
         return value
     return value
 
@@ -382,9 +388,124 @@ def _join(where: str, key: str) -> str:
 
 def _choice(value: Any, options: tuple, where: str) -> None:
     if value not in options:
-        raise SettingsError(f"{where} must be one of {list(options)}, got {value!r}")
+        raise SettingsError(f"{where} must be one of {list(options)}, got {_shown(value)}")
 
 
 def _positive(value: int, where: str) -> None:
     if value <= 0:
-        raise SettingsError(f"{where} must be > 0, got {value}")
+        raise SettingsError(f"{where} must be > 0, got {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as an error message quotes it: its repr, on one line and cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def finite(value: int | float, where: str) -> float:
+    """`value` as a finite float. NaN and ±inf pass every range check (NaN compares false with
+    everything), so they are refused where settings are read, not deep inside training."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise SettingsError(f"{where} must be a finite number, got {_shown(value)}")
+    return number
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+def check_device(value: str, where: str) -> None:
+    """A device name torch.device accepts (availability is checked where the device is used)."""
+    if not DEVICE.match(value):
+        raise SettingsError(f"{where} must be auto, cpu, mps or cuda[:<index>], got {_shown(value)}")
+
+
+def check_alphas(text: str, where: str) -> None:
+    """The α grid of a path setting: "start:stop:count" (count ≥ 1, both ends included) or a comma list;
+    every α finite. Pure Python, so that the planner refuses a bad grid before any job runs."""
+    parts = str(text).split(":")
+    try:
+        if len(parts) == 3:
+            ends, count = [float(parts[0]), float(parts[1])], int(parts[2])
+        elif len(parts) == 1:
+            ends, count = [float(a) for a in parts[0].split(",")], None
+        else:
+            raise ValueError(text)
+    except ValueError:
+        raise SettingsError(f"{where} must be \"start:stop:count\" or a comma list of numbers, got {_shown(text)}") from None
+    if count is not None and count < 1:
+        raise SettingsError(f"{where}: the count of {_shown(text)} must be at least 1")
+    if not all(math.isfinite(a) for a in ends):
+        raise SettingsError(f"{where} must hold finite numbers, got {_shown(text)}")
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; a missing, unreadable or malformed file is a one-line SettingsError naming it."""
+    if not path.is_file():
+        raise SettingsError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {err.start}): is it the right file?") from None
+    except OSError as err:
+        raise SettingsError(f"{path}: cannot read: {err.strerror or err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SettingsError(f"{path}: not valid YAML{where}: {err.problem or err.context}") from None
+    except (yaml.YAMLError, RecursionError) as err:
+        raise SettingsError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def check_plain_data(obj: Any, where: str = "") -> None:
+    """Nested settings hold only strings, booleans, finite numbers, null, lists and mappings with string
+    keys: what YAML can also say (dates, sets, binary, NaN, numeric keys) is refused, naming the key."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise SettingsError(f"{_join(where, str(key))}: a key must be a name (text), got {_shown(key)}")
+            check_plain_data(value, _join(where, key))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            check_plain_data(value, f"{where}[{i}]")
+    elif isinstance(obj, float):
+        finite(obj, where or "settings")
+    elif not (obj is None or isinstance(obj, (str, bool, int))):
+        raise SettingsError(f"{where or 'settings'} must be text, a number, true/false, a list or a mapping, "
+                            f"got {type(obj).__name__} {_shown(obj)}")
+
+
+def check_override(raw: Any, where: str, cls: type | None = None) -> None:
+    """The mappings and integers of a partial RunSpec (a workflow config's `base`, a setting's `run`).
+
+    A planner merges such overrides section by section and adds seeds to them before the merged
+    recipe is validated as a whole (`RunSpec.from_dict`), so these two kinds are checked first;
+    every other value is left to that validation."""
+    cls = cls or RunSpec
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{where} must be a mapping, got {_shown(raw)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        if key in hints:
+            _check_shape(hints[key], value, _join(where, key))
+
+
+def _check_shape(tp: Any, value: Any, where: str) -> None:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        check_override(value, where, tp)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where} must be a mapping, got {_shown(value)}")
+        for key, item in value.items():
+            _check_shape(args[1], item, f"{where}.{key}")
+    elif tp is int:
+        _convert(int, value, where)

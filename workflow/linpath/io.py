@@ -3,17 +3,19 @@
 Every file is written to a temporary name beside its target and renamed into
 place, so a killed job never leaves a file that looks complete. Checkpoints
 are read with `weights_only=True`: a checkpoint file cannot run code.
+torch is imported by the functions that need it, so that the command line
+answers --help and usage errors without loading it.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 import yaml
 
 
@@ -32,6 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -63,23 +67,49 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint(path: str | Path) -> Any:
-    """Load a torch file with `weights_only=True`, naming the file on failure."""
+    """Load a torch file with `weights_only=True`, naming the file on failure.
+
+    A truncated or damaged file can make the unpickler fail in almost any way (EOFError,
+    RuntimeError from the zip reader, OSError, KeyError, UnicodeDecodeError, ...); whatever it
+    raises while reading this one file, the file is unreadable, and the error says which."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(record=True) as caught:  # torch warns about some damaged files first
+            warnings.simplefilter("always")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain containers "
-            f"(weights_only=True). Detail: {str(err).splitlines()[0]}"
+            f"(weights_only=True), or it is damaged. Detail: {_unpickling_detail(err)}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"could not read checkpoint {path}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - see the docstring: the only input here is the file
+        detail = _first_line(err) or type(err).__name__
+        raise CheckpointError(f"could not read checkpoint {path} (truncated or not a torch file?): {detail}") from None
+    for warning in caught:  # a file that loads keeps its warnings; a refused one ends in one line
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return loaded
 
 
-def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _unpickling_detail(err: BaseException) -> str:
+    """The line of torch's weights_only refusal that names what was refused (its first lines are advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
+    return (named or lines or [type(err).__name__])[0]
+
+
+def load_state(path: str | Path) -> dict[str, "torch.Tensor"]:
     """A state_dict (name -> tensor) from a file."""
+    import torch
+
     state = load_checkpoint(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

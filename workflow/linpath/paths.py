@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from . import models
 from .ids import digest
-from .hparams import SweepSpec
+from .hparams import SweepSpec, check_alphas
 from .objective import strict_fp32, summed_loss_and_correct
 
 BN_MODES = ("interpolate", "recompute")
@@ -76,6 +76,7 @@ def alpha_grid(spec: str | list[float] | None = None) -> np.ndarray:
     if spec is None:
         spec = SweepSpec.alphas
     if isinstance(spec, str):
+        check_alphas(spec, "alphas")
         parts = spec.split(":")
         if len(parts) == 3:
             return np.linspace(float(parts[0]), float(parts[1]), int(parts[2]))
