@@ -21,6 +21,6 @@ rule all:
 
 include: "workflow/rules/train.smk"
 include: "workflow/rules/barrier.smk"
-include: "workflow/rules/paths.smk"
+include: "workflow/rules/interpolate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"

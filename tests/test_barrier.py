@@ -169,7 +169,7 @@ def barrier_cli(endpoints, tmp_path, capsys, *options):
     paths_file = tmp_path / "paths.parquet"
     crafted_paths(start_pt, end_pt).to_parquet(paths_file, index=False)
     out = tmp_path / "inits"
-    code = cli.main(["barrier-init", "--paths", str(paths_file), "--out", str(out), *options])
+    code = cli.main(["barrier-init", "--sweep", str(paths_file), "--out", str(out), *options])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     return out, captured
@@ -211,13 +211,13 @@ def test_cli_barrier_init_threshold_and_no_barrier(endpoints, tmp_path, capsys):
 
 def test_cli_barrier_init_bad_input(endpoints, tmp_path, capsys):
     start_pt, end_pt, _ = endpoints
-    assert cli.main(["barrier-init", "--paths", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["barrier-init", "--sweep", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("linpath barrier-init: error:") and "missing.parquet" in err
     paths_file = tmp_path / "only-test.parquet"
     paths = crafted_paths(start_pt, end_pt)
     paths[paths["split"] == "test"].to_parquet(paths_file, index=False)
-    assert cli.main(["barrier-init", "--paths", str(paths_file), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["barrier-init", "--sweep", str(paths_file), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "only-test.parquet" in err and "no full path" in err
     assert not (tmp_path / "o").exists()

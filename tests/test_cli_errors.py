@@ -39,7 +39,7 @@ def _bad_alphas(tmp: Path, run: Path) -> list[str]:
 
 def _not_parquet(tmp: Path, _) -> list[str]:
     (tmp / "paths.parquet").write_text("alpha,loss\n0,2.3\n")
-    return ["barrier-init", "--paths", str(tmp / "paths.parquet"), "--out", str(tmp / "barrier")]
+    return ["barrier-init", "--sweep", str(tmp / "paths.parquet"), "--out", str(tmp / "barrier")]
 
 
 def _shapes_not_parquet(tmp: Path, run: Path) -> list[str]:

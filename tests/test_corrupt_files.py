@@ -98,7 +98,7 @@ def _interpolate(w: Path) -> list[str]:
 
 
 def _barrier_init(w: Path) -> list[str]:
-    return ["barrier-init", "--paths", str(w / "paths.parquet"), "--out", str(w / "barrier")]
+    return ["barrier-init", "--sweep", str(w / "paths.parquet"), "--out", str(w / "barrier")]
 
 
 def _barrier_groups(w: Path) -> list[str]:
@@ -183,7 +183,7 @@ def test_a_paths_file_of_another_kind_is_named(finished):
         assert "not a readable parquet table" in err
         shapes = w / "shapes.parquet"
         pd.DataFrame({"path": ["full"], "split": ["train"], "label": ["B"]}).to_parquet(shapes)
-        code, err = run_verb(["barrier-init", "--paths", str(shapes), "--out", str(w / "barrier")])
+        code, err = run_verb(["barrier-init", "--sweep", str(shapes), "--out", str(w / "barrier")])
         assert_one_line_naming(code, err, "barrier-init", shapes)
         assert "no column 'start'" in err
 

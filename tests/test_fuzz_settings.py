@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from linpath.experiments import Plan
-from linpath.hparams import ARCHS, DATASETS, RunSpec, SettingsError, check_plain_data
+from linpath.hparams import RunSpec, SettingsError, check_plain_data
+from linpath.registry import ARCHITECTURES, DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -50,7 +51,7 @@ JUNK = st.recursive(
                             st.dictionaries(st.one_of(NAMES, UNKNOWN_KEYS, st.integers(0, 3)), inner, max_size=3)),
     max_leaves=6,
 )
-CHOICES = {"arch": ARCHS, "dataset": DATASETS}  # str fields with a closed set of valid values
+CHOICES = {"arch": tuple(ARCHITECTURES), "dataset": tuple(DATASETS)}  # str fields with a closed set of valid values
 
 
 def typed(tp: typing.Any, name: str = "") -> st.SearchStrategy:

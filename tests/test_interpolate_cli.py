@@ -177,7 +177,7 @@ def test_run_without_final_state_exits_2(trained_mlp, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("start,message", [
-    ("bogus", "start must be init, epoch:<t>, other:<seed> or <label>=<file>; got 'bogus'"),
+    ("bogus", "sweep.starts[0] must be init, other, other:<seed>, epoch:<t> or <label>=<file>, got 'bogus'"),
     ("epoch:7", "epoch_7.pt does not exist"),
 ])
 def test_unknown_start_exits_2(start, message, trained_mlp, tmp_path, capsys):

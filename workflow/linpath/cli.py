@@ -85,11 +85,45 @@ def _record_divergence(out: Path, spec, err: Exception) -> str:
     return f"run {run} diverged: {what}; wrote {out / FAILED} and removed its checkpoints"
 
 
-def _thresholds(args: argparse.Namespace):
-    from .shapes import ShapeThresholds
+def _json_settings(text: str | None, flag: str) -> dict:
+    """A settings mapping given as JSON on the command line ({} when absent)."""
+    import json
 
-    given = {"barrier_tol": args.barrier_tol, "barrier_rel": args.barrier_rel, "plateau_alpha": args.plateau_alpha}
-    return ShapeThresholds(**{k: v for k, v in given.items() if v is not None})
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{flag}: not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"{flag}: expected a JSON object of settings, got {type(value).__name__}")
+    return value
+
+
+def _given(args: argparse.Namespace, names: dict[str, str]) -> dict:
+    """The flags given on the command line (argparse default None), as settings keys."""
+    return {key: getattr(args, dest) for key, dest in names.items() if getattr(args, dest) is not None}
+
+
+def _thresholds(args: argparse.Namespace):
+    """The shape thresholds: --thresholds-json, then single flags over it; the rest ShapeThresholds' defaults."""
+    from .hparams import ShapeThresholds, from_dict
+
+    given = {**_json_settings(args.thresholds_json, "--thresholds-json"),
+             **_given(args, {"barrier_tol": "barrier_tol", "barrier_rel": "barrier_rel", "plateau_alpha": "plateau_alpha"})}
+    return from_dict(ShapeThresholds, given, "thresholds")
+
+
+def _sweep(args: argparse.Namespace):
+    """What to measure: --sweep-json, then single flags over it; the rest SweepSpec's defaults."""
+    from .hparams import SweepSpec
+
+    flags = _given(args, {"starts": "start", "full": "full", "groups": "groups", "param_groups": "param_groups",
+                          "bn_modes": "bn_mode", "alphas": "alphas", "bn_subset": "bn_subset",
+                          "batch_size": "batch_size", "device": "device"})
+    if args.splits is not None:
+        flags["splits"] = args.splits.split(",")
+    return SweepSpec.from_dict({**_json_settings(args.sweep_json, "--sweep-json"), **flags}, "sweep")
 
 
 def _number(minimum: float | None = None, maximum: float | None = None, *, above: float | None = None,
@@ -140,7 +174,8 @@ def _checked(check):
 
 
 def _add_threshold_args(p: argparse.ArgumentParser) -> None:
-    # Defaults live in linpath.shapes.ShapeThresholds only.
+    # Defaults live in linpath.hparams.ShapeThresholds only.
+    p.add_argument("--thresholds-json", default=None, help="shape thresholds as JSON (what the workflow passes)")
     p.add_argument("--barrier-tol", type=_number(0), default=None,
                    help="absolute floor of a barrier's Δ (loss units)")
     p.add_argument("--barrier-rel", type=_number(0), default=None,
@@ -152,16 +187,13 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     import torch
 
     from .io import write_parquet
-    from .paths import InterpolationSettings, interpolate_run
+    from .paths import interpolate_run
     from .shapes import shape_table
 
+    settings, thresholds = _sweep(args), _thresholds(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = InterpolationSettings(
-        starts=tuple(args.start or ["init"]), full=not args.no_full, groups=args.groups,
-        param_groups=args.param_groups, bn_modes=tuple(args.bn_mode or ["interpolate"]), alphas=args.alphas,
-        splits=tuple(args.splits.split(",")), bn_subset=args.bn_subset, batch_size=args.batch_size, device=args.device)
-    _check_states_fit(Path(args.run), settings.starts)
+    _check_states_fit(Path(args.run), tuple(settings.starts))
     out = Path(args.out)
     try:
         table = interpolate_run(args.run, args.eval_cache, settings, run_id=args.run_id, scratch=out.parent,
@@ -169,7 +201,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     except (FileNotFoundError, ValueError) as err:
         raise SettingsError(str(err)) from None
     write_parquet(table, out)
-    shapes = shape_table(table, _thresholds(args))
+    shapes = shape_table(table, thresholds)
     if args.shapes:
         write_parquet(shapes, args.shapes)
     summary = shapes[shapes["split"] == "train"][["path", "start", "group", "param_group", "bn_mode", "label", "delta"]]
@@ -223,8 +255,8 @@ def _read_table(path: Path, flag: str, columns: tuple[str, ...], what: str):
 def _cmd_barrier_init(args: argparse.Namespace) -> None:
     from .barrier import write_barrier_inits
 
-    paths_file = Path(args.paths)
-    table = _read_table(paths_file, "--paths", PATH_COLUMNS, "a paths table of `linpath interpolate`")
+    paths_file = Path(args.sweep)
+    table = _read_table(paths_file, "--sweep", PATH_COLUMNS, "a sweep of `linpath interpolate`")
     try:
         info = write_barrier_inits(table, args.out, offset=args.offset, thresholds=_thresholds(args), split=args.split,
                                    assume_alpha=args.assume_barrier_at)
@@ -286,26 +318,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="long-format parquet, one row per path, split and α")
     p.add_argument("--shapes", help="also write the per-path shape metrics here (parquet)")
     p.add_argument("--run-id", help="run_id column (default: the run directory name)")
+    p.add_argument("--sweep-json", default=None,
+                   help="what to measure, as JSON of linpath.hparams.SweepSpec (what the workflow passes); "
+                        "the flags below override it, and SweepSpec's defaults fill the rest")
     p.add_argument("--start", action="append",
-                   help="path start: init (default), epoch:<t>, other:<seed>, or <label>=<state file>; repeatable. "
-                        "Group and parameter-group paths use the first start; later ones get the full path")
-    p.add_argument("--no-full", action="store_true", help="skip the full-model path")
-    p.add_argument("--groups", action="store_true", help="add the group-wise path of every group")
-    p.add_argument("--param-groups", action="store_true", help="add weights / BN affine / BN stats paths per group")
+                   help="path start: init, other (another init), epoch:<t>, other:<seed>, or <label>=<state file>; "
+                        "repeatable. Group and parameter-group paths use the first start; later ones get the full path")
+    p.add_argument("--full", action=argparse.BooleanOptionalAction, default=None, help="the full-model path")
+    p.add_argument("--groups", action=argparse.BooleanOptionalAction, default=None,
+                   help="the group-wise path of every group")
+    p.add_argument("--param-groups", action=argparse.BooleanOptionalAction, default=None,
+                   help="weights / BN affine / BN stats paths per group")
     p.add_argument("--bn-mode", action="append", choices=["interpolate", "recompute"], help="repeatable")
     p.add_argument("--alphas", type=_checked(check_alphas), default=None,
-                   help='"start:stop:count" or a comma list of finite numbers (default 0:1:51)')
-    p.add_argument("--splits", default="train,test")
-    p.add_argument("--bn-subset", type=_count, default=1024, help="training samples for BN recomputation")
-    p.add_argument("--batch-size", type=_count, default=2048)
-    p.add_argument("--device", type=_checked(check_device), default="auto", help="auto, cpu, cuda[:<index>] or mps")
+                   help='"start:stop:count" or a comma list of finite numbers')
+    p.add_argument("--splits", default=None, help="comma list of train, test")
+    p.add_argument("--bn-subset", type=_count, default=None, help="training samples for BN recomputation")
+    p.add_argument("--batch-size", type=_count, default=None, help="the chunk: memory is bounded by it")
+    p.add_argument("--device", type=_checked(check_device), default=None, help="auto, cpu, cuda[:<index>] or mps")
     p.add_argument("--threads", type=_count, default=None)
     p.add_argument("--no-progress", action="store_true")
     _add_threshold_args(p)
     p.set_defaults(func=_cmd_interpolate)
 
     p = verbs.add_parser("barrier-init", parents=[debug], help="states at the barrier peak of a run's full path, and before/after it")
-    p.add_argument("--paths", required=True, help="parquet from `linpath interpolate` holding the full path")
+    p.add_argument("--sweep", required=True, help="parquet from `linpath interpolate` holding the full path")
     p.add_argument("--out", required=True, help="folder for barrier.yaml and at.pt / before.pt / after.pt")
     p.add_argument("--offset", type=_number(maximum=1, above=0), default=0.1, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
     p.add_argument("--split", default="train")
