@@ -464,7 +464,8 @@ def write_experiment_table(plan: Plan, name: str, run_ids: list[str], skipped: d
     if name not in reference.get("tables", {}):
         raise KeyError(f"{plan.config.get('reference')} has no table {name!r}")
     spec = dict(reference["tables"][name])
-    spec["rows"] = [{**row, "setting": plan.row_setting(row, name)} for row in spec["rows"]]
+    rows = [{**row, "setting": plan.row_setting(row, name)} for row in spec["rows"]]
+    spec["rows"] = [row for row in rows if row["setting"] in plan.settings]  # what this config plans
     shapes = collect(plan, run_ids, [str(plan.layout.shapes(r)) for r in run_ids]) if run_ids else None
     frame = experiment_table(name, spec, runs_table(plan, run_ids, skipped), shapes,
                              SummaryRules.from_config(plan.config.get("shapes")))
