@@ -163,10 +163,11 @@ def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 12, n_test: in
     return out
 
 
+@pytest.mark.parametrize("verify", [True, False])
 @pytest.mark.parametrize("dataset,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
-def test_mnist_idx_round_trip(tmp_path, dataset, folder):
+def test_mnist_idx_round_trip(tmp_path, dataset, folder, verify):
     written = write_mnist(tmp_path, folder)
-    source = data.load_source(DataSpec(dataset=dataset, root=str(tmp_path)))
+    source = data.load_source(DataSpec(dataset=dataset, root=str(tmp_path), verify_checksums=verify))
     for split, prefix in ((source.train, "train"), (source.test, "t10k")):
         images, labels = written[prefix]
         assert split.x.dtype == torch.uint8 and split.x.shape == (len(labels), 1, 28, 28)
