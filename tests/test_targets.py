@@ -126,3 +126,38 @@ def test_a_changed_sweep_redraws_the_figures_that_show_its_run(built_copy):
     sweep.to_parquet(sweeps[0], index=False)
     stats = planned(built_copy, "results/figures/A.png", "results/figures/B.png")
     assert stats == Counter({"experiment_figure": 1}), "figure A does not show run b"
+
+
+E18 = {
+    "experiments": {"E18": {"title": "a narrow MLP on the digits", "figure": "standard"}},
+    "settings": {"mlp_narrow": {
+        "experiment": "E18",
+        "intervention": "MLP 2x8 on digits",
+        "run": {"model": {"arch": "mlp", "hidden": [8, 8]}, "data": {"augment": "none"},
+                "train": {"optimizer": "adam", "lr": 1.0e-3, "weight_decay": 0, "milestones": [], "epochs": 2,
+                          "batch_size": 128}},
+        "paths": {"groups": False},
+    }},
+}
+
+
+@pytest.mark.slow
+def test_an_experiment_added_in_config_alone_gets_its_runs_and_figure(tmp_path):
+    # The recipe of README "Adding an experiment": one catalogue entry and one setting, no code.
+    workdir = with_default_config(tmp_path)
+    (workdir / "config" / "e18.yaml").write_text(yaml.safe_dump(E18, sort_keys=False))
+    seeds = len(Plan(yaml.safe_load((workdir / "config" / "config.yaml").read_text())).seeds)
+    stats = dry_run_with(workdir, "E18", "config/e18.yaml")
+    assert stats == {"train": seeds, "interpolate": seeds, "experiment_figure": 1, "E18": 1}
+    proc = snakemake(workdir, "--cores", "2", "E18", "--configfile", "config/e18.yaml")
+    assert proc.returncode == 0, tail(proc)
+    figure = workdir / "results" / "figures" / "E18.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = sorted(p.name for p in (workdir / "results" / "runs").iterdir())
+    assert len(runs) == seeds and all(name.startswith("mlp_narrow-s") for name in runs)
+
+
+def dry_run_with(workdir, target, overlay) -> dict[str, int]:
+    proc = snakemake(workdir, "-n", "--cores", "2", target, "--configfile", overlay)
+    assert proc.returncode == 0, tail(proc)
+    return job_stats(output_of(proc))

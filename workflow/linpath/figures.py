@@ -14,19 +14,16 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .experiments import Plan  # noqa: E402
-from .io import note  # noqa: E402
-from .tables import MAIN_PATH, _select, accuracy_change, collect, full_delta, group_barrier, trained  # noqa: E402
+from .io import atomic_path, note  # noqa: E402
+from .tables import MAIN_PATH, select, accuracy_change, collect, full_delta, group_barrier, trained  # noqa: E402
 
 
 def _save(fig, out: Path, pdf: bool = False) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
     if pdf:
-        tmp = out.with_name(f".{out.stem}.tmp.pdf")
-        fig.savefig(tmp, bbox_inches="tight")
-        tmp.replace(out.with_suffix(".pdf"))
+        with atomic_path(out.with_suffix(".pdf")) as tmp:
+            fig.savefig(tmp, format="pdf", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -149,7 +146,7 @@ def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: st
     ncols = 4
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.0 * nrows), squeeze=False)
-    main = _select(paths, **MAIN_PATH)
+    main = select(paths, **MAIN_PATH)
     for ax, row, (_, t1) in zip(axes.flat, rows, table1.iterrows()):
         settings = row["settings"]
         baselines = sorted({row.get("baseline") or plan.settings[s].baseline for s in settings} - {None})

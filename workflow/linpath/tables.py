@@ -172,7 +172,7 @@ class SummaryRules:
 # --- per-seed labels ------------------------------------------------------------------
 
 
-def _select(shapes: pd.DataFrame, **where) -> pd.DataFrame:
+def select(shapes: pd.DataFrame, **where) -> pd.DataFrame:
     mask = np.ones(len(shapes), dtype=bool)
     for k, v in where.items():
         mask &= shapes[k].to_numpy() == v
@@ -181,7 +181,7 @@ def _select(shapes: pd.DataFrame, **where) -> pd.DataFrame:
 
 def label_counts(shapes: pd.DataFrame, settings: list[str]) -> Counter:
     """Full-path labels (θ₀ → θ_T, train split) of every run of these settings, one per seed."""
-    sel = _select(shapes, **MAIN_PATH)
+    sel = select(shapes, **MAIN_PATH)
     sel = sel[sel["setting"].isin(settings)]
     return Counter(str(label) for label in sel["label"].fillna("NaN"))
 
@@ -205,13 +205,13 @@ def label_set(counts: Counter, min_share: float) -> list[str]:
 
 def group_barrier(shapes: pd.DataFrame, setting: str) -> float | None:
     """Mean Δ of the group-wise paths (train split, from init) over groups and seeds."""
-    sel = _select(shapes, setting=setting, path="group", start="init", bn_mode="interpolate", split="train")
+    sel = select(shapes, setting=setting, path="group", start="init", bn_mode="interpolate", split="train")
     return None if sel.empty else float(sel["delta"].mean())
 
 
 def full_delta(shapes: pd.DataFrame, setting: str) -> float | None:
     """Mean Δ of the full path θ₀ → θ_T (train split) over seeds."""
-    sel = _select(shapes, setting=setting, **MAIN_PATH)
+    sel = select(shapes, setting=setting, **MAIN_PATH)
     return None if sel.empty else float(sel["delta"].mean())
 
 
@@ -411,7 +411,7 @@ def _percent(column: str):
 
 
 def _nonmonotonic(runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.Series:
-    return 100 * (~_select(shapes, **MAIN_PATH)["monotonic"].astype(bool)).astype(float)
+    return 100 * (~select(shapes, **MAIN_PATH)["monotonic"].astype(bool)).astype(float)
 
 
 # Per-run values a table column can show (mean ± std over the row setting's runs).
@@ -420,7 +420,7 @@ METRICS = {
     "test_acc": _percent("test_acc"),
     "relative_distance_mean": lambda runs, shapes: runs["relative_distance_mean"],
     "relative_distance_global": lambda runs, shapes: runs["relative_distance_global"],
-    "delta": lambda runs, shapes: _select(shapes, **MAIN_PATH)["delta"],
+    "delta": lambda runs, shapes: select(shapes, **MAIN_PATH)["delta"],
     "nonmonotonic_pct": _nonmonotonic,
 }
 DEFAULT_COLUMNS = ["train_acc", "test_acc"]

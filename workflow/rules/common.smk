@@ -146,7 +146,8 @@ def figure_code(experiment):
     functions (`<kind>_figure`). Changing one kind's code redraws only the figures of that kind; changing
     shared code redraws them all (Snakemake's params trigger)."""
     import ast
-    import hashlib
+
+    from linpath.ids import digest
 
     path = Path(workflow.basedir) / "workflow" / "linpath" / "figures.py"
     tree = ast.parse(path.read_text())
@@ -154,7 +155,7 @@ def figure_code(experiment):
     kinds = {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.endswith("_figure")}
     kept = [ast.unparse(node) for node in tree.body
             if not (isinstance(node, ast.FunctionDef) and node.name in kinds - {own} and node.name != "experiment_figure")]
-    return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:12]
+    return digest("\n".join(kept), 12)
 
 
 def final_targets():
