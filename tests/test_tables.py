@@ -214,7 +214,12 @@ def test_barrier_groups_by_share_of_seeds_and_ranked_by_delta():
     assert found["with_barrier"] == ["conv1", "conv2"] and found["without_barrier"] == ["conv3"]
     assert found["ranked"] == ["conv2", "conv1"]
     # conv3: one seed of four, with a high Δ: a barrier group at a share of 0.25, ranked by its mean Δ.
-    assert barrier_groups(pd.DataFrame(rows), [], 0.25)["ranked"] == ["conv2", "conv3", "conv1"]
+    widenable = ["conv1", "conv2", "conv3"]
+    assert barrier_groups(pd.DataFrame(rows), widenable, 0.25)["ranked"] == ["conv2", "conv3", "conv1"]
+    # A barrier in a group whose width cannot change (the head) never takes one of the k places.
+    rows += [shape_row("vgg", s, "B", 2.0, path="group", group="classifier") for s in SEEDS]
+    found = barrier_groups(pd.DataFrame(rows), widenable, 0.5)
+    assert "classifier" in found["with_barrier"] and found["ranked"] == ["conv2", "conv1"]
 
 
 # --- experiment tables -----------------------------------------------------------------------

@@ -4,7 +4,7 @@
     "@barrier:<setting>/<point>"        a barrier-height init (before | at | after) of that run (E5)
     "@barrier_groups:<setting>"         as a key of a group mapping: the groups whose group-wise path shows
     "@no_barrier_groups:<setting>"      (or does not show) a barrier in that setting's runs, over all seeds
-    "@barrier_groups:<setting>/top<k>"  the k barrier groups with the highest mean Δ
+    "@barrier_groups:<setting>/top<k>"  the k widenable barrier groups with the highest mean Δ
 
 Pure Python (no torch): the Snakefile plans runs at parse time.
 """

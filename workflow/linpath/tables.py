@@ -30,7 +30,8 @@ MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split":
 def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float = 0.5,
                    assume: list[str] = ()) -> dict:
     """Groups whose group-wise path (θ₀ → θ_T, train split) has a barrier in at least `min_share` of the
-    seeds; `ranked` orders them by mean Δ, highest first (for "the k barrier groups" references).
+    seeds; `ranked` orders those whose width can change by mean Δ, highest first (for "narrow the k
+    barrier layers" references: a head or stem that cannot be narrowed must not take one of the k places).
     `assume` (test-only, config `testing.barrier_groups`) adds groups as if they had barriers."""
     sel = shapes[(shapes["path"] == "group") & (shapes["start"] == "init") & (shapes["split"] == "train")
                  & (shapes["bn_mode"] == "interpolate")]
@@ -41,11 +42,11 @@ def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float 
     with_barrier = [g for g, s in share.items() if s >= min_share or g in assume]
     return {"with_barrier": with_barrier,
             "without_barrier": [g for g in share.index if g not in with_barrier],
-            "ranked": sorted(with_barrier, key=lambda g: -delta[g]),
+            "ranked": sorted([g for g in with_barrier if g in widenable], key=lambda g: -delta[g]),
             "barrier_share": {g: float(s) for g, s in share.items()},
             "mean_delta": {g: float(d) for g, d in delta.items()},
             "widenable": list(widenable),
-            "rule": f"label B (see label_rule) in at least {min_share:g} of the seeds; ranked by mean delta"
+            "rule": f"label B (see label_rule) in at least {min_share:g} of the seeds; ranked: the widenable ones by mean delta"
                     + (f"; ASSUMED for a test: {sorted(set(assume) & set(with_barrier))}" if assume else ""),
             "label_rule": str(sel["label_rule"].iloc[0])}
 
