@@ -19,14 +19,9 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .errors import SettingsError  # also imported from here by the modules that check settings
 from .ids import digest
-
 from .registry import ARCHITECTURES, DATASETS
-
-
-class SettingsError(ValueError):
-    """A setting is missing, unknown or of the wrong type/value."""
-
 
 
 

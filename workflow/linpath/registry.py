@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
+from .errors import SettingsError
+
 # model.arch -> a class taking the ModelSpec (it provides stages() and widenable(spec))
 ARCHITECTURES = {
     "resnet18": "linpath.models:CifarResNet",
@@ -32,8 +34,6 @@ DATASETS = {
 
 def builder(table: dict[str, str], name: str, where: str) -> Callable[..., Any]:
     """The builder registered under `name`; an unknown name is a settings error listing the known ones."""
-    from .hparams import SettingsError
-
     if name not in table:
         raise SettingsError(f"{where}: unknown name {name!r} (known: {', '.join(table)})")
     module, attribute = table[name].split(":")
