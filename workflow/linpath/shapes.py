@@ -44,10 +44,12 @@ def max_rise(losses: np.ndarray) -> float:
 def alpha_half(alphas: np.ndarray, losses: np.ndarray) -> float:
     """First α (inside [0, 1]) where L ≤ L(0) − ½(L(0) − L(1)); NaN when the loss does not fall."""
     alphas, losses = np.asarray(alphas, float), np.asarray(losses, float)
+    order = np.argsort(alphas)  # "first" is the smallest α, whatever order the points come in
+    alphas, losses = alphas[order], losses[order]
     inside = (alphas >= 0) & (alphas <= 1)
     a, l = alphas[inside], losses[inside]
-    l0, l1 = l[np.argmin(a)], l[np.argmax(a)]
-    if not l1 < l0:
+    l0, l1 = l[0], l[-1]
+    if not (np.isfinite(l0) and l1 < l0):  # an infinite L(0) has no half-way level
         return float("nan")
     hit = np.nonzero(l <= l0 - 0.5 * (l0 - l1))[0]
     return float(a[hit[0]])
