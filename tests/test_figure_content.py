@@ -1,0 +1,241 @@
+"""What the figures draw equals the tables they are drawn from: the lines and ±sd bands of the
+experiment figures (read back from the matplotlib Figure that `FIGURE_KINDS[kind]` returns), and the
+points and rank correlations behind Figure A11's scatter panels (`shape_vs_accuracy`,
+`rank_correlations`)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import seaborn as sns
+
+from linpath.experiments import Plan
+from linpath.figures import FIGURE_KINDS, SHAPE_METRICS, rank_correlations, shape_vs_accuracy
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ALPHAS = [0.0, 0.5, 1.0]
+SETTINGS = {
+    "base": {"experiment": "E2"},
+    "more_wd": {"experiment": "E9", "baseline": "base", "intervention": "more weight decay"},
+    "mlp": {"experiment": "E1", "run": {"model": {"arch": "mlp"}}, "intervention": "MLP"},
+}
+EXPERIMENTS = {"E9": {"title": "weight decay", "paper": "Fig. 9"},
+               "E1": {"title": "MLPs", "paper": "Fig. 1A", "figure": "starts"}}
+
+
+def plan_of(settings=SETTINGS, table1=(), seeds=(0, 1)) -> Plan:
+    return Plan({"seeds": list(seeds), "base": {"model": {"arch": "resnet18", "width": 4}}, "settings": settings,
+                 "experiments": EXPERIMENTS, "table1": list(table1)})
+
+
+def curves(setting, seed, losses, *, path="full", group="all", start="init", split="train", bn_mode="interpolate",
+           param_group="all"):
+    return [{"setting": setting, "seed": seed, "run_id": f"{setting}-s{seed}", "path": path, "group": group,
+             "param_group": param_group, "start": start, "split": split, "bn_mode": bn_mode, "alpha": a, "loss": l}
+            for a, l in zip(ALPHAS, losses)]
+
+
+@pytest.fixture
+def paths() -> pd.DataFrame:
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.5)):
+        rows += curves("base", seed, [2.0 + shift, 1.0 + shift, 0.5])
+        rows += curves("more_wd", seed, [2.0 + shift, 2.5, 0.25 + shift])
+        rows += curves("more_wd", seed, [3.0, 2.0 + shift, 0.25], start="other_init")
+        rows += curves("base", seed, [1.0, 0.75, 0.5 + shift], path="group", group="block1")
+        rows += curves("more_wd", seed, [1.0, 1.5 + shift, 0.5], path="group", group="block1")
+        rows += curves("base", seed, [1.0, 0.5, 0.25], path="group", group="block2")
+        rows += curves("more_wd", seed, [1.0, 1.25, 0.25 + shift], path="group", group="block2")
+        rows += curves("mlp", seed, [2.0, 1.0 + shift, 0.0])
+        rows += curves("mlp", seed, [4.0 + shift, 1.0, 0.0], start="other_init")
+        # drawn nowhere: test split, recomputed BN statistics, group paths from another start
+        for setting in ("base", "more_wd", "mlp"):
+            rows += curves(setting, seed, [50.0, 60.0, 70.0], split="test")
+            rows += curves(setting, seed, [50.0, 60.0, 70.0], bn_mode="recompute")
+        rows += curves("more_wd", seed, [50.0, 60.0, 70.0], path="group", group="block1", start="other_init")
+    return pd.DataFrame(rows)
+
+
+def drawn_lines(ax) -> list:
+    return [line for line in ax.get_lines() if len(line.get_xdata())]
+
+
+def expected(paths: pd.DataFrame, **where) -> pd.DataFrame:
+    sel = paths
+    for k, v in {"split": "train", "bn_mode": "interpolate", **where}.items():
+        sel = sel[sel[k] == v]
+    return sel.groupby("alpha")["loss"].agg(["mean", "std"])
+
+
+def check_line(line, want: pd.DataFrame) -> None:
+    assert list(line.get_xdata()) == list(want.index)
+    assert list(line.get_ydata()) == pytest.approx(list(want["mean"]))
+
+
+def check_band(ax, want: pd.DataFrame) -> None:
+    """Some ±sd band of the panel spans exactly mean − sd .. mean + sd at every α."""
+    for band in ax.collections:
+        vertices = band.get_paths()[0].vertices
+        ranges = {a: (vertices[np.isclose(vertices[:, 0], a), 1].min(), vertices[np.isclose(vertices[:, 0], a), 1].max())
+                  for a in want.index}
+        if all(np.allclose(ranges[a], (m - s, m + s)) for a, (m, s) in want.iterrows()):
+            return
+    raise AssertionError(f"no ±sd band matches {want.to_dict()}")
+
+
+def test_standard_figure_draws_the_train_paths_of_the_experiment(paths):
+    plan = plan_of()
+    fig = FIGURE_KINDS["standard"](plan, "E9", paths)
+    try:
+        full, block1, block2 = fig.axes[:3]
+        assert (full.get_title(), block1.get_title(), block2.get_title()) == ("full model", "group block1", "group block2")
+        palette = dict(zip(["base", "more_wd"], sns.color_palette("tab10", 2)))
+        lines = drawn_lines(full)
+        assert len(lines) == 3, "base from θ₀; more_wd from θ₀ and from another init"
+        drawn = {(tuple(np.round(line.get_color(), 6)), line.get_linestyle()): line for line in lines}
+        solid, dashed = "-", "--"
+        check_line(drawn[(tuple(np.round(palette["base"], 6)), solid)], expected(paths, setting="base", path="full"))
+        check_line(drawn[(tuple(np.round(palette["more_wd"], 6)), solid)],
+                   expected(paths, setting="more_wd", path="full", start="init"))
+        check_line(drawn[(tuple(np.round(palette["more_wd"], 6)), dashed)],
+                   expected(paths, setting="more_wd", path="full", start="other_init"))
+        check_band(full, expected(paths, setting="more_wd", path="full", start="init"))
+        for ax, group in ((block1, "block1"), (block2, "block2")):
+            lines = drawn_lines(ax)
+            assert len(lines) == 2
+            by_color = {tuple(np.round(line.get_color(), 6)): line for line in lines}
+            for setting in ("base", "more_wd"):
+                want = expected(paths, setting=setting, path="group", group=group, start="init")
+                check_line(by_color[tuple(np.round(palette[setting], 6))], want)
+                check_band(ax, want)
+        assert fig._suptitle.get_text().startswith("E9 (Fig. 9): weight decay\n")
+        assert all(max(line.get_ydata()) < 50 for ax in fig.axes for line in drawn_lines(ax)), "no test-split curve"
+    finally:
+        plt.close(fig)
+
+
+def test_starts_figure_draws_one_line_per_start_point(paths):
+    plan = plan_of()
+    fig = FIGURE_KINDS["starts"](plan, "E1", paths)
+    try:
+        assert len(fig.axes) == 1 and fig.axes[0].get_title() == "MLP"
+        lines = drawn_lines(fig.axes[0])
+        assert len(lines) == 2
+        drawn = sorted((tuple(line.get_ydata()) for line in lines), key=lambda y: y[0])
+        want = [expected(paths, setting="mlp", path="full", start=s)["mean"] for s in ("init", "other_init")]
+        assert [list(y) for y in drawn] == [pytest.approx(list(w)) for w in sorted(want, key=lambda w: w.iloc[0])]
+        check_band(fig.axes[0], expected(paths, setting="mlp", path="full", start="other_init"))
+    finally:
+        plt.close(fig)
+
+
+def test_param_group_figure_draws_each_kind_of_tensor(paths):
+    rows = []
+    for seed in (0, 1):
+        for kind, top in (("weights", 1.5), ("bn_stats", 3.0 + seed)):
+            rows += curves("base", seed, [1.0, top, 0.5], path="param_group", group="block1", param_group=kind)
+    data = pd.concat([paths, pd.DataFrame(rows)], ignore_index=True)
+    settings = {**SETTINGS, "base": {"experiment": "E14"}}
+    plan = Plan({"seeds": [0, 1], "base": {}, "settings": settings, "table1": [],
+                 "experiments": {"E14": {"title": "parameter groups", "figure": "param_groups"}}})
+    fig = FIGURE_KINDS["param_groups"](plan, "E14", data)
+    try:
+        axes = [ax for ax in fig.axes if drawn_lines(ax)]
+        assert len(axes) == 1 and "block1" in axes[0].get_title(), "only groups with parameter-group paths"
+        drawn = sorted(tuple(line.get_ydata()) for line in drawn_lines(axes[0]))
+        want = sorted(tuple(expected(data, setting="base", group="block1", path=p, param_group=k)["mean"])
+                      for p, k in (("group", "all"), ("param_group", "weights"), ("param_group", "bn_stats")))
+        assert [pytest.approx(list(y)) for y in want] == [list(y) for y in drawn]
+    finally:
+        plt.close(fig)
+
+
+# --- Figure A11's scatter data --------------------------------------------------------------------------
+
+
+def shape_rows(setting, seeds, full_delta, group_delta=None):
+    rows = [{"setting": setting, "seed": s, "path": "full", "start": "init", "group": "all", "bn_mode": "interpolate",
+             "split": "train", "label": "B" if full_delta else "NB", "delta": full_delta} for s in seeds]
+    if group_delta is not None:
+        rows += [{**r, "path": "group", "group": "block1", "delta": group_delta} for r in rows]
+    return rows
+
+
+def run_rows(setting, seeds, acc, model="resnet18"):
+    return [{"setting": setting, "seed": s, "test_acc": acc, "model": model, "status": "trained"} for s in seeds]
+
+
+SCATTER_SETTINGS = {
+    "base": {"experiment": "E2"},
+    "other_base": {"experiment": "E2"},
+    "no_parent": {"experiment": "E3"},
+    "wd": {"experiment": "E9", "baseline": "base"},
+    "lr": {"experiment": "E10", "baseline": "base"},
+    "against_other": {"experiment": "E9", "baseline": "base"},
+    "unmeasured_parent": {"experiment": "E9", "baseline": "ghost_parent"},
+    "ghost_parent": {"experiment": "E2"},
+    "late_seeds": {"experiment": "E9", "baseline": "base"},
+    "vit": {"experiment": "E12", "baseline": "base"},
+}
+
+
+def test_scatter_points_are_changes_against_the_baseline():
+    table1 = [{"intervention": "a", "settings": ["no_parent", "wd", "lr"]},
+              {"intervention": "b", "settings": ["against_other"], "baseline": "other_base"},
+              {"intervention": "c", "settings": ["unmeasured_parent", "late_seeds", "vit"]}]
+    plan = Plan({"seeds": [0, 1, 2, 3], "base": {}, "settings": SCATTER_SETTINGS, "table1": table1})
+    shapes = pd.DataFrame(shape_rows("base", [0, 1], 0.25, 0.5) + shape_rows("other_base", [0, 1], 1.0)
+                          + shape_rows("no_parent", [0, 1], 0.0) + shape_rows("wd", [0, 1], 0.75, 0.25)
+                          + shape_rows("lr", [0, 1], 0.5) + shape_rows("against_other", [0, 1], 0.5)
+                          + shape_rows("unmeasured_parent", [0, 1], 0.5) + shape_rows("late_seeds", [2, 3], 0.5)
+                          + shape_rows("vit", [0, 1], 1.0))
+    runs = pd.DataFrame(run_rows("base", [0, 1], 0.90) + run_rows("other_base", [0, 1], 0.50)
+                        + run_rows("no_parent", [0, 1], 0.95) + run_rows("wd", [0, 1], 0.92)
+                        + run_rows("lr", [0, 1], 0.80) + run_rows("against_other", [0, 1], 0.60)
+                        + run_rows("unmeasured_parent", [0, 1], 0.9) + run_rows("ghost_parent", [0, 1], 0.9)
+                        + run_rows("late_seeds", [2, 3], 0.9) + run_rows("vit", [0, 1], 0.85, model="vit_tiny"))
+    points = shape_vs_accuracy(plan, shapes, runs)
+    assert list(points.columns) == ["setting", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"]
+    assert list(points["setting"]) == ["wd", "lr", "against_other", "vit"], \
+        "no baseline, an unmeasured baseline, or no seed in common: no point"
+    p = points.set_index("setting")
+    assert p.loc["wd", "full_delta_change"] == pytest.approx(0.75 - 0.25)
+    assert p.loc["wd", "group_delta_change"] == pytest.approx(0.25 - 0.5)
+    assert p.loc["wd", "acc_change_pp"] == pytest.approx(2.0) and p.loc["wd", "experiment"] == "E9"
+    assert p.loc["lr", "full_delta_change"] == pytest.approx(0.25) and math.isnan(p.loc["lr", "group_delta_change"])
+    assert p.loc["lr", "acc_change_pp"] == pytest.approx(-10.0)
+    assert p.loc["against_other", "full_delta_change"] == pytest.approx(-0.5), "the row's baseline, not the setting's"
+    assert p.loc["against_other", "acc_change_pp"] == pytest.approx(10.0)
+    assert p.loc["vit", "family"] == "vit_tiny", "an architecture without a family is its own family"
+    assert p.loc["wd", "family"] == "resnet"
+
+
+def test_no_scatter_points():
+    plan = Plan({"seeds": [0], "base": {}, "settings": {"base": {"experiment": "E2"}}, "table1": []})
+    points = shape_vs_accuracy(plan, pd.DataFrame(shape_rows("base", [0], 0.0)), pd.DataFrame(run_rows("base", [0], 0.9)))
+    assert points.empty and list(points.columns) == ["setting", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"]
+    rho = rank_correlations(points, "full_delta_change")
+    assert rho.empty and list(rho.columns) == ["family", "metric", "n", "rho"]
+
+
+def test_rank_correlation_is_spearman_per_family_in_name_order():
+    # monotone but far from linear: Spearman ρ = 1, Pearson r < 1
+    x, y = [0.0, 0.1, 0.2, 10.0], [0.0, 1.0, 2.0, 2.1]
+    points = pd.DataFrame({"family": ["vgg"] * 4 + ["mlp"] * 2 + ["resnet"] * 3,
+                           "full_delta_change": x + [0.0, 1.0] + [0.0, 1.0, 2.0],
+                           "acc_change_pp": y + [1.0, 0.0] + [3.0, 1.0, 2.0]})
+    rho = rank_correlations(points, "full_delta_change")
+    assert list(rho["family"]) == ["mlp", "resnet", "vgg"]
+    assert list(rho["metric"]) == ["full_delta_change"] * 3 and list(rho["n"]) == [2, 3, 4]
+    by = rho.set_index("family")["rho"]
+    assert by["vgg"] == pytest.approx(1.0) and np.corrcoef(x, y)[0, 1] < 0.9
+    assert by["resnet"] == pytest.approx(-0.5)
+    assert math.isnan(by["mlp"]), "two points always correlate perfectly: below min_points, no ρ"
+    assert rank_correlations(points, "full_delta_change", min_points=2).set_index("family").loc["mlp", "rho"] == \
+           pytest.approx(-1.0)
