@@ -40,7 +40,7 @@ def default_paths(trained_mlp, tmp_path_factory):
 def test_interpolate_defaults_feed_barrier_init_without_flags(default_paths):
     run_dir, work, paths_file = default_paths
     paths = pd.read_parquet(paths_file)
-    done = run_cli(["barrier-init", "--paths", str(paths_file), "--out", "inits"], cwd=work)
+    done = run_cli(["barrier-init", "--sweep", str(paths_file), "--out", "inits"], cwd=work)
     assert done.returncode == 0, done.stderr
     saved = yaml.safe_load((work / "inits" / "barrier.yaml").read_text())
     # barrier-init found the path it looks for by default: full, from θ₀, train split, interpolated BN
@@ -59,7 +59,7 @@ def test_states_from_interpolate_output_with_a_non_default_offset(default_paths,
     (The tiny run has no barrier of its own, so the test-only assumed α* stands in for one.)"""
     run_dir, work, paths_file = default_paths
     out = work / "offset"
-    code = cli.main(["barrier-init", "--paths", str(paths_file), "--out", str(out), "--offset", "0.25",
+    code = cli.main(["barrier-init", "--sweep", str(paths_file), "--out", str(out), "--offset", "0.25",
                      "--assume-barrier-at", "0.5", "--barrier-tol", "100"])
     assert code == 0
     saved = yaml.safe_load((out / "barrier.yaml").read_text())

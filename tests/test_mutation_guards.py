@@ -21,12 +21,13 @@ import yaml
 from conftest import run_dict
 from linpath.barrier import find_barrier, interpolate_state, write_barrier_inits
 from linpath.experiments import Plan
+from linpath.hparams import SettingsError
 from linpath.shapes import ShapeThresholds, shape_table
 from linpath.tables import (SummaryRules, _ordered, accuracy_change, agreement_counts, barrier_groups,
                             combined_word, experiment_table, full_delta, group_barrier, label_counts,
-                            layer_barrier_tag, mean_interval, not_trained, paper_parts, resolve_row,
-                            setting_summary, table1, table1_markdown, trained, write_barrier_groups,
-                            write_core_tables, write_experiment_table, write_summary_tables)
+                            layer_barrier_tag, mean_interval, not_trained, paper_parts, setting_summary, table1,
+                            table1_markdown, trained, write_barrier_groups, write_core_tables,
+                            write_experiment_table, write_table1)
 
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 SEEDS = [0, 1, 2]
@@ -68,31 +69,43 @@ def run_paths(run_id: str, setting: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+REFERENCE = {"tables": {
+    "table_wd": {"columns": ["test_acc", "delta", "nonmonotonic_pct", "relative_distance_mean"],
+                 "rows": [{"label": "parent", "baseline_of": "more_wd", "paper_test": "90.0"},
+                          {"label": "more WD", "setting": "more_wd", "column": "ResNet-18", "paper_test": "93.1"},
+                          {"label": "less data", "setting": "less_data"},
+                          {"label": "not in this config", "setting": "elsewhere"}]},
+    "table_acc": {"rows": [{"label": "base", "setting": "base"}]},
+}}
+
+
 @pytest.fixture
 def study(tmp_path):
-    """A finished study on disk: every trained run with run.yaml, summary.yaml, paths and shapes."""
-    config = {"seeds": SEEDS, "results": str(tmp_path / "results"),
+    """A finished study on disk: every trained run with run.yaml, summary.yaml, sweep and shapes."""
+    reference = tmp_path / "reference.yaml"
+    reference.write_text(yaml.safe_dump(REFERENCE))
+    config = {"seeds": SEEDS, "results": str(tmp_path / "results"), "reference": str(reference),
               "base": {"model": {"arch": "resnet18", "width": 4}, "data": {"dataset": "digits"}},
               "settings": SETTINGS, "table1": TABLE1}
     plan = Plan(config)
+    layout = plan.layout
     trained_ids, skipped = [], {}
     for (setting, seed), run_id in sorted(plan.by_setting.items()):
         acc = TEST_ACC[setting][seed]
         if acc is None:
             skipped[run_id] = "no barrier on the parent's path"
             continue
-        d = plan.run_dir(run_id)
-        d.mkdir(parents=True)
+        layout.run_dir(run_id).mkdir(parents=True)
         spec = run_dict("resnet18_w4")
-        (d / "run.yaml").write_text(yaml.safe_dump(spec))
+        layout.run_file(run_id, "settings").write_text(yaml.safe_dump(spec))
         summary = {"run": run_id, "test_acc": acc, "train_acc": 1.0 - seed / 100,
                    "relative_distance_mean": 0.5 + seed, "relative_distance_global": 0.25 * (seed + 1)}
-        (d / "summary.yaml").write_text(yaml.safe_dump(summary))
+        layout.run_file(run_id, "summary").write_text(yaml.safe_dump(summary))
         paths = run_paths(run_id, setting)
-        plan.paths_file(run_id).parent.mkdir(parents=True, exist_ok=True)
-        plan.shapes_file(run_id).parent.mkdir(parents=True, exist_ok=True)
-        paths.to_parquet(plan.paths_file(run_id), index=False)
-        shape_table(paths).to_parquet(plan.shapes_file(run_id), index=False)
+        layout.sweep(run_id).parent.mkdir(parents=True, exist_ok=True)
+        layout.shapes(run_id).parent.mkdir(parents=True, exist_ok=True)
+        paths.to_parquet(layout.sweep(run_id), index=False)
+        shape_table(paths).to_parquet(layout.shapes(run_id), index=False)
         trained_ids.append(run_id)
     return plan, trained_ids, skipped, tmp_path
 
@@ -102,9 +115,9 @@ def study(tmp_path):
 
 def test_core_tables_hold_every_planned_run_and_every_curve(study):
     plan, run_ids, skipped, tmp = study
-    out, log = tmp / "tables", tmp / "logs" / "tables.log"
-    write_core_tables(plan, run_ids, out, str(log), skipped)
-    runs = pd.read_parquet(out / "runs.parquet")
+    layout, log = plan.layout, tmp / "logs" / "tables.log"
+    write_core_tables(plan, run_ids, skipped, str(log))
+    runs = pd.read_parquet(layout.table("runs"))
     assert len(runs) == 9 and set(runs["run_id"]) == set(plan.runs)
     assert list(runs["run_id"][:8]) == run_ids, "trained runs first, in the order given"
     skipped_row = runs[runs["status"] == "skipped"].iloc[0]
@@ -122,17 +135,17 @@ def test_core_tables_hold_every_planned_run_and_every_curve(study):
     base = runs.set_index("run_id").loc[plan.by_setting[("base", 0)]]
     assert base["intervention"] == "standard training"
 
-    paths = pd.read_parquet(out / "paths.parquet")
+    paths = pd.read_parquet(layout.table("paths"))
     assert len(paths) == sum(len(run_paths(r, plan.runs[r].setting)) for r in run_ids)
     assert list(paths.columns[:4]) == ["run_id", "seed", "setting", "experiment"]
     one = paths[paths["run_id"] == plan.by_setting[("more_wd", 2)]]
     assert set(one["setting"]) == {"more_wd"} and set(one["seed"]) == {2} and set(one["experiment"]) == {"E9"}
     assert len(one) == len(run_paths("x", "more_wd"))
-    shapes = pd.read_parquet(out / "shapes.parquet")
+    shapes = pd.read_parquet(layout.table("shapes"))
     assert len(shapes) == len(paths) // len(ALPHAS)
     full = shapes[(shapes["path"] == "full") & (shapes["split"] == "train")]
     assert dict(zip(full["setting"], full["label"])) == {"base": "NB", "more_wd": "B", "less_data": "NB"}
-    assert log.read_text() == (f"8 runs (1 skipped) -> {out}/runs.parquet, paths.parquet, shapes.parquet\n")
+    assert log.read_text() == f"8 runs (1 skipped) -> {layout.table('runs')} and beside it\n"
 
 
 def test_trained_and_not_trained():
@@ -153,29 +166,29 @@ def test_trained_and_not_trained():
 # --- Table 1 and the experiment tables from the files ---------------------------------------------
 
 
-REFERENCE = {"tables": {
-    "table_wd": {"columns": ["test_acc", "delta", "nonmonotonic_pct", "relative_distance_mean"],
-                 "rows": [{"label": "parent", "baseline_of": "more_wd", "paper_test": "90.0"},
-                          {"label": "more WD", "setting": "more_wd", "column": "ResNet-18", "paper_test": "93.1"},
-                          {"label": "less data", "setting": "less_data"}]},
-    "table_acc": {"rows": [{"label": "base", "setting": "base"}]},
-}}
-
-
 @pytest.fixture
 def summary_tables(study):
+    """Table 1 from the core tables, and each experiment table from its rows' runs, as the workflow writes them."""
     plan, run_ids, skipped, tmp = study
-    out = tmp / "tables"
-    write_core_tables(plan, run_ids, out, None, skipped)
+    layout = plan.layout
+    write_core_tables(plan, run_ids, skipped)
     log = tmp / "summary.log"
-    write_summary_tables(plan, REFERENCE, out, str(log))
-    return plan, out, log
+    write_table1(plan, layout.table("runs"), layout.table("shapes"), layout.table("table1"),
+                 layout.table("table1", ".md"), str(log))
+    for name, settings in {"table_wd": ["base", "more_wd", "less_data"], "table_acc": ["base"]}.items():
+        ids = [r for r in run_ids if plan.runs[r].setting in settings]
+        write_experiment_table(plan, name, ids, {r: why for r, why in skipped.items() if plan.runs[r].setting in settings},
+                               layout.table(name), str(log))
+    return plan, layout, log
 
 
 def test_table1_rows_from_the_files(summary_tables):
-    plan, out, log = summary_tables
-    t1 = pd.read_parquet(out / "table1.parquet")
-    assert log.read_text() == f"wrote table1 and 2 experiment tables under {out}\n"
+    plan, layout, log = summary_tables
+    t1 = pd.read_parquet(layout.table("table1"))
+    assert log.read_text().splitlines() == [
+        f"Table 1: 2 rows -> {layout.table('table1')}, {layout.table('table1', '.md')}",
+        f"table_wd: 3 rows from 8 runs -> {layout.table('table_wd')}",
+        f"table_acc: 1 rows from 3 runs -> {layout.table('table_acc')}"]
     assert len(t1) == 2
     wd, mixed = t1.iloc[0], t1.iloc[1]
     assert (wd["category"], wd["intervention"], wd["figure"], wd["settings"]) == \
@@ -212,9 +225,9 @@ def test_table1_rows_from_the_files(summary_tables):
 
 
 def test_table1_markdown_from_the_files(summary_tables):
-    plan, out, _ = summary_tables
-    t1 = pd.read_parquet(out / "table1.parquet")
-    text = (out / "table1.md").read_text()
+    plan, layout, _ = summary_tables
+    t1 = pd.read_parquet(layout.table("table1"))
+    text = layout.table("table1", ".md").read_text()
     assert text == table1_markdown(t1)
     lines = text.split("\n")
     cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
@@ -258,9 +271,9 @@ def test_table1_markdown_of_rows_without_numbers():
 
 
 def test_experiment_tables_from_the_files(summary_tables):
-    plan, out, _ = summary_tables
-    table = pd.read_parquet(out / "table_wd.parquet")
-    assert list(table["row"]) == ["parent", "more WD", "less data"]
+    plan, layout, _ = summary_tables
+    table = pd.read_parquet(layout.table("table_wd"))
+    assert list(table["row"]) == ["parent", "more WD", "less data"], "a row of a setting not planned is left out"
     assert list(table["setting"]) == ["base", "more_wd", "less_data"], "baseline_of: the parent setting"
     assert list(table["table"]) == ["table_wd"] * 3 and list(table["column"]) == ["", "ResNet-18", ""]
     wd = table.set_index("setting").loc["more_wd"]
@@ -274,23 +287,22 @@ def test_experiment_tables_from_the_files(summary_tables):
     assert less["n_seeds"] == 2 and less["not_trained"] == "less_data: 1 skipped (no barrier on the parent's path)"
     assert less["nonmonotonic_pct_mean"] == 0.0 and pd.isna(less["paper_test"])
     assert table.set_index("setting").loc["base", "paper_test"] == "90.0"
-    default = pd.read_parquet(out / "table_acc.parquet")
+    default = pd.read_parquet(layout.table("table_acc"))
     assert [c for c in default.columns if c.endswith("_mean")] == ["train_acc_mean", "test_acc_mean"]
     assert default.iloc[0]["train_acc_mean"] == pytest.approx(100 * np.mean([1.0, 0.99, 0.98]))
 
 
 def test_experiment_table_rules_and_errors(study):
     plan, run_ids, skipped, tmp = study
-    with pytest.raises(KeyError, match="config/reference.yaml has no table 'nope'"):
-        write_experiment_table(plan, "nope", REFERENCE, tmp)
-    with pytest.raises(KeyError, match=r"table t, row 'r': baseline_of 'base' is not a setting with a baseline"):
-        resolve_row(plan, {"label": "r", "baseline_of": "base"}, "t")
-    with pytest.raises(KeyError, match="baseline_of 'ghost'"):
-        resolve_row(plan, {"label": "r", "baseline_of": "ghost"}, "t")
-    assert resolve_row(plan, {"label": "r", "baseline_of": "more_wd", "paper_x": "1"}, "t") == \
-           {"label": "r", "paper_x": "1", "setting": "base"}
-    row = {"label": "r", "setting": "more_wd"}
-    assert resolve_row(plan, row, "t") is row
+    with pytest.raises(KeyError, match=f"{tmp / 'reference.yaml'} has no table 'nope'"):
+        write_experiment_table(plan, "nope", run_ids, skipped, tmp / "nope.parquet")
+    assert not (tmp / "nope.parquet").exists()
+    with pytest.raises(SettingsError, match=r"table t, row 'r': baseline_of 'base' is not a setting with a baseline"):
+        plan.row_setting({"label": "r", "baseline_of": "base"}, "t")
+    with pytest.raises(SettingsError, match="baseline_of 'ghost'"):
+        plan.row_setting({"label": "r", "baseline_of": "ghost"}, "t")
+    assert plan.row_setting({"label": "r", "baseline_of": "more_wd", "paper_x": "1"}, "t") == "base"
+    assert plan.row_setting({"label": "r", "setting": "more_wd"}, "t") == "more_wd"
     with pytest.raises(KeyError, match=r"unknown column 'bogus' \(known: train_acc, test_acc, relative_distance_mean"):
         experiment_table("t", {"rows": [], "columns": ["bogus"]}, pd.DataFrame())
     # without shapes, the label columns say so; one seed has no spread
