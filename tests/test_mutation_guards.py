@@ -583,3 +583,34 @@ def test_interpolate_state_keeps_dtypes_and_copies_counters():
     mid = interpolate_state(start, end, 0.25)
     assert mid["w"].dtype == torch.float64 and torch.equal(mid["w"], torch.ones(2, dtype=torch.float64))
     assert torch.equal(mid["n"], end["n"]) and mid["n"].data_ptr() != end["n"].data_ptr(), "a copy, not the tensor"
+
+
+def test_experiment_table_file_follows_the_config_rules_and_names_its_table(study):
+    plan, run_ids, skipped, tmp = study
+    layout = plan.layout
+    # one of more_wd's three seeds relabelled NB: NB 1/3 holds at the default share 0.25, not at 0.5
+    first = layout.shapes(plan.run_of("more_wd", 0))
+    shapes = pd.read_parquet(first)
+    shapes.loc[(shapes["path"] == "full") & (shapes["split"] == "train"), "label"] = "NB"
+    shapes.to_parquet(first, index=False)
+    ref = tmp / "mixed_reference.yaml"
+    ref.write_text(yaml.safe_dump({"tables": {"t": {"rows": [{"label": "mix", "setting": "more_wd"}]}}}))
+    plan.config["reference"] = str(ref)
+    write_experiment_table(plan, "t", run_ids, skipped, tmp / "default.parquet")
+    assert pd.read_parquet(tmp / "default.parquet").iloc[0]["shape"] == "NB/B"
+    plan.config["shapes"] = {"label_min_share": 0.5}  # the config's summary rules reach the file
+    write_experiment_table(plan, "t", run_ids, skipped, tmp / "strict.parquet")
+    assert pd.read_parquet(tmp / "strict.parquet").iloc[0]["shape"] == "B"
+    # a table of runs that were all skipped: rows with their reasons, no numbers, no shapes
+    only_skipped = tmp / "only_skipped.parquet"
+    write_experiment_table(plan, "t", [], {plan.run_of("more_wd", 0): "why"}, only_skipped)
+    row = pd.read_parquet(only_skipped).iloc[0]
+    assert (row["n_seeds"], row["shape"], row["not_trained"]) == (0, "n/a", "more_wd: 1 skipped (why)")
+    assert math.isnan(row["train_acc_mean"]) and math.isnan(row["test_acc_std"])
+    # a bad row names its table; a reference file without tables has none
+    ref.write_text(yaml.safe_dump({"tables": {"t": {"rows": [{"label": "r", "baseline_of": "base"}]}}}))
+    with pytest.raises(SettingsError, match=r"reference table t, row 'r'"):
+        write_experiment_table(plan, "t", run_ids, skipped, tmp / "bad.parquet")
+    ref.write_text(yaml.safe_dump({"other": 1}))
+    with pytest.raises(KeyError, match="has no table 't'"):
+        write_experiment_table(plan, "t", run_ids, skipped, tmp / "bad.parquet")

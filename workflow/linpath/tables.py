@@ -446,7 +446,8 @@ def experiment_table(name: str, spec: dict, runs: pd.DataFrame, shapes: pd.DataF
         out = {"table": name, "row": row["label"], "column": row.get("column", ""), "setting": setting,
                "n_seeds": len(sel), "not_trained": not_trained(runs, [setting])}
         for metric in columns:
-            values = METRICS[metric](sel, own_shapes).astype(float)
+            # no trained run (all skipped): the runs table may lack the metric's column altogether
+            values = METRICS[metric](sel, own_shapes).astype(float) if len(sel) else pd.Series(dtype=float)
             out[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
             out[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
         out["shape"] = "/".join(label_set(counts, rules.label_min_share)) or "n/a"
