@@ -614,3 +614,8 @@ def test_experiment_table_file_follows_the_config_rules_and_names_its_table(stud
     ref.write_text(yaml.safe_dump({"other": 1}))
     with pytest.raises(KeyError, match="has no table 't'"):
         write_experiment_table(plan, "t", run_ids, skipped, tmp / "bad.parquet")
+
+
+def test_barrier_groups_of_a_single_measured_group():
+    found = barrier_groups(pd.DataFrame([shape("v", "B", 0.5, path="group", group="layer1")]), ["layer1"])
+    assert found["with_barrier"] == ["layer1"] and found["label_rule"] == "rule"
