@@ -619,3 +619,10 @@ def test_experiment_table_file_follows_the_config_rules_and_names_its_table(stud
 def test_barrier_groups_of_a_single_measured_group():
     found = barrier_groups(pd.DataFrame([shape("v", "B", 0.5, path="group", group="layer1")]), ["layer1"])
     assert found["with_barrier"] == ["layer1"] and found["label_rule"] == "rule"
+
+
+def test_experiment_table_without_shapes_has_no_path_numbers():
+    runs = pd.DataFrame([{"setting": "s", "seed": 0, "test_acc": 0.5, "train_acc": 0.5}])
+    row = experiment_table("t", {"rows": [{"label": "s", "setting": "s"}], "columns": ["delta", "nonmonotonic_pct"]},
+                           runs).iloc[0]
+    assert math.isnan(row["delta_mean"]) and math.isnan(row["nonmonotonic_pct_mean"]) and row["shape"] == "n/a"
