@@ -465,7 +465,8 @@ def test_barrier_groups_reads_only_group_paths_from_init_on_the_train_split():
     assert found["mean_delta"] == {"conv2": 0.0, "conv1": 0.5}
     assert found["widenable"] == ["conv1", "conv2", "conv3"]
     assert found["label_rule"] == "rule"
-    assert found["rule"] == "label B (see label_rule) in at least 0.5 of the seeds; ranked by mean delta"
+    assert found["rule"] == ("label B (see label_rule) in at least 0.5 of the seeds; ranked: the widenable ones by "
+                             "mean delta")
 
 
 def test_barrier_groups_default_share_is_a_majority_and_keeps_measured_order():
@@ -475,9 +476,10 @@ def test_barrier_groups_default_share_is_a_majority_and_keeps_measured_order():
     rows += [shape("v", "NB", 0.0, seed=2, path="group", group=g) for g in ("layer3", "layer2")]
     found = barrier_groups(pd.DataFrame(rows), [])
     assert found["with_barrier"] == ["layer1"], "2 of 3 seeds: a majority; 1 of 3 is not"
-    found = barrier_groups(pd.DataFrame(rows), [], 1 / 3)
+    found = barrier_groups(pd.DataFrame(rows), ["layer1", "layer2", "layer3"], 1 / 3)
     assert found["with_barrier"] == ["layer3", "layer1", "layer2"]
     assert found["ranked"] == ["layer1", "layer3", "layer2"], "by mean Δ, ties in measured order"
+    assert barrier_groups(pd.DataFrame(rows), ["layer2"], 1 / 3)["ranked"] == ["layer2"], "only widenable groups rank"
 
 
 def test_barrier_groups_without_group_paths():
