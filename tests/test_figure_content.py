@@ -14,6 +14,7 @@ import pytest
 import seaborn as sns
 
 from linpath.experiments import Plan
+from linpath import figures
 from linpath.figures import FIGURE_KINDS, SHAPE_METRICS, rank_correlations, shape_vs_accuracy
 
 matplotlib.use("Agg")
@@ -239,3 +240,31 @@ def test_rank_correlation_is_spearman_per_family_in_name_order():
     assert math.isnan(by["mlp"]), "two points always correlate perfectly: below min_points, no ρ"
     assert rank_correlations(points, "full_delta_change", min_points=2).set_index("family").loc["mlp", "rho"] == \
            pytest.approx(-1.0)
+
+
+def test_figure_a11_scatters_exactly_the_points_of_its_table():
+    table1 = [{"intervention": "a", "settings": ["no_parent", "wd", "lr"]},
+              {"intervention": "b", "settings": ["against_other"], "baseline": "other_base"},
+              {"intervention": "c", "settings": ["unmeasured_parent", "late_seeds", "vit"]}]
+    plan = Plan({"seeds": [0, 1, 2, 3], "base": {}, "settings": SCATTER_SETTINGS, "table1": table1})
+    shapes = pd.DataFrame(shape_rows("base", [0, 1], 0.25, 0.5) + shape_rows("other_base", [0, 1], 1.0)
+                          + shape_rows("wd", [0, 1], 0.75, 0.25) + shape_rows("lr", [0, 1], 0.5)
+                          + shape_rows("against_other", [0, 1], 0.5) + shape_rows("vit", [0, 1], 1.0))
+    runs = pd.DataFrame(run_rows("base", [0, 1], 0.90) + run_rows("other_base", [0, 1], 0.50)
+                        + run_rows("wd", [0, 1], 0.92) + run_rows("lr", [0, 1], 0.80)
+                        + run_rows("against_other", [0, 1], 0.60) + run_rows("vit", [0, 1], 0.85, model="vit_tiny"))
+    paths = pd.DataFrame([r for s in ("base", "wd", "lr") for seed in (0, 1) for r in curves(s, seed, [1.0, 0.5, 0.1])])
+    t1 = pd.DataFrame([{"intervention": row["intervention"], "acc_change_pp_mean": 1.0, "layer_barrier": "n/a",
+                        "shape": "NB", "shape_fractions": "NB 2/2", "acc_word": "same"} for row in table1])
+    fig = figures.a11_figure(plan, paths, shapes, t1, runs)
+    points = shape_vs_accuracy(plan, shapes, runs)
+    scatter_axes = fig.axes[len(table1):len(table1) + len(SHAPE_METRICS)]
+    for ax, metric in zip(scatter_axes, SHAPE_METRICS):
+        drawn = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+        want = points.dropna(subset=[metric])[[metric, "acc_change_pp"]].to_numpy()
+        assert sorted(map(tuple, np.round(drawn, 9))) == sorted(map(tuple, np.round(want, 9))), metric
+        assert ax.get_xlabel() == SHAPE_METRICS[metric]
+    # The first panel draws the row's settings with a full path, and its baseline dashed.
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["baseline base", "wd", "lr"]
+    plt.close(fig)

@@ -137,9 +137,14 @@ def write_experiment_figure(plan: Plan, experiment: str, run_ids: list[str], out
 
 
 def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: str | None = None) -> None:
+    _save(a11_figure(plan, paths, shapes, table1, runs), Path(out), pdf=True)
+    note(log, f"wrote {out} and its PDF")
+
+
+def a11_figure(plan: Plan, paths, shapes, table1, runs):
     """One panel per Table 1 row (its full paths against the baseline, with label and accuracy change),
     plus two panels of path-shape change vs accuracy change (full-path Δ, group Δ) with their rank
-    correlations per architecture family."""
+    correlations per architecture family. Returned unsaved, so its drawn data can be read back."""
     paths, shapes, table1, runs = _frame(paths), _frame(shapes), _frame(table1), trained(_frame(runs))
     rows = list(plan.config["table1"])
     n = len(rows) + len(SHAPE_METRICS)
@@ -165,7 +170,8 @@ def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: st
                      f"acc {acc} ({t1['acc_word']})", fontsize=7)
         ax.set_xlabel("α")
         ax.set_ylabel("train loss")
-        ax.legend(fontsize=5)
+        if ax.get_legend_handles_labels()[0]:  # a row whose runs were all skipped draws nothing
+            ax.legend(fontsize=5)
     points = shape_vs_accuracy(plan, shapes, runs)
     for ax, metric in zip(axes.flat[len(rows):], SHAPE_METRICS):
         rho = rank_correlations(points, metric)
@@ -186,8 +192,7 @@ def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: st
         extra.axis("off")
     fig.suptitle("Figure A11 (this pipeline): every intervention's linear paths and test-accuracy change", fontsize=11)
     fig.tight_layout()
-    _save(fig, Path(out), pdf=True)
-    note(log, f"wrote {out} and its PDF")
+    return fig
 
 
 ARCH_FAMILY = {"resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "vgg11": "vgg", "mlp": "mlp"}
