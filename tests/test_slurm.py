@@ -177,7 +177,7 @@ def test_cancel_then_kill_then_unlock_resumes_bit_identical(cluster, tmp_path):
     assert done.returncode == 0, done.stdout[-5000:]
 
     work = clone(tmp_path / "work", "long_run.yaml")
-    command = snakemake("--profile", "slurm", *ON_TOP, target)
+    command = snakemake("--profile", "slurm", target, *ON_TOP)  # a list option last: it would swallow the target
     log = work / "snakemake.out"
     with log.open("w") as sink:
         proc = subprocess.Popen(command, cwd=work, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
@@ -236,6 +236,8 @@ def test_cancel_then_kill_then_unlock_resumes_bit_identical(cluster, tmp_path):
         time.sleep(0.2)
     out = proc.stdout.read()
     assert proc.returncode == 0, out[-8000:]
+    print(f"cancelled at epoch {cancelled_epoch}, Snakemake killed at {killed_at}, resumed from {resumed_from}; "
+          f"checkpoints seen during the rerun: {sorted(seen)}")
     assert min(seen, default=resumed_from) >= resumed_from, f"training restarted: saw epochs {sorted(seen)}"
 
     final = f"results/runs/{run_id}/final.pt"
