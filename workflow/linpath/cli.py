@@ -285,6 +285,13 @@ def _cmd_barrier_groups(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from .cost import estimate, format_estimate, load_config
+
+    files = ([args.workflow_config] if args.workflow_config != "none" else []) + (args.configfile or [])
+    print(format_estimate(estimate(load_config(files), files)))
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other error: "linpath <verb>: error: ..."."""
 
@@ -358,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-share", type=_number(maximum=1, above=0), default=None, help="share of seeds with a barrier that makes a group")
     p.add_argument("--assume", action="append", help="TESTS ONLY: treat this group as a barrier group; repeatable")
     p.set_defaults(func=_cmd_barrier_groups)
+
+    p = verbs.add_parser("plan", parents=[debug], help="runs, epochs, path sweeps and estimated hours of a config, before submitting")
+    p.add_argument("--configfile", action="append", help="merged over the workflow config in order, as Snakemake does; repeatable")
+    p.add_argument("--workflow-config", default="config/config.yaml",
+                   help="the config the Snakefile loads first (default: %(default)s; `none`: only the --configfile ones)")
+    p.set_defaults(func=_cmd_plan)
     return parser
 
 

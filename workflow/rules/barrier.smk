@@ -17,9 +17,7 @@ checkpoint barrier_init:
         cli=LINPATH,
     log:
         LAYOUT.log("barrier_init", "{run_id}"),
-    resources:
-        mem_mb=1000,
-        runtime=10,
+    localrule: True  # CPU only, seconds: runs where Snakemake runs
     conda:
         CONDA_ENV
     shell:

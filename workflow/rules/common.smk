@@ -33,7 +33,7 @@ LINPATH = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {} -m linpath.cli".format(
 )
 CONDA_ENV = "../../envs/linpath.yaml"
 REFERENCE = PLAN.reference()
-RES = config.get("resources", {})
+RES = config["resources"]  # job sizes per rule (config `resources`)
 SHAPES = config.get("shapes", {})
 TESTING = config.get("testing", {})  # test-only settings (schema: `testing`); no shipped config has them
 EXPERIMENT_FIGURES = PLAN.figure_experiments()

@@ -20,9 +20,10 @@ rule interpolate:
         LAYOUT.benchmark("interpolate", "{run_id}")
     threads: 1
     resources:
-        gpu=RES.get("gpu", 0),
-        mem_mb=RES.get("paths_mem_mb", 2000),
-        runtime=RES.get("paths_runtime", 30),
+        mem_mb=RES["interpolate"]["mem_mb"],
+        runtime=RES["interpolate"]["runtime"],
+    group:
+        "run_{run_id}"  # with the training of the same run (train.smk)
     conda:
         CONDA_ENV
     shell:

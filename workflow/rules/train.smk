@@ -21,9 +21,10 @@ rule train:
         LAYOUT.benchmark("train", "{run_id}")
     threads: 1
     resources:
-        gpu=RES.get("gpu", 0),
-        mem_mb=RES.get("train_mem_mb", 2000),
-        runtime=RES.get("train_runtime", 30),
+        mem_mb=RES["train"]["mem_mb"],
+        runtime=RES["train"]["runtime"],
+    group:
+        "run_{run_id}"  # one cluster job trains a run and sweeps its paths (sequential; GPU requests are not added)
     conda:
         CONDA_ENV
     shell:
