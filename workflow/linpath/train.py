@@ -207,36 +207,24 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
     if threads:
         torch.set_num_threads(threads)
     prep = data_mod.prepare(spec.data)
-    spec = resolve(spec, prep)
+    opened = open_run(spec, out, prep, eval_cache)
+    if opened.finished is not None:
+        return _result(out, opened.finished, started)
+    spec, device, init_state, ckpt = opened.spec, opened.device, opened.init_state, opened.checkpoint
     t = spec.train
-    device = pick_device(t.device)
-    models.check_group_names(models.build(spec.model), t.group_overrides, "train.group_overrides")
     ckpt_path = out / "checkpoint.pt"
-    resuming = ckpt_path.exists()
-    init_state = None if resuming else initial_state(spec)  # fails on bad init settings before anything is written
-    _claim_directory(spec, out)
-    if eval_cache is not None:
-        for split in ("train", "test"):
-            data_mod.write_eval_split(spec.data, split, eval_cache, prep)
-    if (out / "final.pt").exists() and (out / "metrics.parquet").exists():
-        return _result(out, pd.read_parquet(out / "metrics.parquet"), started)
 
     model = models.build(spec.model)
-    if resuming:
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("digest") != spec.digest():
-            raise SettingsError(f"{ckpt_path} belongs to other settings; remove it or use another output directory")
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer, scheduler = _optimizer_and_schedule(spec, model)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         history, done = list(ckpt["metrics"]), int(ckpt["epoch"])
-        init_state = _init_for_resume(spec, out)
         torch.set_rng_state(ckpt["rng_torch"])
         if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"])
     else:
-        save_torch(init_state, out / "init.pt")
         model.load_state_dict(init_state)
         optimizer, scheduler = _optimizer_and_schedule(spec, model)
         history, done = [], 0
@@ -261,7 +249,7 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
     bar = tqdm(range(done + 1, t.epochs + 1), desc=spec.name, unit="epoch", disable=not progress,
                initial=done, total=t.epochs)
     for epoch in bar:
-        if target is not None and history[-1]["train_acc"] >= target:
+        if target_reached(t, history):
             break
         lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -283,23 +271,86 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
             _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)
             checkpointed = epoch
 
-    if target is not None and history[-1]["train_acc"] < target:
+    if missed_target(t, history):
         if checkpointed < done:  # a retry then fails at once instead of training again
             _save_checkpoint(ckpt_path, spec, done, model, optimizer, scheduler, history, device)
         raise TargetNotReached(spec.name, history[-1]["train_acc"], target, t.epochs)
+    return write_outputs(spec, out, model, init_state, _cpu_state(model), history, how, compile_seconds, started)
+
+
+@dataclass
+class OpenedRun:
+    """A run directory claimed for `spec` and where its training stands: finished (its metrics),
+    to resume (its checkpoint, digest checked) or new (θ₀ written to init.pt)."""
+
+    spec: RunSpec  # resolved against the data
+    device: torch.device
+    init_state: dict[str, torch.Tensor] | None = None  # θ₀; None for a finished run
+    checkpoint: dict | None = None
+    finished: pd.DataFrame | None = None
+
+
+def open_run(spec: RunSpec, out: Path, prep: data_mod.Prepared, eval_cache: str | Path | None = None) -> OpenedRun:
+    """Everything a run does before its first step; bad settings fail before anything is written."""
+    spec = resolve(spec, prep)
+    t = spec.train
+    device = pick_device(t.device)
+    models.check_group_names(models.build(spec.model), t.group_overrides, "train.group_overrides")
+    ckpt_path = out / "checkpoint.pt"
+    resuming = ckpt_path.exists()
+    init_state = None if resuming else initial_state(spec)  # fails on bad init settings before anything is written
+    _claim_directory(spec, out)
+    if eval_cache is not None:
+        for split in ("train", "test"):
+            data_mod.write_eval_split(spec.data, split, eval_cache, prep)
+    if (out / "final.pt").exists() and (out / "metrics.parquet").exists():
+        return OpenedRun(spec, device, finished=pd.read_parquet(out / "metrics.parquet"))
+    if resuming:
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("digest") != spec.digest():
+            raise SettingsError(f"{ckpt_path} belongs to other settings; remove it or use another output directory")
+        return OpenedRun(spec, device, _init_for_resume(spec, out), ckpt)
+    save_torch(init_state, out / "init.pt")
+    return OpenedRun(spec, device, init_state)
+
+
+def missed_target(t: TrainSpec, history: list[dict]) -> bool:
+    """Whether a run that stopped training ends without θ_T (TargetNotReached)."""
+    return t.until_train_acc is not None and history[-1]["train_acc"] < t.until_train_acc
+
+
+def target_reached(t: TrainSpec, history: list[dict]) -> bool:
+    """Whether the stop rule ends the run before its next epoch."""
+    return t.until_train_acc is not None and history[-1]["train_acc"] >= t.until_train_acc
+
+
+def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, final: dict, history: list[dict],
+                  how: StepSettings, compile_seconds: float | None, started: float) -> RunResult:
+    """metrics.parquet, summary.yaml, then final.pt (its presence marks a finished run); removes
+    checkpoint.pt. `model` names the parameters (its values are not read)."""
     metrics = pd.DataFrame(history)
     metrics.insert(0, "run", spec.name)
     write_parquet(metrics, out / "metrics.parquet")
-    final = _cpu_state(model)
     summary = {**_summary(spec, model, init_state, final, history), **how.record()}
     if compile_seconds is not None:
         summary["compile_seconds"] = compile_seconds
     write_yaml(summary, out / "summary.yaml")
     save_torch(final, out / "final.pt")
-    ckpt_path.unlink(missing_ok=True)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
     result = _result(out, metrics, started)
     result.compile_seconds = compile_seconds
     return result
+
+
+def write_checkpoint(path: Path, spec: RunSpec, epoch: int, model_state: dict, optimizer_state: dict,
+                     scheduler_state: dict, history: list[dict], rng_torch: torch.Tensor,
+                     rng_cuda: torch.Tensor | None) -> None:
+    """checkpoint.pt from CPU states: the one format a single run and a seed of a pack both resume from."""
+    save_torch({
+        "epoch": epoch, "digest": spec.digest(), "model": model_state,
+        "optimizer": optimizer_state, "scheduler": scheduler_state,
+        "rng_torch": rng_torch, "rng_cuda": rng_cuda, "metrics": history,
+    }, path)
 
 
 def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -349,13 +400,8 @@ def _optimizer_and_schedule(spec: RunSpec, model: nn.Module):
 
 
 def _save_checkpoint(path: Path, spec: RunSpec, epoch: int, model, optimizer, scheduler, history, device) -> None:
-    save_torch({
-        "epoch": epoch, "digest": spec.digest(), "model": _cpu_state(model),
-        "optimizer": _optimizer_cpu_state(optimizer), "scheduler": scheduler.state_dict(),
-        "rng_torch": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-        "metrics": history,
-    }, path)
+    write_checkpoint(path, spec, epoch, _cpu_state(model), _optimizer_cpu_state(optimizer), scheduler.state_dict(),
+                     history, torch.get_rng_state(), torch.cuda.get_rng_state() if device.type == "cuda" else None)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
