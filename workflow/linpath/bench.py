@@ -27,6 +27,11 @@ weights: the plain loop training used before the device-resident loader (a
 DataLoader over per-image torchvision v2 transforms, fp32; kept below as the
 reference), then each addition in turn. It checks that, without augmentation
 and in fp32, the per-step losses of both loops agree to 1e-5 (else exit 1).
+It then times packs of K seeds (--packs, default 2,4,8; linpath.pack): one
+vmapped model of K stacked copies, each seed with its own init and its own
+batches, reporting images/s over all seeds, the ratio to the fastest single
+run and peak memory, and checks that a pack of 2 follows two single runs (same
+batches, no augmentation, fp32) to 1e-5 per step (else exit 1).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from . import models
 from .hparams import DataSpec, ModelSpec
 from .objective import strict_fp32, summed_loss_and_correct
 from .paths import FULL, EvalSplit, PathEvaluator, alpha_grid
+from .pack import StackedModel, packed_batches, packed_step
 from .train import StepSettings, pick_device, train_step
 
 
@@ -341,6 +347,21 @@ class TrainBench:
         model.to(self.device)
         return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
+    def seed_init(self, seed: int) -> dict:
+        if seed == 0:
+            return self.init
+        with augment.seeded_global_rng(seed):
+            return models.build(self.spec).state_dict()
+
+    def fresh_pack(self, k: int):
+        """Seeds 0..k-1 stacked (seed 0 starts where the single runs start), the single runs' optimiser."""
+        model = StackedModel(self.spec, [self.seed_init(s) for s in range(k)], self.device)
+        return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    def pack_loaders(self, level: str, k: int) -> list[data_mod.DeviceLoader]:
+        """One loader per seed (train.seed = s), all over the same images."""
+        return [data_mod.DeviceLoader(self.x, self.y, self.args.batch_size, s, level, self.device) for s in range(k)]
+
     def plain_loader(self, level: str, order: list[int] | None = None) -> DataLoader:
         ds = PerImageDataset(self.x, self.y, augment.per_image_pipeline(level, self.args.size))
         if order is not None:
@@ -369,9 +390,51 @@ class TrainBench:
         worst = float((ref.double() - ours.double()).abs().max())
         return {"steps": len(ref), "max_abs_diff": worst, "ok": len(ref) == len(ours) and worst <= 1e-5}
 
-    def time_once(self, run_epoch, compiled: bool) -> tuple[float, float, dict]:
+    def pack_agreement(self, k: int = 2) -> dict:
+        """A pack of `k` against `k` single runs on the same batches (no augmentation, fp32, TF32 off,
+        deterministic cuDNN). The first step's losses, from the same states, must agree to 1e-5: the pack
+        computes in grouped kernels what the single runs compute one by one. The parameters after that
+        step and the losses of later steps are reported, not checked: a narrow BatchNorm ResNet is
+        chaotic at float rounding (a ReLU input within rounding of zero switches its gradient), and two
+        single runs that differ only in their convolution kernels (oneDNN on or off) differ as much
+        (ResNet-18 width 2, 16×16: 1.7e-5 in the parameters after one step, 7e-4 in the loss after 4)."""
+        steps, loaders = self.args.agree_steps, self.pack_loaders("none", k)
+        saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+        how = StepSettings(self.device, False, False, False)
+        try:
+            with strict_fp32(self.device):
+                single_losses, single_first = [], []
+                for s, loader in enumerate(loaders):
+                    model = models.build(self.spec)
+                    model.load_state_dict(self.seed_init(s))
+                    model.to(self.device)
+                    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+                    losses = []
+                    for xb, yb in _take(loader.epoch(1), steps):
+                        losses.append(train_step(model, opt, xb, yb, "ce", how))
+                        if len(losses) == 1:
+                            single_first.append({n: p.detach().clone() for n, p in model.named_parameters()})
+                    single_losses.append(torch.stack(losses))
+                model, opt = self.fresh_pack(k)
+                losses = []
+                for xb, yb in _take(packed_batches(loaders, 1), steps):
+                    losses.append(packed_step(model, opt, xb, yb, "ce", how))
+                    if len(losses) == 1:
+                        packed_first = {n: p.detach().clone() for n, p in model.module.named_parameters()}
+                packed = torch.stack(losses)
+        finally:
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+        diffs = (torch.stack(single_losses, 1).double() - packed.double()).abs()
+        first_state = max(float((packed_first[n][s] - p).abs().max()) for s, state in enumerate(single_first)
+                          for n, p in state.items())
+        return {"seeds": k, "steps": len(packed), "first_loss_max_abs_diff": float(diffs[0].max()),
+                "first_step_parameters_max_abs_diff": first_state, "drift_max_abs_diff": float(diffs.max()),
+                "ok": float(diffs[0].max()) <= 1e-5}
+
+    def time_once(self, run_epoch, compiled: bool, fresh=None) -> tuple[float, float, dict]:
         """Warm-up steps (untimed; compilation happens here), then `epochs` timed epochs."""
-        model, opt = self.fresh()
+        model, opt = (fresh or self.fresh)()
         forward = torch.compile(model) if compiled else model
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -425,16 +488,26 @@ def bench_train(args: argparse.Namespace) -> dict:
         ("+ torch.compile", fast(bf16_cl if cuda else fp32), True,
          None if compile_on else "off (--compile to time it; default off on CPU)"),
     ]
-    # Seed packing (K = 2, 4, 8 seeds in one model) belongs here once it exists: time
-    # fast(...) on the packed model per K and report images/s per seed.
-    packing = "not available"
+    # Seed packing: K seeds in one vmapped model, each with its own init and batches, in the
+    # step settings of the fast single run (bf16 on CUDA; channels_last does not apply to 5-D batches).
+    pack_how = StepSettings(device, cuda, False, False)
+
+    def packed(k):
+        loaders = bench.pack_loaders(level, k)
+
+        def run(forward, opt, epoch, steps):
+            for xb, yb in _take(packed_batches(loaders, epoch), steps):
+                packed_step(forward, opt, xb, yb, "ce", pack_how)
+        return run
+
+    pack_plan = [(f"pack of {k} seeds (vmap)", packed(k), False, k) for k in args.packs]
 
     torch.backends.cudnn.benchmark = cuda
-    timed = [(name, run, compiled) for name, run, compiled, why in plan if why is None]
-    runs = {name: [] for name, _, _ in timed}
+    timed = [(name, run, compiled, None) for name, run, compiled, why in plan if why is None] + pack_plan
+    runs = {name: [] for name, *_ in timed}
     for _ in range(args.repeats):  # interleaved, so a change in load hits every variant alike
-        for name, run, compiled in timed:
-            runs[name].append(bench.time_once(run, compiled))
+        for name, run, compiled, k in timed:
+            runs[name].append(bench.time_once(run, compiled, None if k is None else (lambda k=k: bench.fresh_pack(k))))
     variants = []
     for name, _, compiled, why in plan:
         if why is not None:
@@ -446,12 +519,22 @@ def bench_train(args: argparse.Namespace) -> dict:
         if compiled:
             v["compile_seconds"] = runs[name][0][1]
         variants.append(v)
+    singles = [v for v in variants[1:] if "skipped" not in v]
+    fastest = max(singles, key=lambda v: v["images_per_s"]) if singles else None
+    packing = []
+    for name, _, _, k in pack_plan:
+        seconds, _, memory = min(runs[name], key=lambda r: r[0])
+        rate = k * args.images * args.epochs / seconds
+        packing.append({"variant": name, "seeds": k, "seconds": seconds, "images_per_s": rate,
+                        "ratio_to_single": rate / fastest["images_per_s"], "single": fastest["variant"], **memory})
     agreement = bench.agreement()
+    pack_agreement = bench.pack_agreement() if args.packs else None
 
     result = {"device": str(device), "threads": torch.get_num_threads(), "arch": args.arch, "width": args.width,
               "images": args.images, "size": args.size, "batch_size": args.batch_size, "epochs": args.epochs,
               "repeats": args.repeats, "augment": level, "variants": variants, "packing": packing,
-              "agreement": agreement}
+              "agreement": agreement, "pack_agreement": pack_agreement,
+              "ok": agreement["ok"] and (pack_agreement is None or pack_agreement["ok"])}
     print(f"train: {args.arch} width {args.width}, {args.images} synthetic images 3×{args.size}×{args.size}, "
           f"batch {args.batch_size}, {args.epochs} epochs (best of {args.repeats}), augmentation {level}, "
           f"on {device} (threads: {torch.get_num_threads()})")
@@ -462,9 +545,17 @@ def bench_train(args: argparse.Namespace) -> dict:
         extra = f"; compile + warm-up {v['compile_seconds']:.1f} s" if "compile_seconds" in v else ""
         print(f"  {v['variant']:<40} {v['images_per_s']:9.1f} images/s {v['ratio_to_plain']:6.2f} × plain  "
               f"peak {v['peak_memory_mib']:.0f} MiB ({v['memory']}){extra}")
-    print(f"  packing: {packing}")
+    for v in packing:
+        print(f"  {v['variant']:<40} {v['images_per_s']:9.1f} images/s (all seeds) {v['ratio_to_single']:6.2f} × "
+              f"fastest single  peak {v['peak_memory_mib']:.0f} MiB ({v['memory']})")
     print(f"agreement: max |Δ step loss| over {agreement['steps']} steps (no augmentation, fp32) = "
           f"{agreement['max_abs_diff']:.2e} ({'OK' if agreement['ok'] else 'FAIL'} at 1e-5)")
+    if pack_agreement is not None:
+        a = pack_agreement
+        print(f"pack agreement: a pack of {a['seeds']} vs single runs: first step max |Δ loss| = "
+              f"{a['first_loss_max_abs_diff']:.2e} ({'OK' if a['ok'] else 'FAIL'} at 1e-5); not checked (rounding "
+              f"grows): |Δ parameter| after it {a['first_step_parameters_max_abs_diff']:.2e}, |Δ loss| over "
+              f"{a['steps']} steps {a['drift_max_abs_diff']:.2e}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -491,6 +582,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--augment", default="standard", choices=["none", "crop", "standard"])
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also time torch.compile (default: on with CUDA, off on CPU)")
+    p.add_argument("--packs", type=lambda v: [int(k) for k in v.split(",") if k], default=[2, 4, 8],
+                   help="seeds per pack to time, comma-separated (empty: none)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the figures as JSON here")
@@ -521,7 +614,7 @@ def main(argv=None) -> int:
     _add_train_parser(sub)
     args = parser.parse_args(argv)
     if args.what == "train":
-        return 0 if bench_train(args)["agreement"]["ok"] else 1
+        return 0 if bench_train(args)["ok"] else 1
     result = bench_paths(args)
     return 0 if result["ok"] else 1
 

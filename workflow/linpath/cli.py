@@ -85,6 +85,65 @@ def _record_divergence(out: Path, spec, err: Exception) -> str:
     return f"run {run} diverged: {what}; wrote {out / FAILED} and removed its checkpoints"
 
 
+# --- train-pack: K seeds of one setting in one process (linpath.pack) ---------------------------------
+
+
+def _cmd_train_pack(args: argparse.Namespace) -> None:
+    """Each run that fails alone gets what its single run gets (failed.yaml for a divergence); the
+    others finish. All failures share one stderr line; the status is 3 if any run diverged, else 2."""
+    import json
+
+    from .hparams import RunSpec
+
+    if len(args.settings) != len(args.out):
+        raise SettingsError(f"train-pack pairs each --config/--settings-json with an --out: got {len(args.settings)} "
+                            f"settings and {len(args.out)} --out")
+    specs = []
+    for (kind, text), out in zip(args.settings, args.out):
+        flag = "--config" if kind == "config" else f"--settings-json (for --out {out})"
+        try:
+            spec = RunSpec.from_yaml(text) if kind == "config" else RunSpec.from_dict(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise SettingsError(f"{flag}: not valid JSON: {err}") from None
+        except SettingsError as err:
+            raise SettingsError(str(err) if kind == "config" else f"{flag}: {err}") from None
+        if spec.name == "run":
+            spec.name = Path(out).name
+        specs.append(spec)
+    from .pack import train_pack  # torch: only once the settings are known to be good
+    from .train import TrainingDiverged
+
+    outs = [Path(o) for o in args.out]
+    outcomes = train_pack(specs, outs, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache)
+    failures, status = [], EXIT_INPUT
+    for spec, out, outcome in zip(specs, outs, outcomes):
+        if isinstance(outcome, TrainingDiverged):
+            failures.append(_record_divergence(out, spec, outcome))
+            status = EXIT_DIVERGED
+        elif isinstance(outcome, Exception):
+            failures.append(str(outcome))
+        else:
+            (out / FAILED).unlink(missing_ok=True)
+            print(outcome.summary())
+    if failures:
+        raise CommandFailed(f"{len(failures)} of {len(specs)} runs failed: {'; '.join(failures)}", status)
+
+
+def _add_train_pack_parser(verbs, debug: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser("train-pack", parents=[debug], epilog=EXIT_STATUS,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         help="train several seeds of one setting in one process (one --out per run)")
+    p.add_argument("--config", dest="settings", action="append", default=[], type=lambda v: ("config", v),
+                   help="run settings file; repeatable, paired in order with --out")
+    p.add_argument("--settings-json", dest="settings", action="append", type=lambda v: ("json", v),
+                   help="run settings as JSON; repeatable, paired in order with --out")
+    p.add_argument("--out", action="append", required=True, help="run directory of the settings given at the same position")
+    p.add_argument("--threads", type=_count, default=None, help="CPU threads for torch")
+    p.add_argument("--eval-cache", default=None, help="also write the cached evaluation splits under this folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_train_pack)
+
+
 def _json_settings(text: str | None, flag: str) -> dict:
     """A settings mapping given as JSON on the command line ({} when absent)."""
     import json
@@ -318,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-cache", default=None, help="also write the cached evaluation splits under this folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_train)
+    _add_train_pack_parser(verbs, debug)
 
     p = verbs.add_parser("interpolate", parents=[debug], help="loss and accuracy along linear paths of a finished run -> parquet")
     p.add_argument("--run", required=True, help="run directory written by `linpath train`")
