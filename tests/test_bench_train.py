@@ -33,7 +33,10 @@ def test_bench_train_agrees_and_the_device_loader_is_not_slower(tmp_path, capsys
     assert device["ratio_to_plain"] >= 1.0, printed
     assert variants["+ bf16 autocast + channels_last"]["skipped"] == "CUDA only"
     assert "skipped" in variants["+ torch.compile"]
-    assert result["packing"] == "not available" and "packing: not available" in printed
+    packs = {v["seeds"]: v for v in result["packing"]}
+    assert list(packs) == [2, 4, 8] and all(v["images_per_s"] > 0 and v["peak_memory_mib"] > 0 for v in packs.values())
+    assert packs[2]["single"] == "device-resident batched loader" and "pack of 8 seeds (vmap)" in printed
+    assert result["pack_agreement"]["ok"] and result["pack_agreement"]["first_loss_max_abs_diff"] <= 1e-5
     assert "images/s" in printed and "× plain" in printed and "agreement:" in printed and "OK at 1e-5" in printed
 
 
