@@ -29,6 +29,13 @@ Invariants:
   what each seed's checkpoint.pt records.
 - Per-epoch metrics are computed per seed by the single run's `evaluate`, on a plain
   model holding that seed's state (strict fp32).
+
+"Up to float rounding": an MLP stays within ~1e-7 of its single run over whole runs; a
+BatchNorm ResNet stays within 1e-5 only until a ReLU input falls within rounding of zero,
+after which it drifts as far as a single run does from itself under another thread count
+(tests/test_pack.py says more).
+On a CPU packing does not pay (`python -m linpath.bench train` times it), so nothing packs by
+default: `linpath train-pack` and `train_pack` are there for the GPU and for many tiny runs.
 """
 
 from __future__ import annotations
@@ -52,8 +59,8 @@ from .hparams import RunSpec, SettingsError
 from .io import save_torch
 from .objective import summed_loss_and_correct
 from .train import (RunResult, StepSettings, TargetNotReached, TrainingDiverged, _epoch_metrics,
-                    _optimizer_to, _result, _synced_time, evaluated, make_optimizer, missed_target, open_run,
-                    target_reached, write_checkpoint, write_outputs)
+                    _optimizer_and_schedule, _optimizer_to, _result, _synced_time, evaluated, make_optimizer,
+                    missed_target, open_run, target_reached, write_checkpoint, write_outputs)
 
 SEED_KEYS = ("init.seed", "train.seed", "data.seed")  # the settings in which the runs of a pack may differ
 
@@ -152,7 +159,7 @@ def packed_batches(loaders: list[data_mod.DeviceLoader], epoch: int):
 # --- a pack of runs ------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # seats are compared by identity
 class Seat:
     """One run of a pack and where it stands. Its state lives in the pack while it is a member,
     here (on the CPU) while it is not."""
@@ -178,8 +185,7 @@ class Pack:
         self.seats, self.how = seats, how
         spec = seats[0].spec
         self.model = StackedModel(spec.model, [s.model_state for s in seats], how.device)
-        self.optimizer = make_optimizer(spec, self.model.module)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, spec.train.milestones, spec.train.gamma)
+        self.optimizer, self.scheduler = _optimizer_and_schedule(spec, self.model.module)  # the single run's groups
         resumed = [s.optimizer_state is not None for s in seats]
         assert all(resumed) or not any(resumed), "seats at one epoch are all fresh or all resumed"
         if all(resumed):
@@ -187,6 +193,20 @@ class Pack:
             self.scheduler.load_state_dict(seats[0].scheduler_state)
         _optimizer_to(self.optimizer, how.device)
         self.forward = torch.compile(self.model) if how.compile else self.model
+
+    def train_epoch(self, epoch: int, loss: str, progress: bool) -> tuple[torch.Tensor, float | None]:
+        """The steps of one epoch and the LR schedule's step; returns the (steps, seats) batch losses
+        and, when compiled, the seconds of the first step (compilation included)."""
+        self.model.train()
+        losses, first_step, t0 = [], None, _synced_time(self.how.device)
+        batches = packed_batches([s.loader for s in self.seats], epoch)
+        for xb, yb in tqdm(batches, total=len(self.seats[0].loader), desc=f"epoch {epoch}", leave=False,
+                           disable=not progress, unit="batch"):
+            losses.append(packed_step(self.forward, self.optimizer, xb, yb, loss, self.how))
+            if self.how.compile and first_step is None:
+                first_step = _synced_time(self.how.device) - t0
+        self.scheduler.step()
+        return torch.stack(losses), first_step
 
     def states(self, seat: Seat) -> tuple[dict, dict, dict]:
         """A member's model, optimiser and scheduler state_dicts, as CPU copies."""
@@ -213,7 +233,8 @@ def model_stream_rng(seed: int, device: torch.device) -> tuple[torch.Tensor, tor
 def check_packable(specs: list[RunSpec], outs: list[Path]) -> None:
     """Runs of one pack must share every setting but their seeds, and have distinct directories."""
     if not specs or len(specs) != len(outs):
-        raise SettingsError(f"a pack needs one output directory per run: got {len(specs)} runs, {len(outs)} directories")
+        raise SettingsError(f"a pack needs one output directory per run: got {len(specs)} runs, "
+                            f"{len(outs)} directories")
     if len({Path(o).resolve() for o in outs}) != len(outs):
         raise SettingsError("the runs of a pack need distinct output directories (--out)")
     base = _recipe(specs[0])
@@ -255,7 +276,7 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
     with torch.random.fork_rng(devices=[]):
         evaluator = models.build(model_spec).to(device)  # a plain model: metrics exactly as a single run's
     for seat in live:
-        if not seat.history:
+        if not seat.history:  # θ₀, with the LR a single run records for epoch 0 (its first group's)
             lr = make_optimizer(seat.spec, evaluator).param_groups[0]["lr"]
             evaluator.load_state_dict(seat.model_state)
             seat.history.append(_epoch_metrics(evaluator, seat.eval_sets, t.loss, 0, lr, how))
@@ -264,7 +285,7 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
     compile_seconds = None
     bar = tqdm(total=t.epochs, unit="epoch", desc=f"pack of {len(seats)}", disable=not progress)
     while True:
-        for seat in live:
+        for seat in seats:
             if seat.outcome is None and _ends_now(seat):
                 _end(seat, pack, evaluator, how, compile_seconds, started)
         live = [s for s in seats if s.outcome is None]
@@ -277,15 +298,8 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
                 pack.release()
             pack = Pack(members, how)
         lr = pack.optimizer.param_groups[0]["lr"]
-        pack.model.train()
-        losses, t0 = [], _synced_time(device)
-        for xb, yb in tqdm(packed_batches([s.loader for s in members], epoch), total=len(members[0].loader),
-                           desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
-            losses.append(packed_step(pack.forward, pack.optimizer, xb, yb, t.loss, how))
-            if how.compile and compile_seconds is None:
-                compile_seconds = _synced_time(device) - t0
-        losses = torch.stack(losses)  # (steps, members)
-        pack.scheduler.step()
+        losses, first_step = pack.train_epoch(epoch, t.loss, progress)
+        compile_seconds = compile_seconds or first_step
         for k, seat in enumerate(members):
             bad = ~torch.isfinite(losses[:, k])
             if bad.any():  # this seed stops here, as its single run would; the others go on
@@ -299,25 +313,22 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
 
 
 def _open_seats(specs: list[RunSpec], outs: list[Path], eval_cache) -> list[Seat]:
-    """Claim every run directory. Seeds with equal `data` settings share one prepared data set
-    on the device; each keeps its own loader seed (order and augmentation)."""
-    shared: dict[str, tuple] = {}
+    """Claim every run directory. Seeds with equal `data` settings share one prepared data set on the
+    device; each loader keeps its own seed (DeviceLoader.epoch draws order and augmentation from it)."""
+    on_device: dict[str, tuple] = {}  # data settings -> (prepared, evaluation sets, loader)
     seats = []
     for spec, out in zip(specs, outs):
         key = json.dumps(dataclasses.asdict(spec.data), sort_keys=True)
-        if key not in shared:
-            shared[key] = (data_mod.prepare(spec.data), None, None)
-        prep, eval_sets, loader = shared[key]
+        prep = on_device[key][0] if key in on_device else data_mod.prepare(spec.data)
         opened = open_run(spec, out, prep, eval_cache)
-        spec = opened.spec
-        if eval_sets is None:
-            device = opened.device
+        spec, device = opened.spec, opened.device
+        if key not in on_device:
             eval_sets = {"train": (prep.train_x.to(device), prep.train_y.to(device)),
                          "test": (prep.test_x.to(device), prep.test_y.to(device))}
-            loader = data_mod.DeviceLoader(*eval_sets["train"], spec.train.batch_size, spec.train.seed, prep.augment,
-                                           device)
-            shared[key] = (prep, eval_sets, loader)
-        loader = copy.copy(loader)  # shares the padded images
+            loader = data_mod.DeviceLoader(*eval_sets["train"], spec.train.batch_size, 0, prep.augment, device)
+            on_device[key] = (prep, eval_sets, loader)
+        _, eval_sets, loader = on_device[key]
+        loader = copy.copy(loader)
         loader.seed = spec.train.seed
         seat = Seat(spec, out, opened.init_state, loader, eval_sets)
         if opened.finished is not None:
@@ -326,7 +337,8 @@ def _open_seats(specs: list[RunSpec], outs: list[Path], eval_cache) -> list[Seat
             ckpt = opened.checkpoint
             seat.history, seat.done = list(ckpt["metrics"]), int(ckpt["epoch"])
             seat.checkpointed = seat.done
-            seat.model_state, seat.optimizer_state, seat.scheduler_state = ckpt["model"], ckpt["optimizer"], ckpt["scheduler"]
+            seat.model_state, seat.optimizer_state = ckpt["model"], ckpt["optimizer"]
+            seat.scheduler_state = ckpt["scheduler"]
         else:
             seat.model_state = opened.init_state
         seats.append(seat)
