@@ -30,7 +30,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import assert_states_equal, linpath_command, load_tensors, run_dict, subprocess_env
+from conftest import assert_states_equal, linpath_command, load_tensors, run_cli, run_dict, subprocess_env
 from linpath import cli, models
 from linpath.hparams import RunSpec, SettingsError
 from linpath.io import load_checkpoint
@@ -218,15 +218,30 @@ def test_a_diverging_seed_stops_alone(tmp_path, capsys):
         assert isinstance(outcome, RunResult) and outcome.epochs == 4
         assert_same_run(tmp_path / f"single{s}", tmp_path / f"pack{s}", rel=True)
 
+    # The verb records the diverged seed as `linpath train` records its run (failed.yaml, states removed, exit 3).
+    single_cli = tmp_path / "single_cli0"
+    assert cli.main(["train", "--settings-json", json.dumps(specs[0].to_dict()), "--out", str(single_cli),
+                     "--no-progress", "--threads", "1"]) == 3
+    single_line = capsys.readouterr().err.strip()
     cli_outs = [tmp_path / "cli0", tmp_path / "cli1"]
     args = ["train-pack", "--no-progress", "--threads", "1"]
     for spec, out in zip(seed_specs("mlp", (0, 1), **DIVERGE), cli_outs):
         args += ["--settings-json", json.dumps(spec.to_dict()), "--out", str(out)]
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(args)
+    code = cli.main(args)
     printed = capsys.readouterr()
-    assert exit_.value.code == 1
-    assert printed.err.strip() == f"linpath train-pack: error: {err}"
+    assert code == 3
+    lines = printed.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("linpath train-pack: error: 1 of 2 runs failed: run seed0 diverged: ")
+    assert single_line.startswith("linpath train: error: run seed0 diverged: ")
+    assert lines[0].endswith(f"training loss {err.loss} in epoch {err.epoch}; wrote {cli_outs[0] / 'failed.yaml'} "
+                             "and removed its checkpoints")
+    assert sorted(p.name for p in cli_outs[0].iterdir()) == sorted(p.name for p in single_cli.iterdir()) \
+        == ["failed.yaml", "run.yaml"]
+    failed, single_failed = (yaml.safe_load((d / "failed.yaml").read_text()) for d in (cli_outs[0], single_cli))
+    assert failed.keys() == single_failed.keys()
+    assert {k: failed[k] for k in failed if k not in ("loss", "message")} \
+        == {k: single_failed[k] for k in failed if k not in ("loss", "message")}  # reason, run, epoch, settings digest
+    assert failed["message"] == str(err) and not math.isfinite(failed["loss"]) and not math.isfinite(single_failed["loss"])
     assert f"{cli_outs[1]}: 4 epochs" in printed.out and (cli_outs[1] / "final.pt").is_file()
 
 
@@ -365,3 +380,20 @@ def test_compiled_pack_reports_compile_time(tmp_path):
         assert c.compile_seconds > 0 and e.compile_seconds is None
         assert yaml.safe_load((out / "summary.yaml").read_text())["compile_seconds"] == pytest.approx(c.compile_seconds)
         assert c.train_loss == pytest.approx(e.train_loss, rel=1e-3), "the same training, compiled"
+
+
+def test_installed_train_pack_fails_in_one_line(tmp_path):
+    """As a user meets it: a bad number in one run's settings is exit 2, one stderr line naming the key,
+    no traceback, and no run directory written; `--help` lists the exit statuses."""
+    good = tmp_path / "good.yaml"
+    good.write_text("model: {arch: mlp, hidden: [8]}\ntrain: {epochs: 1, device: cpu}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {arch: mlp, hidden: [8]}\ntrain: {epochs: 1, lr: .nan, device: cpu}\n")
+    proc = run_cli(["train-pack", "--config", str(good), "--out", str(tmp_path / "a"),
+                    "--config", str(bad), "--out", str(tmp_path / "b"), "--no-progress"])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("linpath train-pack: error: ") and "train.lr" in lines[0], proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    helped = run_cli(["train-pack", "--help"])
+    assert helped.returncode == 0 and "\n  3    training diverged" in helped.stdout
