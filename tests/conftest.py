@@ -10,8 +10,10 @@ whole suite stays well under a minute on two CPU cores.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,29 @@ def trained_resnet(tmp_path_factory):
                     train={"epochs": 4, "lr": 0.01, "save_epochs": [1]})
     result = train(spec, out, progress=False)
     return out, spec, result
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The finished epoch a checkpoint.pt records, or None while it is absent or half written."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return None
+
+
+def kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 240) -> None:
+    """SIGKILL `proc` as soon as ready() holds; fail if it ends first or ready() never holds."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"{what} ended (rc {proc.returncode}) before it could be killed:\n{proc.stdout.read().decode()}")
+            assert time.monotonic() < deadline, f"{what}: no checkpoint appeared"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL

@@ -7,16 +7,15 @@ import os
 import pickle
 import shlex
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import assert_states_equal, linpath_command, load_tensors, run_dict, subprocess_env
+from conftest import (assert_states_equal, checkpoint_epoch, kill_when, linpath_command, load_tensors, run_dict,
+                      subprocess_env)
 from linpath import cli
 from linpath.data import DataError, load_eval_split
 from linpath.hparams import RunSpec, SettingsError
@@ -37,39 +36,14 @@ RESUME_RUN = run_dict(
 SPARSE = {"checkpoint_every": 2, "eval_every": 3}  # checkpoints after 2 and 4; metrics at 0, 2, 3, 4, 6
 
 
-def _checkpoint_epoch(path: Path) -> int | None:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
-        return None
-
-
 def _kill_after_first_checkpoint(config: Path, out: Path) -> int:
     """Start `linpath train` and SIGKILL it once checkpoint.pt records a finished epoch."""
     proc = subprocess.Popen(
         linpath_command() + ["train", "--config", str(config), "--out", str(out), "--threads", "1",
                              "--no-progress", "--name", "resume"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=subprocess_env())
-    ckpt = out / "checkpoint.pt"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"linpath train ended (rc {proc.returncode}) before it could be killed:\n"
-                            f"{proc.stdout.read().decode()}")
-            epoch = _checkpoint_epoch(ckpt) if ckpt.exists() else None
-            if epoch is not None and epoch >= 1:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-    return epoch
+    kill_when(proc, lambda: (checkpoint_epoch(out / "checkpoint.pt") or 0) >= 1, "linpath train")
+    return checkpoint_epoch(out / "checkpoint.pt")
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["every-epoch", "sparse-checkpoints-and-metrics"])

@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +27,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import assert_states_equal, linpath_command, load_tensors, run_cli, run_dict, subprocess_env
+from conftest import (assert_states_equal, checkpoint_epoch, kill_when, linpath_command, load_tensors, run_cli,
+                      run_dict, subprocess_env)
 from linpath import cli, models
 from linpath.hparams import RunSpec, SettingsError
 from linpath.io import load_checkpoint
@@ -260,27 +258,7 @@ def _kill_pack_after_checkpoints(write_config, specs: list[RunSpec], outs: list[
     for spec, out in zip(specs, outs):
         args += ["--config", str(write_config(spec.to_dict(), f"{out.name}.yaml")), "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=subprocess_env())
-    deadline = time.monotonic() + 240
-    try:
-        while not all(_checkpoint_epoch(out / "checkpoint.pt") for out in outs):
-            if proc.poll() is not None:
-                pytest.fail(f"train-pack ended (rc {proc.returncode}) before it was killed:\n{proc.stdout.read().decode()}")
-            assert time.monotonic() < deadline, "no checkpoints appeared"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-
-
-def _checkpoint_epoch(path: Path) -> int | None:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
-        return None
+    kill_when(proc, lambda: all(checkpoint_epoch(out / "checkpoint.pt") for out in outs), "linpath train-pack")
 
 
 @pytest.mark.parametrize("model", list(KILLED))
@@ -295,7 +273,7 @@ def test_killed_pack_resumes_each_seed(tmp_path, write_config, model):
 
     killed = [tmp_path / "B0", tmp_path / "B1"]
     _kill_pack_after_checkpoints(write_config, specs(), killed)
-    epochs = [_checkpoint_epoch(o / "checkpoint.pt") for o in killed]
+    epochs = [checkpoint_epoch(o / "checkpoint.pt") for o in killed]
     assert all(1 <= e < specs()[0].train.epochs for e in epochs) and not (killed[0] / "final.pt").exists()
     for name in ("C0", "C1", "D0"):
         shutil.copytree(killed[int(name[1])], tmp_path / name)
