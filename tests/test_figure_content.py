@@ -186,11 +186,17 @@ SCATTER_SETTINGS = {
 }
 
 
+SCATTER_TABLE1 = [{"intervention": "a", "settings": ["no_parent", "wd", "lr"]},
+                  {"intervention": "b", "settings": ["against_other"], "baseline": "other_base"},
+                  {"intervention": "c", "settings": ["unmeasured_parent", "late_seeds", "vit"]}]
+
+
+def scatter_plan() -> Plan:
+    return Plan({"seeds": [0, 1, 2, 3], "base": {}, "settings": SCATTER_SETTINGS, "table1": SCATTER_TABLE1})
+
+
 def test_scatter_points_are_changes_against_the_baseline():
-    table1 = [{"intervention": "a", "settings": ["no_parent", "wd", "lr"]},
-              {"intervention": "b", "settings": ["against_other"], "baseline": "other_base"},
-              {"intervention": "c", "settings": ["unmeasured_parent", "late_seeds", "vit"]}]
-    plan = Plan({"seeds": [0, 1, 2, 3], "base": {}, "settings": SCATTER_SETTINGS, "table1": table1})
+    table1, plan = SCATTER_TABLE1, scatter_plan()
     shapes = pd.DataFrame(shape_rows("base", [0, 1], 0.25, 0.5) + shape_rows("other_base", [0, 1], 1.0)
                           + shape_rows("no_parent", [0, 1], 0.0) + shape_rows("wd", [0, 1], 0.75, 0.25)
                           + shape_rows("lr", [0, 1], 0.5) + shape_rows("against_other", [0, 1], 0.5)
@@ -243,10 +249,7 @@ def test_rank_correlation_is_spearman_per_family_in_name_order():
 
 
 def test_figure_a11_scatters_exactly_the_points_of_its_table():
-    table1 = [{"intervention": "a", "settings": ["no_parent", "wd", "lr"]},
-              {"intervention": "b", "settings": ["against_other"], "baseline": "other_base"},
-              {"intervention": "c", "settings": ["unmeasured_parent", "late_seeds", "vit"]}]
-    plan = Plan({"seeds": [0, 1, 2, 3], "base": {}, "settings": SCATTER_SETTINGS, "table1": table1})
+    table1, plan = SCATTER_TABLE1, scatter_plan()
     shapes = pd.DataFrame(shape_rows("base", [0, 1], 0.25, 0.5) + shape_rows("other_base", [0, 1], 1.0)
                           + shape_rows("wd", [0, 1], 0.75, 0.25) + shape_rows("lr", [0, 1], 0.5)
                           + shape_rows("against_other", [0, 1], 0.5) + shape_rows("vit", [0, 1], 1.0))
