@@ -609,7 +609,7 @@ def test_every_job_wrote_its_log_and_benchmark(mini_run):
         assert run_id in (workdir / "logs" / "interpolate" / f"{run_id}.log").read_text()
     assert set(roles) == set(TRAINING_RULES)
     for parent in barrier_info(mini_run):
-        assert (workdir / "logs" / "barrier" / f"{parent}.log").stat().st_size > 0
+        assert (workdir / "logs" / "barrier_init" / f"{parent}.log").stat().st_size > 0
     # Nothing trained under a rule other than its role's.
     for rule in TRAINING_RULES:
         logged = {p.stem for p in (workdir / "logs" / rule).glob("*.log")} if (workdir / "logs" / rule).exists() \
