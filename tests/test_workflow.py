@@ -400,7 +400,7 @@ def test_mini_workflow_writes_every_final_output(mini_run):
         assert f.is_file() and f.stat().st_size > 0, f
     figures = results / "figures"
     # Experiments of the mini config's (non-aux) settings, and E14 for base's parameter-group paths.
-    assert {p.stem for p in figures.glob("E*.png")} == {"E2", "E3", "E5", "E9", "E11", "E13", "E14"}
+    assert {p.stem for p in figures.glob("E*.png")} == {"E2", "E3", "E4", "E5", "E9", "E11", "E13", "E14"}
     for png in [*figures.glob("E*.png"), figures / "figure_A11.png"]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert png.stat().st_size > 5000, png
@@ -534,12 +534,20 @@ def test_references_and_measured_groups_reach_the_run_settings(mini_run):
         source = plan.by_setting[("pretrain_source", seed)]
         assert pretrained["init"]["source"] == f"results/runs/{source}/final.pt"
         assert pretrained["init"]["exclude"] == ["head"]
-        small_lr = run_yaml(plan.by_setting[("small_lr_barrier_blocks", seed)])
-        assert set(small_lr["train"]["group_overrides"]) == set(base_groups["with_barrier"])
-        assert all(o["lr"] == 0.005 for o in small_lr["train"]["group_overrides"].values())
-        widen = run_yaml(plan.by_setting[("mlp_widen_barrier", seed)])
-        assert widen["model"]["group_width"] == {
-            g: 2.0 for g in mlp_groups["with_barrier"] if g in mlp_groups["widenable"]}
+        # A measured list that came out empty skips its runs (no copies of the baseline); else it is applied.
+        small_lr = plan.by_setting[("small_lr_barrier_blocks", seed)]
+        if base_groups["with_barrier"]:
+            overrides = run_yaml(small_lr)["train"]["group_overrides"]
+            assert set(overrides) == set(base_groups["with_barrier"])
+            assert all(o["lr"] == 0.005 for o in overrides.values())
+        else:
+            assert not (workdir / plan.layout.run_dir(small_lr)).exists()
+        widen = plan.by_setting[("mlp_widen_barrier", seed)]
+        widened = {g: 2.0 for g in mlp_groups["with_barrier"] if g in mlp_groups["widenable"]}
+        if widened:
+            assert run_yaml(widen)["model"]["group_width"] == widened
+        else:
+            assert not (workdir / plan.layout.run_dir(widen)).exists()
         rl = run_yaml(plan.by_setting[("random_label_source", seed)])
         assert rl["data"]["random_labels"] == 1.0
 
