@@ -14,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import warm
 from .hparams import SettingsError, check_alphas, check_device
 from .io import CheckpointError, write_yaml
 
@@ -435,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    forwarded = warm.forward(argv)  # run by a warm-start server's child when one is set and answers
+    if forwarded is not None:
+        return forwarded
     args = build_parser().parse_args(argv)
     return run_verb(args)
 

@@ -1,5 +1,6 @@
 # Shared helpers: config validation, the run plan, and the input functions of every rule.
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +33,30 @@ LINPATH = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {} -m linpath.cli".format(
     shlex.quote(str(Path(workflow.basedir) / "workflow")), "python" if _uses_conda() else shlex.quote(sys.executable)
 )
 CONDA_ENV = "../../envs/linpath.yaml"
+
+
+# Warm start (config `warm_start`, linpath.warm): on the local executor, without conda, the jobs' linpath
+# commands are run by children of one server that imported torch once. Cluster jobs run by themselves.
+WARM = {}
+
+
+onstart:
+    if config["warm_start"] and workflow.executor_plugin.name == "local" and not _uses_conda():
+        from linpath.warm import SOCKET_ENV, Server
+
+        WARM["server"] = Server(log=LAYOUT.log("warm_start", "server"), python_path=str(Path(workflow.basedir) / "workflow"))
+        os.environ[SOCKET_ENV] = WARM["server"].path
+
+
+def _stop_warm_start(log):
+    if "server" in WARM:
+        WARM.pop("server").stop()
+
+
+onsuccess: _stop_warm_start(log)
+
+
+onerror: _stop_warm_start(log)
 REFERENCE = PLAN.reference()
 RES = config["resources"]  # job sizes per rule (config `resources`)
 SHAPES = config.get("shapes", {})
