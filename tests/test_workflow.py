@@ -624,6 +624,24 @@ def test_every_job_wrote_its_log_and_benchmark(mini_run):
             else set()
         assert logged == {r for r in runs["run_id"] if plan.role(r) == rule}, rule
     assert not (workdir / ".snakemake" / "slurm_logs").exists()
+    # A local run forwards every linpath command to the warm-start server (config warm_start, on by default).
+    for run_id in runs["run_id"]:
+        for log in (workdir / "logs" / plan.role(run_id) / f"{run_id}.log", workdir / "logs" / "interpolate" / f"{run_id}.log"):
+            assert "warm-started job" in log.read_text().splitlines()[-1], log
+
+
+@pytest.mark.slow
+def test_without_warm_start_the_tables_are_the_same(mini_run, tmp_path):
+    """Warm start changes how a job's process starts, never what it computes."""
+    workdir = tmp_path / "cold"
+    path = with_mini_config(workdir)
+    proc = snakemake(workdir, "--cores", "2", "--configfile", str(path), "--config", "warm_start=False", timeout=1500)
+    assert proc.returncode == 0, tail(proc, 4000)
+    train_log = next((workdir / "logs" / "train").glob("*.log")).read_text()
+    assert "warm-started job" not in train_log
+    for name in ("runs", "paths", "shapes", "table1"):
+        cold = pd.read_parquet(workdir / "results" / "tables" / f"{name}.parquet")
+        pd.testing.assert_frame_equal(cold, tables(mini_run, name, skipped=True), check_exact=True)
 
 
 @pytest.mark.slow
