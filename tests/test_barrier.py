@@ -232,3 +232,18 @@ def test_the_test_only_assumed_barrier_says_so(endpoints, tmp_path):
     # A measured barrier is never replaced by the assumed one.
     real = find_barrier(crafted_paths(start_pt, end_pt), ShapeThresholds(), assume_alpha=0.3)
     assert real["alpha_star"] == pytest.approx(0.4) and real["reason"] == "barrier"
+
+
+@pytest.mark.parametrize("outside", [[-1.0, -0.5], [1.5, 2.0]])
+def test_points_outside_zero_to_one_are_not_part_of_the_path(outside):
+    """A sweep may extend α beyond [0, 1] (extrapolation); a rise there is no barrier of the path θ0 -> θT."""
+    inside = list(np.linspace(0, 1, 6))
+    alphas = sorted(inside + outside)
+    if outside[0] < 0:  # -1 -> -0.5 rises from 0.1 to 5.0; 0 .. 1 falls
+        losses = [0.1, 5.0] + [1.0 - 0.15 * a for a in inside]
+    else:  # 1 -> 1.5 falls to 0.1, 2.0 rises to 5.0
+        losses = [1.0 - 0.15 * a for a in inside] + [0.1, 5.0]
+    paths = pd.DataFrame(curve_rows(losses, alphas, start_state="s.pt", end_state="e.pt"))
+    info = find_barrier(paths, ShapeThresholds())
+    assert not info["has_barrier"] and info["label"] == "NB"
+    assert info["delta"] == 0.0
