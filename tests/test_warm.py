@@ -13,7 +13,8 @@ import pytest
 
 from conftest import assert_states_equal, linpath_command, load_tensors, run_dict, subprocess_env
 from linpath.cli import EXIT_INPUT
-from linpath.warm import SOCKET_ENV, Server
+from linpath.warm import SOCKET_ENV
+from linpath.warm_server import Server
 
 WARM_LINE = "warm-started job"
 
@@ -113,7 +114,7 @@ def test_a_killed_command_takes_its_child_with_it(server, write_config, tmp_path
 def test_the_server_ends_with_its_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     path = str(tmp_path / "socket")
-    serving = subprocess.Popen([sys.executable, "-m", "linpath.warm", path, "--parent", str(parent.pid)],
+    serving = subprocess.Popen([sys.executable, "-m", "linpath.warm_server", path, "--parent", str(parent.pid)],
                                env=subprocess_env())
     wait_for(lambda: os.path.exists(path), "the socket")
     time.sleep(1)

@@ -42,7 +42,8 @@ WARM = {}
 
 onstart:
     if config["warm_start"] and workflow.executor_plugin.name == "local" and not _uses_conda():
-        from linpath.warm import SOCKET_ENV, Server
+        from linpath.warm import SOCKET_ENV
+        from linpath.warm_server import Server
 
         WARM["server"] = Server(log=LAYOUT.log("warm_start", "server"), python_path=str(Path(workflow.basedir) / "workflow"))
         os.environ[SOCKET_ENV] = WARM["server"].path
