@@ -352,6 +352,83 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(format_estimate(estimate(load_config(files), files)))
 
 
+# What each `linpath report` kind reads (argument names) and how many --out files it writes.
+REPORT_NEEDS = {
+    "core-tables": (("runs_json", "skipped_json"), 0),
+    "table1": (("runs", "shapes"), 2),
+    "table": (("name", "runs_json", "skipped_json"), 1),
+    "figure": (("name", "runs_json"), 1),
+    "figure-a11": (("paths", "shapes", "table1", "runs"), 1),
+}
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    """Tables and figures of the workflow, from the config record it wrote (Layout.config_record)."""
+    import json
+
+    import yaml
+
+    from .experiments import Plan
+
+    def loaded(flag: str, text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SettingsError(f"{flag}: not valid JSON: {err}") from None
+
+    needs, outputs = REPORT_NEEDS[args.what]
+    missing = [f"--{n.replace('_', '-')}" if n != "name" else "NAME" for n in needs if getattr(args, n) is None]
+    if missing:
+        raise SettingsError(f"report {args.what} needs {', '.join(missing)}")
+    if len(args.out) != outputs:
+        raise SettingsError(f"report {args.what} writes {outputs} file(s): --out got {len(args.out)}")
+    if not Path(args.config).is_file():
+        raise SettingsError(f"--config: file not found: {args.config}")
+    plan = Plan(yaml.safe_load(Path(args.config).read_text()))
+    runs = loaded("--runs-json", args.runs_json) if args.runs_json is not None else []
+    skipped = loaded("--skipped-json", args.skipped_json) if args.skipped_json is not None else {}
+    for flag, path in (("--runs", args.runs), ("--shapes", args.shapes), ("--paths", args.paths),
+                       ("--table1", args.table1)):
+        if args.what in ("table1", "figure-a11") and path is not None and not Path(path).is_file():
+            raise SettingsError(f"{flag}: file not found: {path}")
+    if args.what == "core-tables":
+        from .tables import write_core_tables
+
+        write_core_tables(plan, runs, skipped)
+    elif args.what == "table1":
+        from .tables import write_table1
+
+        write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1])
+    elif args.what == "table":
+        from .tables import write_experiment_table
+
+        write_experiment_table(plan, args.name, runs, skipped, args.out[0])
+    elif args.what == "figure":
+        from .figures import write_experiment_figure
+
+        write_experiment_figure(plan, args.name, runs, args.out[0])
+    else:
+        from .figures import figure_a11
+
+        figure_a11(plan, args.paths, args.shapes, args.table1, args.runs, args.out[0])
+
+
+def _add_report_parser(verbs, debug) -> None:
+    p = verbs.add_parser("report", parents=[debug], help="the workflow's tables and figures (what its table and figure rules run)")
+    p.add_argument("what", choices=["core-tables", "table1", "table", "figure", "figure-a11"],
+                   help="core-tables: runs/paths/shapes over --runs-json; table1; table NAME; figure EXPERIMENT; figure-a11")
+    p.add_argument("name", nargs="?", help="the per-experiment table (table) or the experiment (figure)")
+    p.add_argument("--config", required=True, help="the workflow config as JSON or YAML (results/derived/config.json)")
+    p.add_argument("--runs-json", help="the run ids to read, as a JSON list (core-tables, table, figure)")
+    p.add_argument("--skipped-json", help="run id -> why it was not trained, as a JSON object")
+    p.add_argument("--runs", help="runs.parquet (table1, figure-a11)")
+    p.add_argument("--shapes", help="shapes.parquet (table1, figure-a11)")
+    p.add_argument("--paths", help="paths.parquet (figure-a11)")
+    p.add_argument("--table1", help="table1.parquet (figure-a11)")
+    p.add_argument("--out", nargs="+", default=[], help="output file(s); table1: the parquet and the markdown")
+    p.set_defaults(func=_cmd_report)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other error: "linpath <verb>: error: ..."."""
 
@@ -426,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-share", type=_number(maximum=1, above=0), default=None, help="share of seeds with a barrier that makes a group")
     p.add_argument("--assume", action="append", help="TESTS ONLY: treat this group as a barrier group; repeatable")
     p.set_defaults(func=_cmd_barrier_groups)
+
+    _add_report_parser(verbs, debug)
 
     p = verbs.add_parser("plan", parents=[debug], help="runs, epochs, path sweeps and estimated hours of a config, before submitting")
     p.add_argument("--configfile", action="append", help="merged over the workflow config in order, as Snakemake does; repeatable")

@@ -50,8 +50,10 @@ def write_yaml(data: Any, path: str | Path) -> None:
 
 
 def note(log: str | Path | None, message: str) -> None:
-    """One line in a job's log file (workflow jobs that run in-process have no stdout log)."""
-    if log:
+    """One line in a job's log file, or on stdout where there is none (a command's stdout is its log)."""
+    if not log:
+        print(message.rstrip())
+    else:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as handle:
             handle.write(message.rstrip() + "\n")

@@ -73,6 +73,10 @@ class Layout:
     def figure(self, name: str, suffix: str = ".png") -> Path:
         return self.results / "figures" / f"{name}{suffix}"
 
+    def config_record(self) -> Path:
+        """The workflow config (files and --config merged) that the tables and figures are built from."""
+        return self.results / "derived" / "config.json"
+
     def eval_cache(self) -> Path:
         """Cached evaluation splits (training set without augmentation, test set)."""
         return self.results / "cache" / "eval"

@@ -23,7 +23,7 @@ from .warm import LENGTH, SOCKET_ENV, STDIO
 
 # What the verbs import; a module missing here only costs its import in each child.
 PRELOAD = ("torch", "torchvision", "pandas", "pyarrow.parquet", "linpath.train", "linpath.paths",
-           "linpath.barrier", "linpath.shapes", "linpath.tables")
+           "linpath.barrier", "linpath.shapes", "linpath.tables", "linpath.figures")
 
 
 def serve(path: str, *, parent: int | None = None, idle_exit: float = 900.0, preload=PRELOAD) -> None:

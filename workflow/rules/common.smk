@@ -58,6 +58,8 @@ onsuccess: _stop_warm_start(log)
 
 
 onerror: _stop_warm_start(log)
+# The validated config (defaults filled in), as the tables and figures read it: results/derived/config.json.
+CONFIG_RECORD = str(LAYOUT.config_record())
 REFERENCE = PLAN.reference()
 RES = config["resources"]  # job sizes per rule (config `resources`)
 SHAPES = config.get("shapes", {})

@@ -5,12 +5,14 @@
 rule experiment_figure:
     input:
         **runs_input(figure_runs),
+        config=CONFIG_RECORD,
     output:
         report(LAYOUT.figure("{experiment}"), caption="../report/experiment.rst", category="Experiments",
                labels=lambda w: {"experiment": w.experiment}),
     params:
         **runs_params(figure_runs),
         code=lambda w: figure_code(w.experiment),  # redraw when the code of this figure's kind changes
+        cli=LINPATH,
     wildcard_constraints:
         experiment=one_of(EXPERIMENT_FIGURES),
     log:
@@ -21,8 +23,9 @@ rule experiment_figure:
     localrule: True
     conda:
         CONDA_ENV
-    script:
-        "../scripts/experiment_figure.py"
+    shell:
+        "{params.cli} report figure {wildcards.experiment} --config {input.config} --runs-json {params.runs:q} "
+        "--out {output} > {log} 2>&1"
 
 
 rule figure_a11:
@@ -31,9 +34,12 @@ rule figure_a11:
         shapes=LAYOUT.table("shapes"),
         table1=LAYOUT.table("table1"),
         runs=LAYOUT.table("runs"),
+        config=CONFIG_RECORD,
     output:
         png=report(LAYOUT.figure("figure_A11"), caption="../report/figure_a11.rst", category="Overview"),
         pdf=LAYOUT.figure("figure_A11", ".pdf"),
+    params:
+        cli=LINPATH,
     log:
         LAYOUT.log("figures", "figure_a11"),
     resources:
@@ -42,8 +48,9 @@ rule figure_a11:
     localrule: True
     conda:
         CONDA_ENV
-    script:
-        "../scripts/figure_a11.py"
+    shell:
+        "{params.cli} report figure-a11 --config {input.config} --paths {input.paths} --shapes {input.shapes} "
+        "--table1 {input.table1} --runs {input.runs} --out {output.png} > {log} 2>&1"
 
 
 for _experiment in PLAN.experiments:

@@ -1,16 +1,33 @@
 # Tables: the long tables over every run, Table 1, and one job per experiment table.
+# Table and figure jobs read the config record (config_record, common.smk) through `linpath report`,
+# so a local run forks them warm like every other linpath command.
+
+
+rule config_record:
+    # Rewritten when the config changes (a params change), so every table and figure is redrawn then.
+    output:
+        CONFIG_RECORD,
+    params:
+        config=json.dumps(config, sort_keys=True),
+    localrule: True
+    run:
+        from linpath.io import write_text
+
+        write_text(params.config + "\n", output[0])
 
 
 rule core_tables:
     # runs / paths / shapes over every run: Table 1 and Figure A11 are the only targets that need them.
     input:
         **runs_input(all_runs),
+        config=CONFIG_RECORD,
     output:
         runs=LAYOUT.table("runs"),
         paths=LAYOUT.table("paths"),
         shapes=LAYOUT.table("shapes"),
     params:
         **runs_params(all_runs),
+        cli=LINPATH,
     log:
         LAYOUT.log("tables", "core_tables"),
     resources:
@@ -19,17 +36,21 @@ rule core_tables:
     localrule: True
     conda:
         CONDA_ENV
-    script:
-        "../scripts/core_tables.py"
+    shell:
+        "{params.cli} report core-tables --config {input.config} --runs-json {params.runs:q} "
+        "--skipped-json {params.skipped:q} > {log} 2>&1"
 
 
 rule table1:
     input:
         runs=LAYOUT.table("runs"),
         shapes=LAYOUT.table("shapes"),
+        config=CONFIG_RECORD,
     output:
         table=LAYOUT.table("table1"),
         markdown=LAYOUT.table("table1", ".md"),
+    params:
+        cli=LINPATH,
     log:
         LAYOUT.log("tables", "table1"),
     resources:
@@ -38,18 +59,21 @@ rule table1:
     localrule: True
     conda:
         CONDA_ENV
-    script:
-        "../scripts/table1.py"
+    shell:
+        "{params.cli} report table1 --config {input.config} --runs {input.runs} --shapes {input.shapes} "
+        "--out {output.table} {output.markdown} > {log} 2>&1"
 
 
 rule experiment_table:
     # One per-experiment table (Tab. A2, A3, A4, ...) from the runs of its rows alone.
     input:
         **runs_input(table_runs),
+        config=CONFIG_RECORD,
     output:
         LAYOUT.table("{table}"),
     params:
         **runs_params(table_runs),
+        cli=LINPATH,
     wildcard_constraints:
         table=one_of(EXPERIMENT_TABLES),
     log:
@@ -60,5 +84,6 @@ rule experiment_table:
     localrule: True
     conda:
         CONDA_ENV
-    script:
-        "../scripts/experiment_table.py"
+    shell:
+        "{params.cli} report table {wildcards.table} --config {input.config} --runs-json {params.runs:q} "
+        "--skipped-json {params.skipped:q} --out {output} > {log} 2>&1"
