@@ -602,6 +602,25 @@ def test_experiment_table_sets_our_accuracy_beside_the_papers(mini_run):
 
 
 @pytest.mark.slow
+def test_the_config_record_is_the_validated_config(mini_run):
+    """results/derived/config.json, what `linpath report` builds every table and figure from: the mini
+    config as the workflow validated it (schema defaults filled in), nothing else."""
+    import json
+
+    from linpath.cost import load_config
+
+    workdir, plan, config = mini_run
+    record_file = workdir / plan.layout.config_record()
+    assert record_file == workdir / "results" / "derived" / "config.json"
+    record = json.loads(record_file.read_text())
+    assert record == load_config([str(MINI)])
+    for key, value in config.items():  # every key of mini.yaml, unchanged by the defaults
+        assert record[key] == value, key
+    assert record["seeds"] == [0, 1] and record["base"] == config["base"]
+    assert Plan(record).runs.keys() == plan.runs.keys(), "the tables' plan is the workflow's"
+
+
+@pytest.mark.slow
 def test_every_job_wrote_its_log_and_benchmark(mini_run):
     workdir, plan, _ = mini_run
     runs = tables(mini_run, "runs")
