@@ -113,7 +113,9 @@ def test_a_killed_command_takes_its_child_with_it(server, write_config, tmp_path
 
 def test_the_server_ends_with_its_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    path = str(tmp_path / "socket")
+    folder = tmp_path / "linpath-warm-test"  # named as Server names its folder
+    folder.mkdir()
+    path = str(folder / "socket")
     serving = subprocess.Popen([sys.executable, "-m", "linpath.warm_server", path, "--parent", str(parent.pid)],
                                env=subprocess_env())
     wait_for(lambda: os.path.exists(path), "the socket")
@@ -121,8 +123,10 @@ def test_the_server_ends_with_its_parent(tmp_path):
     assert serving.poll() is None
     parent.kill()
     parent.wait()
-    assert serving.wait(30) == 0
-    assert not os.path.exists(path)  # it cleans up after itself
+    assert serving.wait(90) == 0  # after its imports (seconds; more on a loaded machine)
+    assert not os.path.exists(path)  # it cleans up after itself: the socket
+    assert not folder.exists()  # and the folder Server made for it (Snakemake SIGKILLed never calls stop)
+    assert tmp_path.exists()  # but nothing above it
 
 
 def test_stop_ends_the_server_and_removes_its_socket(tmp_path):
@@ -131,3 +135,4 @@ def test_stop_ends_the_server_and_removes_its_socket(tmp_path):
     started.stop()
     assert started.process.poll() is not None
     assert not os.path.exists(started.path)
+    assert not os.path.exists(started.folder)

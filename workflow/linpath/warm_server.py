@@ -21,6 +21,8 @@ from pathlib import Path
 from . import cli
 from .warm import LENGTH, SOCKET_ENV, STDIO
 
+FOLDER_PREFIX = "linpath-warm-"  # Server's socket folder under the temp dir
+
 # What the verbs import; a module missing here only costs its import in each child.
 PRELOAD = ("torch", "torchvision", "pandas", "pyarrow.parquet", "linpath.train", "linpath.paths",
            "linpath.barrier", "linpath.shapes", "linpath.tables", "linpath.figures")
@@ -59,6 +61,16 @@ def serve(path: str, *, parent: int | None = None, idle_exit: float = 900.0, pre
     finally:
         listener.close()
         Path(path).unlink(missing_ok=True)
+        _remove_own_folder(Path(path).parent)
+
+
+def _remove_own_folder(folder: Path) -> None:
+    """The empty folder Server made for the socket: gone too when Snakemake died before `stop`."""
+    if folder.name.startswith(FOLDER_PREFIX):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            pass
 
 
 def _alive(pid: int) -> bool:
@@ -135,7 +147,7 @@ class Server:
     """A warm-start server process and its socket, started for the lifetime of a Snakemake run."""
 
     def __init__(self, log: str | Path | None = None, python_path: str | None = None, idle_exit: float = 900.0):
-        self.folder = tempfile.mkdtemp(prefix="linpath-warm-")  # short (Unix socket paths ≤ 107 bytes), private (0700)
+        self.folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # short (Unix socket paths ≤ 107 bytes), private (0700)
         self.path = os.path.join(self.folder, "socket")
         env = dict(os.environ)
         env.pop(SOCKET_ENV, None)
