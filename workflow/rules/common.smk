@@ -1,4 +1,6 @@
 # Shared helpers: config validation, the run plan, and the input functions of every rule.
+import copy
+import functools
 import json
 import os
 import shlex
@@ -97,16 +99,28 @@ def measurement_files(run_ids):
     return sorted([str(LAYOUT.barrier_yaml(p)) for p in parents] + [str(LAYOUT.groups_file(s)) for s in settings])
 
 
+def measured_yaml(path):
+    """A checkpoint's YAML output, parsed once per version of the file: Snakemake evaluates the input and
+    params functions that read these again after every checkpoint, for every job that waits on them."""
+    stat = os.stat(path)
+    return copy.deepcopy(_parsed_yaml(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_yaml(path, mtime_ns, size):
+    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def skipped_runs(run_ids):
     """Run id -> why it is not trained, for the measured ones among these runs (read from the checkpoints)."""
     measured = [r for r in run_ids if PLAN.measured(r)]
     closure = PLAN.upstream_closure(measured)
     barriers = {
-        p: yaml.safe_load(Path(checkpoints.barrier_init.get(run_id=p).output.yaml).read_text())
+        p: measured_yaml(checkpoints.barrier_init.get(run_id=p).output.yaml)
         for p in sorted({PLAN.runs[r].barrier_from for r in closure if PLAN.runs[r].barrier_from})
     }
     groups = {
-        s: yaml.safe_load(Path(checkpoints.barrier_groups.get(setting=s).output[0]).read_text())
+        s: measured_yaml(checkpoints.barrier_groups.get(setting=s).output[0])
         for s in sorted({s for r in closure for s in PLAN.runs[r].groups_from})
     }
     out = {}
@@ -121,7 +135,7 @@ def run_settings_json(wildcards):
     """A run's concrete settings; measured group lists come from the barrier_groups checkpoint."""
     run = PLAN.runs[wildcards.run_id]
     groups = {
-        s: yaml.safe_load(Path(checkpoints.barrier_groups.get(setting=s).output[0]).read_text())
+        s: measured_yaml(checkpoints.barrier_groups.get(setting=s).output[0])
         for s in run.groups_from
     }
     return json.dumps(PLAN.resolve(wildcards.run_id, groups), sort_keys=True)
