@@ -9,11 +9,14 @@ rule config_record:
         CONFIG_RECORD,
     params:
         config=json.dumps(config, sort_keys=True),
+    log:
+        LAYOUT.log("tables", "config_record"),
     localrule: True
     run:
-        from linpath.io import write_text
+        from linpath.io import note, write_text
 
-        write_text(params.config + "\n", output[0])
+        write_text(f"{params.config}\n", output[0])
+        note(log[0], f"the workflow config -> {output[0]}")
 
 
 rule core_tables:
