@@ -190,9 +190,13 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
         lr = override.lr if override and override.lr is not None else t.lr
         wd = override.weight_decay if override and override.weight_decay is not None else t.weight_decay
         param_groups.append({"params": params, "lr": lr, "weight_decay": wd, "group": group})
+    # foreach: one multi-tensor update instead of a Python loop over tensors. It is torch's default on
+    # CUDA; on CPU it gives bit-identical updates (checked for SGD and Adam) and saves ~1 ms of the
+    # ~25 ms step of the default's ResNet-18 (62 tensors).
     if t.optimizer == "sgd":
-        return torch.optim.SGD(param_groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
-    return torch.optim.Adam(param_groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        return torch.optim.SGD(param_groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                               weight_decay=t.weight_decay, foreach=True)
+    return torch.optim.Adam(param_groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, foreach=True)
 
 
 def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progress: bool = True,
