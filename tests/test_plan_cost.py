@@ -128,3 +128,15 @@ def test_unknown_arch_figure_and_schema_errors_name_the_setting(tmp_path):
     done = run_cli(["plan", "--configfile", str(tmp_path / "bad.yaml")], cwd=REPO)
     assert done.returncode == cli.EXIT_INPUT and len(done.stderr.splitlines()) == 1
     assert "mem_mb" in done.stderr or "minimum" in done.stderr, done.stderr
+
+
+def test_the_cpu_overlay_costs_the_paper_plan_and_names_its_cpu(paper):
+    """config/throughput_cpu.yaml (measured on a CPU) replaces only the throughput: the same jobs, more hours."""
+    _, _, assumed = paper
+    cpu = str(REPO / "config" / "throughput_cpu.yaml")
+    done = run_cli(["plan", "--configfile", PAPER, "--configfile", cpu], cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "throughput (measured): CPU ONLY" in done.stdout and "ASSUMED" not in done.stdout
+    rows = table_rows(done.stdout)
+    assert int(rows["train"][0]) == assumed.rules["train"].jobs
+    assert float(rows["total"][0]) > 10 * assumed.hours
