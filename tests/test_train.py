@@ -299,11 +299,19 @@ def test_group_overrides_reach_the_optimizer():
                            "group_overrides": {"block1": {"lr": 0.001}, "head": {"weight_decay": 0.0}}})
     model = models.build(spec.model)
     opt = make_optimizer(spec, model)
-    by_group = {g["group"]: g for g in opt.param_groups}
-    assert list(by_group) == ["stem", "block1", "block2", "block3", "block4", "head"]
+    by_group = {name: g for g in opt.param_groups for name in g["groups"]}
+    assert sorted(by_group) == ["block1", "block2", "block3", "block4", "head", "stem"]
     assert (by_group["block1"]["lr"], by_group["block1"]["weight_decay"]) == (0.001, 5e-4)
     assert (by_group["head"]["lr"], by_group["head"]["weight_decay"]) == (0.1, 0.0)
     assert (by_group["block4"]["lr"], by_group["block4"]["weight_decay"]) == (0.1, 5e-4)
+    # groups with the same settings share one optimiser group; every parameter is in exactly one
+    assert by_group["stem"] is by_group["block4"] and len(opt.param_groups) == 3
+    owner = {id(p): g for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    for group, keys in models.groups(model).items():
+        for key in keys:
+            if key in named:
+                assert owner[id(named[key])] is by_group[group], key
     assert isinstance(opt, torch.optim.Adam)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
     with pytest.raises(SettingsError, match=r"train\.group_overrides: unknown group 'block5'"):

@@ -202,6 +202,25 @@ class Plan:
                 return f"its upstream run {up} is skipped"
         return None
 
+    def waiting_generations(self, run_id: str) -> int:
+        """How many generations of runs wait on this one (0: none). The workflow gives a run's jobs this
+        priority, so that on a few cores the runs that others start from or measure from go first and
+        the runs that join after a checkpoint do not all end up at the end of the run."""
+        if not hasattr(self, "_generations"):
+            children: dict[str, list[str]] = {r: [] for r in self.runs}
+            for run in self.runs.values():
+                for up in run.upstream:
+                    children[up].append(run.run_id)
+            depth: dict[str, int] = {}
+
+            def below(r: str) -> int:
+                if r not in depth:
+                    depth[r] = 1 + max(map(below, children[r])) if children[r] else 0
+                return depth[r]
+
+            self._generations = {r: below(r) for r in self.runs}
+        return self._generations[run_id]
+
     def runs_of(self, setting: str) -> list[str]:
         return [self.run_of(setting, s) for s in self.seeds]
 

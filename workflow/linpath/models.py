@@ -138,8 +138,13 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self._stage_modules():
-            x = stage(x)
+        # The same operations as the stages, without building their modules at every step.
+        x = x.flatten(1)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = torch.relu(x)
         return x
 
     def _stage_modules(self) -> list[nn.Module]:

