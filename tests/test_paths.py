@@ -367,6 +367,44 @@ def test_fast_paths_equal_plain_loop_vgg(trained_vgg, digits):
     assert checked == 1 + 9
 
 
+def test_paths_that_share_an_end_state_score_it_once_and_exactly(trained_resnet, digits):
+    """θ(1) is the end state on every path: the second path reuses the first's scores at α = 1, and its
+    table equals, bit for bit, that of the same path swept by a fresh evaluator."""
+    run_dir, spec, _ = trained_resnet
+    start, end = states(run_dir)
+    alphas = [1.0, 0.0, 0.5, 1.0]
+    shared = PathEvaluator(models.build(spec.model), splits_of(digits), "ce", batch_size=128)
+    shared.sweep(start, end, alphas)
+    assert shared._end_scores[0] is end
+    for group in ("block3", "head"):
+        reused = shared.sweep(start, end, alphas, group=group)
+        fresh = PathEvaluator(models.build(spec.model), splits_of(digits), "ce", batch_size=128)
+        alone = fresh.sweep(start, end, alphas, group=group)
+        pd.testing.assert_frame_equal(reused, alone, check_exact=True)
+        got = by_alpha(reused[reused["alpha"] != 1.0], "train")
+        assert got.loc[0.0, "loss"] != got.loc[0.5, "loss"]
+    other_end = {k: v.clone() for k, v in start.items()}  # another end state is scored, not looked up
+    moved = shared.sweep(end, other_end, [0.0, 1.0])
+    fresh = PathEvaluator(models.build(spec.model), splits_of(digits), "ce", batch_size=128)
+    pd.testing.assert_frame_equal(moved, fresh.sweep(end, other_end, [0.0, 1.0]), check_exact=True)
+
+
+def test_conv_model_without_batchnorm_is_evaluated_channels_last_and_equals_the_plain_loop(digits):
+    """No BN to fold, but the convs still run on the channels-last twin (faster on CPU)."""
+    spec = run_spec_with("mlp", {"arch": "vgg11", "width": 8, "batchnorm": False, "in_channels": 1, "input_size": 8,
+                                 "num_classes": 10})
+    torch.manual_seed(0)
+    start = models.build(spec.model).state_dict()
+    torch.manual_seed(1)
+    end = models.build(spec.model).state_dict()
+    requests = [("all", "all"), ("conv1", "all"), ("conv5", "all")]
+    fast, checked = compare_fast_and_plain(spec.model, start, end, splits_of(digits, 200, 100), requests, [0.0, 0.6, 1.0])
+    assert checked == 3 and conv_bn_pairs(fast.model) == []
+    assert fast.twin is not None
+    convs = [m for m in fast.runner.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+
+
 def test_fast_paths_equal_plain_loop_mlp(trained_mlp, digits):
     run_dir, spec, _ = trained_mlp
     start, end = states(run_dir)
@@ -583,7 +621,8 @@ def test_sweep_runs_in_strict_fp32_and_restores_the_settings(caller, trained_res
         CALLER_PRECISION[caller]()
         before = precision_snapshot()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            frame = evaluator.sweep(start, end, [0.0, 0.5, 1.0])
+            # a new end dict: θ(1) is evaluated again (the evaluator reuses it only for the same end state)
+            frame = evaluator.sweep(start, dict(end), [0.0, 0.5, 1.0])
             assert torch.is_autocast_enabled("cpu")
         assert precision_snapshot() == before
     finally:

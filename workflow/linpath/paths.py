@@ -126,7 +126,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 class FoldedTwin:
     """An inference copy of the model with each eval-mode BatchNorm folded into
-    the conv before it, laid out channels_last: the same function, fewer and
+    the conv before it (if any), laid out channels_last: the same function, fewer and
     faster kernels. `refresh(keys)` re-derives the twin's tensors touched by
     the given keys of the original model. The fold is exact up to rounding
     (~2e-7 relative) because it is computed in the model's dtype, which
@@ -190,8 +190,10 @@ class PathEvaluator:
         self.device = torch.device(device)
         self.model = model.to(self.device, torch.float32).eval()  # strict fp32, whatever the model held
         self.live = self.model.state_dict()  # tensors sharing storage with the model
-        pairs = conv_bn_pairs(self.model) if fold_bn else []
-        self.twin = FoldedTwin(self.model, pairs) if pairs else None
+        # The twin also serves convolutional models without BatchNorm (no pairs to fold): their convs
+        # run channels_last there, about 1.5-2x faster on CPU than the model's own NCHW layout.
+        convolutional = any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+        self.twin = FoldedTwin(self.model, conv_bn_pairs(self.model)) if fold_bn and convolutional else None
         self.runner = self.twin.model if self.twin else self.model
         layout = torch.channels_last if self.twin else torch.contiguous_format
         self.splits = [EvalSplit(s.name, _to(s.x, self.device, layout), s.y.to(self.device), s.source) for s in splits]
@@ -206,6 +208,10 @@ class PathEvaluator:
         self.stage_index = {name: i for i, (name, _) in enumerate(self.stages)}
         self.groups = models.groups(self.model)
         self.kinds = tensor_kinds(self.model)
+        # (end state, its summed loss and correct count per split): at α = 1 every path of a sweep ends at
+        # exactly its end state (lerp returns `end` at weight 1, the other tensors are `end` already), so
+        # the paths that share an end state score it once (interpolate mode; recompute mode recomputes).
+        self._end_scores: tuple[dict, torch.Tensor, torch.Tensor] | None = None
 
     def moving_keys(self, group: str, param_group: str = "all") -> list[str]:
         if param_group not in PARAM_GROUPS:
@@ -241,7 +247,15 @@ class PathEvaluator:
             if recompute:
                 path.bn_keys, path.bn_states = self._recompute_bn(first, path, alphas)
             self._sync_twin(self.live)
-            totals, correct = self._chunk_loop(first, path, alphas, desc=f"{group}/{param_group}")
+            at_end = alphas == 1.0
+            known = not recompute and self._end_scores is not None and self._end_scores[0] is end and at_end.any()
+            totals, correct = self._chunk_loop(first, path, alphas[~at_end] if known else alphas,
+                                               desc=f"{group}/{param_group}")
+            if known:
+                totals, correct = self._with_end_scores(totals, correct, at_end)
+            elif not recompute and at_end.any():
+                j = int(np.flatnonzero(at_end)[0])
+                self._end_scores = (end, totals[j].clone(), correct[j].clone())
         sizes = torch.tensor([len(s.y) for s in self.splits], dtype=torch.float64)
         losses, accuracies = (totals / sizes).tolist(), (correct.double() / sizes).tolist()
         rows = [{"alpha": float(alpha), "split": split.name, "loss": losses[j][s], "accuracy": accuracies[j][s]}
@@ -251,6 +265,16 @@ class PathEvaluator:
         frame.insert(0, "param_group", param_group)
         frame.insert(0, "group", group)
         return frame
+
+    def _with_end_scores(self, totals: torch.Tensor, correct: torch.Tensor, at_end: np.ndarray):
+        """The rows of the α ≠ 1 points with the stored scores of the end state put in at α = 1."""
+        _, end_totals, end_correct = self._end_scores
+        full_totals = torch.empty(len(at_end), *end_totals.shape, dtype=totals.dtype)
+        full_correct = torch.empty(len(at_end), *end_correct.shape, dtype=correct.dtype)
+        mask = torch.from_numpy(at_end)
+        full_totals[~mask], full_correct[~mask] = totals, correct
+        full_totals[mask], full_correct[mask] = end_totals, end_correct
+        return full_totals, full_correct
 
     def _chunk_loop(self, first: int, path: "_Path", alphas: np.ndarray, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed loss and correct count per (α, split): chunks outside, α inside."""
