@@ -56,10 +56,27 @@ def _stop_warm_start(log):
         WARM.pop("server").stop()
 
 
-onsuccess: _stop_warm_start(log)
+def _cancel_rate_limit_timers():
+    """Snakemake's job rate limiter (profiles/default) leaves one-window timers behind; they are not daemon
+    threads, so the process would wait up to a window after its last job. Nothing is left to schedule."""
+    import threading
+
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        name = getattr(function, "__qualname__", "")
+        if isinstance(thread, threading.Timer) and ("_schedule_reevalutation" in name or "_schedule_reevaluation" in name):
+            thread.cancel()
 
 
-onerror: _stop_warm_start(log)
+def _finish(log):
+    _stop_warm_start(log)
+    _cancel_rate_limit_timers()
+
+
+onsuccess: _finish(log)
+
+
+onerror: _finish(log)
 # The validated config (defaults filled in), as the tables and figures read it: results/derived/config.json.
 CONFIG_RECORD = str(LAYOUT.config_record())
 REFERENCE = PLAN.reference()
