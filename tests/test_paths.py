@@ -21,7 +21,8 @@ from torch.optim.swa_utils import update_bn
 from conftest import load_tensors, run_spec_with
 from linpath import models
 from linpath.hparams import ModelSpec
-from linpath.paths import EvalSplit, PathEvaluator, alpha_grid, conv_bn_pairs, plan_requests, tensor_kinds
+from linpath.paths import (EvalSplit, FoldedTwin, HalvingMaxPool, PathEvaluator, alpha_grid, conv_bn_pairs,
+                           plan_requests, tensor_kinds)
 from linpath.train import evaluate, train
 
 ALPHAS = [-0.25, 0.0, 0.1, 0.35, 0.5, 0.8, 1.0, 1.25]
@@ -403,6 +404,36 @@ def test_conv_model_without_batchnorm_is_evaluated_channels_last_and_equals_the_
     assert fast.twin is not None
     convs = [m for m in fast.runner.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    # VGG's 2×2 max-pools run as HalvingMaxPool in the twin (the sweeps above went through them)
+    assert any(isinstance(m, HalvingMaxPool) for m in fast.runner.modules())
+    assert not any(isinstance(m, nn.MaxPool2d) for m in fast.runner.modules())
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 5, 7, 9), (3, 2, 3, 4), (2, 8, 33, 32)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_halving_max_pool_equals_max_pool2d_exactly(shape, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    x.view(-1)[::7] = torch.nan  # NaN propagates in both
+    x.view(-1)[3::11] = -torch.inf
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    want = nn.functional.max_pool2d(x, 2)
+    got = HalvingMaxPool()(x)
+    assert got.shape == want.shape
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0))
+
+
+def test_twin_keeps_max_pools_that_are_not_halving():
+    """Only kernel 2, stride 2, no padding, floor mode is replaced; ResNet's 3×3 stem pool stays."""
+    model = nn.Sequential(nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(2, ceil_mode=True), nn.MaxPool2d(2),
+                          nn.MaxPool2d(kernel_size=(2, 2), stride=2))
+    twin = FoldedTwin(model, []).model
+    assert [type(m).__name__ for m in twin] == ["MaxPool2d", "MaxPool2d", "HalvingMaxPool", "HalvingMaxPool"]
+    x = torch.randn(2, 3, 30, 30)  # 15 → 8 (ceil mode) → 4 → 2
+    with torch.inference_mode():
+        assert torch.equal(twin(x), model.eval()(x))
 
 
 def test_fast_paths_equal_plain_loop_mlp(trained_mlp, digits):

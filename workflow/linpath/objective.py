@@ -9,18 +9,22 @@ import torch
 import torch.nn.functional as F
 
 
-def summed_loss_and_correct(logits: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum (not mean) of the loss over the batch and the number of correct predictions.
-
-    `loss` is "ce" (cross-entropy over classes) or "bce" (one logit, binary
-    cross-entropy, used for the two-class spiral)."""
+def summed_loss(logits: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Sum (not mean) of the loss over the batch. `loss` is "ce" (cross-entropy over classes) or "bce"
+    (one logit, binary cross-entropy, used for the two-class spiral). A training step needs only this."""
     logits = logits.float()
     if loss == "bce":
-        z = logits.reshape(-1)
-        total = F.binary_cross_entropy_with_logits(z, y.float(), reduction="sum")
-        correct = ((z > 0).long() == y).sum()
+        return F.binary_cross_entropy_with_logits(logits.reshape(-1), y.float(), reduction="sum")
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def summed_loss_and_correct(logits: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the loss over the batch (as `summed_loss`) and the number of correct predictions."""
+    total = summed_loss(logits, y, loss)
+    logits = logits.float()
+    if loss == "bce":
+        correct = ((logits.reshape(-1) > 0).long() == y).sum()
     else:
-        total = F.cross_entropy(logits, y, reduction="sum")
         correct = (logits.argmax(1) == y).sum()
     return total, correct
 

@@ -57,7 +57,7 @@ from . import models
 from .augment import stream_seed
 from .hparams import RunSpec, SettingsError
 from .io import save_torch
-from .objective import summed_loss_and_correct
+from .objective import summed_loss
 from .train import (RunResult, StepSettings, TargetNotReached, TrainingDiverged, _epoch_metrics,
                     _optimizer_and_schedule, _optimizer_to, _result, _synced_time, evaluated, make_optimizer,
                     missed_target, open_run, target_reached, write_checkpoint, write_outputs)
@@ -143,7 +143,7 @@ def packed_step(forward: StackedModel, optimizer: torch.optim.Optimizer, xb: tor
     detached and left on the device (no sync)."""
     with torch.autocast(how.device.type, dtype=torch.bfloat16, enabled=how.bf16):
         logits = forward(xb)
-    means = torch.stack([summed_loss_and_correct(logits[k], yb[k], loss)[0] for k in range(len(yb))]) / yb.shape[1]
+    means = torch.stack([summed_loss(logits[k], yb[k], loss) for k in range(len(yb))]) / yb.shape[1]
     optimizer.zero_grad(set_to_none=True)
     means.sum().backward()
     optimizer.step()

@@ -124,13 +124,34 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
+class HalvingMaxPool(nn.Module):
+    """nn.MaxPool2d(2) for inference as two elementwise maxima of strided views: the same values (a maximum
+    is exact, NaN propagates as in the pooling kernel), without the argmax indices that ATen's CPU kernel
+    computes even under inference_mode. Measured on the 2-core CPU, channels_last, 512 images:
+    8×32×32 maps 6.3 → 1.6 ms, 16×16×16 3.6 → 0.5 ms (VGG-11's first two pools)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]  # floor mode drops an odd last row / column
+        x = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+        return torch.maximum(x[..., 0::2], x[..., 1::2])
+
+
+def _is_halving_pool(module: nn.Module) -> bool:
+    def pair(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+    return (isinstance(module, nn.MaxPool2d) and pair(module.kernel_size) == (2, 2) and pair(module.stride) == (2, 2)
+            and pair(module.padding) == (0, 0) and pair(module.dilation) == (1, 1) and not module.ceil_mode
+            and not module.return_indices)
+
+
 class FoldedTwin:
     """An inference copy of the model with each eval-mode BatchNorm folded into
-    the conv before it (if any), laid out channels_last: the same function, fewer and
-    faster kernels. `refresh(keys)` re-derives the twin's tensors touched by
-    the given keys of the original model. The fold is exact up to rounding
+    the conv before it (if any), 2×2 max-pools as HalvingMaxPool, laid out channels_last:
+    the same function, fewer and faster kernels. `refresh(keys)` re-derives the twin's tensors
+    touched by the given keys of the original model. The fold is exact up to rounding
     (~2e-7 relative) because it is computed in the model's dtype, which
-    PathEvaluator makes fp32."""
+    PathEvaluator makes fp32; the pools are exact."""
 
     def __init__(self, model: nn.Module, pairs: list[tuple[str, str]]):
         self.source = model.state_dict()
@@ -142,6 +163,10 @@ class FoldedTwin:
                 conv.bias = nn.Parameter(torch.zeros(conv.out_channels, device=conv.weight.device))
             parent, _, leaf = bn_name.rpartition(".")
             setattr(self.model.get_submodule(parent) if parent else self.model, leaf, nn.Identity())
+        for name, module in list(self.model.named_modules()):
+            if name and _is_halving_pool(module):
+                parent, _, leaf = name.rpartition(".")
+                setattr(self.model.get_submodule(parent) if parent else self.model, leaf, HalvingMaxPool())
         self.model.to(memory_format=torch.channels_last)
         self.target = self.model.state_dict()
         self.owner: dict[str, tuple[str, str]] = {}

@@ -36,7 +36,7 @@ from . import models
 from .augment import seeded_global_rng, stream_seed
 from .hparams import RunSpec, SettingsError, TrainSpec
 from .io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
-from .objective import strict_fp32, summed_loss_and_correct
+from .objective import strict_fp32, summed_loss, summed_loss_and_correct
 
 
 class TrainingDiverged(RuntimeError):
@@ -375,8 +375,7 @@ def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch
             logits = forward(xb)
     else:
         logits = forward(xb)
-    loss_sum, _ = summed_loss_and_correct(logits, yb, loss)
-    mean = loss_sum / len(yb)
+    mean = summed_loss(logits, yb, loss) / len(yb)
     optimizer.zero_grad(set_to_none=True)
     mean.backward()
     optimizer.step()
