@@ -18,6 +18,7 @@ RUN_FILES = {
     "summary": "summary.yaml",       # final metrics and distance travelled
     "checkpoint": "checkpoint.pt",   # resume state, removed when the run ends
     "failed": "failed.yaml",         # why a run stopped without a final state (divergence)
+    "outcome": "outcome.yaml",       # how the run ended (linpath.outcome): written last, always
 }
 BARRIER_POINTS = ("before", "at", "after")  # the states a barrier directory holds, besides barrier.yaml
 
