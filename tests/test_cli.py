@@ -182,11 +182,13 @@ def test_divergence_writes_failed_yaml_and_removes_the_states(tmp_path, write_co
     line = _one_error_line(capsys.readouterr().err)
     assert "run boom diverged: training loss nan in epoch 3" in line and str(out / "failed.yaml") in line
     failed = yaml.safe_load((out / "failed.yaml").read_text())
-    assert failed["reason"] == "diverged" and failed["run"] == "boom" and failed["epoch"] == 3
-    assert math.isnan(failed["loss"])
+    assert failed["kind"] == "diverged" and failed["run"] == "boom" and failed["epoch"] == 3
+    assert math.isnan(failed["loss"]) and "train_acc" in failed["metrics"], "the last metrics before the failure"
     assert failed["settings_digest"] == RunSpec.from_yaml(out / "run.yaml").digest()
+    outcome = yaml.safe_load((out / "outcome.yaml").read_text())
+    assert outcome["status"] == "diverged" and "in epoch 3" in outcome["reason"]
     # no state that a rerun would resume from, or that looks like a (partly) trained run
-    assert sorted(p.name for p in out.iterdir()) == ["failed.yaml", "run.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["failed.yaml", "outcome.yaml", "run.yaml"]
 
     # the same settings again: nothing to resume, so it starts from epoch 1 and fails the same way
     assert cli.main(["train", "--config", str(config), "--out", str(out), "--no-progress"]) == 3
@@ -204,6 +206,7 @@ def test_a_later_success_removes_a_stale_failed_yaml(tmp_path, write_config, cap
     good = write_config(run_dict(name="run", train={"epochs": 1}), "good.yaml")
     assert cli.main(["train", "--config", str(good), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr()
     assert (out / "final.pt").is_file() and not (out / "failed.yaml").exists()
+    assert yaml.safe_load((out / "outcome.yaml").read_text())["status"] == "trained"
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert metrics["epoch"].tolist() == [0, 1], "trained from θ₀, not resumed"
 
@@ -281,4 +284,7 @@ def test_a_target_accuracy_not_reached_is_one_line_with_status_2(tmp_path, write
     assert cli.main(["train", "--config", str(config), "--out", str(out), "--no-progress"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "run short: train accuracy" in line and "train.until_train_acc=1.0" in line
-    assert not (out / "final.pt").exists() and not (out / "failed.yaml").exists()
+    assert not (out / "final.pt").exists() and (out / "checkpoint.pt").exists(), "kept: a rerun fails at once"
+    failed = yaml.safe_load((out / "failed.yaml").read_text())
+    assert failed["kind"] == "target_not_reached" and failed["epoch"] == 1 and "train_acc" in failed["metrics"]
+    assert yaml.safe_load((out / "outcome.yaml").read_text())["status"] == "failed"

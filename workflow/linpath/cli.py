@@ -14,7 +14,6 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import warm
 from .hparams import SettingsError, check_alphas, check_device
 from .io import CheckpointError, write_yaml
 
@@ -22,7 +21,8 @@ EXIT_STATUS = """exit status:
   0    success
   1    unexpected error (a bug in linpath): the Python traceback is shown
   2    bad input: settings, flags, or a missing, unreadable or damaged file
-  3    training diverged (loss NaN or infinite); the run directory holds failed.yaml
+  3    training diverged (loss NaN or infinite); the run directory holds failed.yaml and outcome.yaml
+       (with --failure-as-outcome: status 0, and the same files)
   130  interrupted (Ctrl-C); a training run resumes from its last epoch
 """
 EXIT_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
@@ -40,109 +40,79 @@ class CommandFailed(Exception):
 def _cmd_train(args: argparse.Namespace) -> None:
     from .hparams import RunSpec
 
-    if args.settings_json is not None:
-        import json
-
-        try:
-            spec = RunSpec.from_dict(json.loads(args.settings_json))
-        except json.JSONDecodeError as err:
-            raise SettingsError(f"--settings-json: not valid JSON: {err}") from None
-        except SettingsError as err:
-            raise SettingsError(f"--settings-json: {err}") from None
-    else:
-        spec = RunSpec.from_yaml(args.config)
+    spec = _run_spec(args.config, args.settings_json)
     if args.name:
         spec.name = args.name
     elif spec.name == "run":
         spec.name = Path(args.out).name
-    from .train import TrainingDiverged, train  # torch: only once the settings are known to be good
-
     out = Path(args.out)
+    if _skipped_for_upstream(spec, out, args.upstream):
+        return
+    from .train import TargetNotReached, TrainingDiverged, train  # torch: only once the settings are known to be good
+
     try:
-        result = train(spec, out, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache)
-    except TrainingDiverged as err:
-        raise CommandFailed(_record_divergence(out, spec, err), EXIT_DIVERGED) from err
-    (out / FAILED).unlink(missing_ok=True)
+        result = train(spec, out, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache,
+                       checkpoint_minutes=args.checkpoint_minutes)
+    except (TrainingDiverged, TargetNotReached) as err:
+        kept = "kept its last checkpoint" if isinstance(err, TargetNotReached) else "removed its checkpoints"
+        message = f"{err}; wrote {out / FAILED} and {kept}"
+        if isinstance(err, TrainingDiverged):
+            message = f"run {err.run} diverged: training loss {err.loss} in epoch {err.epoch}; wrote {out / FAILED} and {kept}"
+        if args.failure_as_outcome:  # the workflow: the run ends here, and its job completes
+            print(f"linpath train: {message}", file=sys.stderr)
+            return
+        raise CommandFailed(message, EXIT_DIVERGED if isinstance(err, TrainingDiverged) else EXIT_INPUT) from err
     print(result.summary())
 
 
-def _record_divergence(out: Path, spec, err: Exception) -> str:
-    """Write failed.yaml and remove the states of the failed run; return the one-line message.
-
-    checkpoint.pt would make a rerun resume into the same failure, and init.pt / epoch_<k>.pt would
-    make the directory look like (part of) a trained run. run.yaml stays: with failed.yaml it says
-    what was tried; a rerun with the same settings starts from scratch."""
-    run = getattr(err, "run", None) or spec.name
-    epoch, loss = getattr(err, "epoch", None), getattr(err, "loss", None)
-    if epoch is None or loss is None:  # TrainingDiverged without attributes: read its message
-        found = re.search(r"became (\S+) in epoch (\d+)", str(err))
-        if found:
-            loss, epoch = float(found[1]), int(found[2])
-    for stale in [out / "checkpoint.pt", out / "init.pt", *out.glob("epoch_*.pt")]:
-        stale.unlink(missing_ok=True)
-    write_yaml({"reason": "diverged", "run": run, "epoch": epoch, "loss": None if loss is None else float(loss),
-                "settings_digest": spec.digest(), "message": str(err)}, out / FAILED)
-    what = f"training loss {loss} in epoch {epoch}" if epoch is not None else str(err)
-    return f"run {run} diverged: {what}; wrote {out / FAILED} and removed its checkpoints"
-
-
-# --- train-pack: K seeds of one setting in one process (linpath.pack) ---------------------------------
-
-
-def _cmd_train_pack(args: argparse.Namespace) -> None:
-    """Each run that fails alone gets what its single run gets (failed.yaml for a divergence); the
-    others finish. All failures share one stderr line; the status is 3 if any run diverged, else 2."""
-    import json
-
+def _run_spec(config: str | None, settings_json: str | None):
+    """A run's settings from --config (a YAML file) or --settings-json: the one reader of both."""
     from .hparams import RunSpec
 
-    if len(args.settings) != len(args.out):
-        raise SettingsError(f"train-pack pairs each --config/--settings-json with an --out: got {len(args.settings)} "
-                            f"settings and {len(args.out)} --out")
-    specs = []
-    for (kind, text), out in zip(args.settings, args.out):
-        flag = "--config" if kind == "config" else f"--settings-json (for --out {out})"
-        try:
-            spec = RunSpec.from_yaml(text) if kind == "config" else RunSpec.from_dict(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise SettingsError(f"{flag}: not valid JSON: {err}") from None
-        except SettingsError as err:
-            raise SettingsError(str(err) if kind == "config" else f"{flag}: {err}") from None
-        if spec.name == "run":
-            spec.name = Path(out).name
-        specs.append(spec)
-    from .pack import train_pack  # torch: only once the settings are known to be good
-    from .train import TrainingDiverged
+    if settings_json is None:
+        return RunSpec.from_yaml(config)
+    import json
 
-    outs = [Path(o) for o in args.out]
-    outcomes = train_pack(specs, outs, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache)
-    failures, status = [], EXIT_INPUT
-    for spec, out, outcome in zip(specs, outs, outcomes):
-        if isinstance(outcome, TrainingDiverged):
-            failures.append(_record_divergence(out, spec, outcome))
-            status = EXIT_DIVERGED
-        elif isinstance(outcome, Exception):
-            failures.append(str(outcome))
-        else:
-            (out / FAILED).unlink(missing_ok=True)
-            print(outcome.summary())
-    if failures:
-        raise CommandFailed(f"{len(failures)} of {len(specs)} runs failed: {'; '.join(failures)}", status)
+    try:
+        return RunSpec.from_dict(json.loads(settings_json))
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"--settings-json: not valid JSON: {err}") from None
+    except SettingsError as err:
+        raise SettingsError(f"--settings-json: {err}") from None
 
 
-def _add_train_pack_parser(verbs, debug: argparse.ArgumentParser) -> None:
-    p = verbs.add_parser("train-pack", parents=[debug], epilog=EXIT_STATUS,
-                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                         help="train several seeds of one setting in one process (one --out per run)")
-    p.add_argument("--config", dest="settings", action="append", default=[], type=lambda v: ("config", v),
-                   help="run settings file; repeatable, paired in order with --out")
-    p.add_argument("--settings-json", dest="settings", action="append", type=lambda v: ("json", v),
-                   help="run settings as JSON; repeatable, paired in order with --out")
-    p.add_argument("--out", action="append", required=True, help="run directory of the settings given at the same position")
-    p.add_argument("--threads", type=_count, default=None, help="CPU threads for torch")
-    p.add_argument("--eval-cache", default=None, help="also write the cached evaluation splits under this folder")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=_cmd_train_pack)
+def _skipped_for_upstream(spec, out: Path, upstream: list[str]) -> bool:
+    """A run that starts from the state of a run that did not train is skipped, with that run's reason:
+    outcome.yaml (status skipped) and run.yaml, so that its job completes and the tables say why."""
+    from .layout import RUN_FILES
+    from .outcome import upstream_failure, write_outcome
+
+    runs = [Path(f).parent for f in upstream if Path(f).name == RUN_FILES["outcome"]]
+    try:
+        skipped = upstream_failure(runs)
+    except (FileNotFoundError, ValueError) as err:
+        raise SettingsError(f"--upstream: {err}") from None
+    if skipped is None:
+        return False
+    skipped.run, skipped.settings_digest = spec.name, spec.digest()
+    if not (out / RUN_FILES["settings"]).is_file():
+        write_yaml(spec.to_dict(), out / RUN_FILES["settings"])
+    write_outcome(skipped, out)
+    print(f"linpath train: run {spec.name} skipped: {skipped.reason}", file=sys.stderr)
+    return True
+
+
+def _env_minutes() -> float | None:
+    """The workflow's `checkpoint_minutes`, which reaches its jobs through the environment."""
+    import os
+
+    text = os.environ.get("LINPATH_CHECKPOINT_MINUTES")
+    if not text:
+        return None
+    try:
+        return _number(above=0)(text)
+    except argparse.ArgumentTypeError as err:
+        raise SettingsError(f"$LINPATH_CHECKPOINT_MINUTES: {err}") from None
 
 
 def _json_settings(text: str | None, flag: str) -> dict:
@@ -251,10 +221,12 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     from .shapes import shape_table
 
     settings, thresholds = _sweep(args), _thresholds(args)
+    out = Path(args.out)
+    if _sweep_of_untrained_run(Path(args.run), out, args.shapes):
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     _check_states_fit(Path(args.run), tuple(settings.starts))
-    out = Path(args.out)
     try:
         table = interpolate_run(args.run, args.eval_cache, settings, run_id=args.run_id, scratch=out.parent,
                                 progress=not args.no_progress)
@@ -267,6 +239,27 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     summary = shapes[shapes["split"] == "train"][["path", "start", "group", "param_group", "bn_mode", "label", "delta"]]
     print(f"{len(table)} rows -> {out}")
     print(summary.to_string(index=False))
+
+
+def _sweep_of_untrained_run(run: Path, out: Path, shapes: str | None) -> bool:
+    """A run that did not train (outcome.yaml) has no paths: its sweep and shapes are written empty, so that
+    the job completes and the tables list the run with its reason."""
+    import pandas as pd
+
+    from .io import write_parquet
+    from .outcome import read_outcome
+
+    try:
+        outcome = read_outcome(run)
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    if outcome is None or outcome.trained:
+        return False
+    empty = pd.DataFrame({"run_id": pd.Series(dtype="str")})
+    for path in filter(None, [out, shapes]):
+        write_parquet(empty, path)
+    print(f"no paths: run {run.name} is {outcome.short()}")
+    return True
 
 
 def _check_states_fit(run: Path, starts: tuple[str, ...]) -> None:
@@ -295,8 +288,9 @@ PATH_COLUMNS = ("path", "split", "start", "bn_mode", "alpha", "loss", "start_sta
 SHAPE_COLUMNS = ("path", "split", "start", "bn_mode", "group", "label", "delta", "label_rule")
 
 
-def _read_table(path: Path, flag: str, columns: tuple[str, ...], what: str):
-    """A parquet table with these columns; anything else is a one-line error naming the file."""
+def _read_table(path: Path, flag: str, columns: tuple[str, ...], what: str, empty_ok: bool = False):
+    """A parquet table with these columns (or, if `empty_ok`, with no rows); anything else is a one-line
+    error naming the file."""
     import pandas as pd
 
     if not path.is_file():
@@ -307,7 +301,7 @@ def _read_table(path: Path, flag: str, columns: tuple[str, ...], what: str):
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SettingsError(f"{flag}: {path} is not a readable parquet table: {detail}") from None
     missing = [c for c in columns if c not in table.columns]
-    if missing:
+    if missing and not (empty_ok and table.empty):
         raise SettingsError(f"{flag}: {path} is not {what} (no column {missing[0]!r})")
     return table
 
@@ -315,6 +309,8 @@ def _read_table(path: Path, flag: str, columns: tuple[str, ...], what: str):
 def _cmd_barrier_init(args: argparse.Namespace) -> None:
     from .barrier import write_barrier_inits
 
+    if args.outcome and _no_barrier_of_untrained_run(Path(args.outcome), Path(args.out)):
+        return
     paths_file = Path(args.sweep)
     table = _read_table(paths_file, "--sweep", PATH_COLUMNS, "a sweep of `linpath interpolate`")
     try:
@@ -329,11 +325,32 @@ def _cmd_barrier_init(args: argparse.Namespace) -> None:
         print(f"{info['reason']}; wrote {args.out}/barrier.yaml only")
 
 
+def _no_barrier_of_untrained_run(outcome_file: Path, out: Path) -> bool:
+    """A run that did not train has no barrier to start from: barrier.yaml says so and why, and the runs
+    that would start from it are skipped with that reason (Plan.skip_reason)."""
+    from .outcome import read_outcome
+
+    try:
+        outcome = read_outcome(outcome_file.parent)
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    if outcome is None:
+        raise SettingsError(f"--outcome: {outcome_file} does not exist: the run has not finished")
+    if outcome.trained:
+        return False
+    word = "failed" if outcome.failed else "was skipped"
+    info = {"has_barrier": False, "upstream_failed": True,
+            "reason": f"upstream {outcome_file.parent.name} {word}: {outcome.kind or outcome.status}"}
+    write_yaml(info, out / "barrier.yaml")
+    print(f"{info['reason']}; wrote {out}/barrier.yaml only")
+    return True
+
+
 def _cmd_barrier_groups(args: argparse.Namespace) -> None:
     from .tables import write_barrier_groups
 
-    for f in args.shapes:
-        _read_table(Path(f), "--shapes", SHAPE_COLUMNS, "a shape table of `linpath interpolate --shapes`")
+    for f in args.shapes:  # an empty table is the shapes of a run that did not train
+        _read_table(Path(f), "--shapes", SHAPE_COLUMNS, "a shape table of `linpath interpolate --shapes`", empty_ok=True)
     if not Path(args.run_yaml).is_file():
         raise SettingsError(f"--run-yaml: file not found: {args.run_yaml}")
     try:
@@ -454,8 +471,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_count, default=None, help="CPU threads for torch")
     p.add_argument("--eval-cache", default=None, help="also write the cached evaluation splits under this folder")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--upstream", nargs="*", default=[],
+                   help="outcome.yaml files of the runs this run starts from: if one did not train, this run is "
+                        "skipped (outcome.yaml says why) instead of trained")
+    p.add_argument("--failure-as-outcome", action="store_true",
+                   help="a diverged run or a missed until_train_acc ends with outcome.yaml and exit status 0 "
+                        "(what the workflow runs: the failure is a result, and the job completes)")
+    p.add_argument("--checkpoint-minutes", type=_number(above=0), default=_env_minutes(),
+                   help="also write checkpoint.pt after the first epoch that ends this many minutes after the last "
+                        "one (default: $LINPATH_CHECKPOINT_MINUTES, else only every train.checkpoint_every epochs)")
     p.set_defaults(func=_cmd_train)
-    _add_train_pack_parser(verbs, debug)
 
     p = verbs.add_parser("interpolate", parents=[debug], help="loss and accuracy along linear paths of a finished run -> parquet")
     p.add_argument("--run", required=True, help="run directory written by `linpath train`")
@@ -489,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("barrier-init", parents=[debug], help="states at the barrier peak of a run's full path, and before/after it")
     p.add_argument("--sweep", required=True, help="parquet from `linpath interpolate` holding the full path")
     p.add_argument("--out", required=True, help="folder for barrier.yaml and at.pt / before.pt / after.pt")
+    p.add_argument("--outcome", default=None,
+                   help="the run's outcome.yaml: a run that did not train gets a barrier.yaml that says so")
     p.add_argument("--offset", type=_number(maximum=1, above=0), default=0.1, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
     p.add_argument("--split", default="train")
     p.add_argument("--assume-barrier-at", type=_number(above=0, below=1), default=None,
@@ -515,11 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    forwarded = warm.forward(argv)  # run by a warm-start server's child when one is set and answers
-    if forwarded is not None:
-        return forwarded
-    args = build_parser().parse_args(argv)
+    """The verb, run in this process (`linpath` and `python -m linpath` first offer it to a warm-start
+    server: linpath.__main__)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     return run_verb(args)
 
 

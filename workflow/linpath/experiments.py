@@ -188,9 +188,13 @@ class Plan:
         a barrier.yaml. A run whose barrier parent has no barrier, or whose measured group list is empty
         (the intervention would act on nothing and train a copy of its base recipe), is skipped."""
         run = self.runs[run_id]
+        if run.barrier_from and barriers[run.barrier_from].get("upstream_failed"):
+            return barriers[run.barrier_from]["reason"]
         if run.barrier_from and not barriers[run.barrier_from]["has_barrier"]:
             return f"no barrier on the path of {run.barrier_from} ({barriers[run.barrier_from]['reason']})"
         for ref in self.settings[run.setting].references():
+            if ref.is_group_list and groups.get(ref.setting, {}).get("upstream_failed"):
+                return f"upstream {ref.setting} failed: {groups[ref.setting]['reason']}"
             if ref.is_group_list and not ref.value(self.layout, self.run_of, run.seed, groups):
                 kind = "barrier" if ref.kind == "barrier_groups" else "no-barrier"
                 return f"no {kind} groups measured in {ref.setting} ({ref.text})"

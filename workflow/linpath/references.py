@@ -63,11 +63,12 @@ class Reference:
         return f"@{self.kind}:{runs}" + (f"/{self.part}" if self.part else "")
 
     def input_file(self, layout: Layout, run_of: Callable[[str, int], str], seed: int) -> Path:
-        """The file whose existence the run waits for."""
+        """The file whose existence the run waits for: the upstream run's outcome (its states exist only
+        when it trained), a barrier.yaml, or a measured group list."""
         if self.is_group_list:
             return layout.groups_file(self.setting)
         run = run_of(self.setting, seed)
-        return layout.barrier_yaml(run) if self.kind == "barrier" else layout.run_dir(run) / self.part
+        return layout.barrier_yaml(run) if self.kind == "barrier" else layout.run_file(run, "outcome")
 
     def value(self, layout: Layout, run_of: Callable[[str, int], str], seed: int,
               groups: dict[str, dict] | None) -> str | list[str]:

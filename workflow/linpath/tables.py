@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from .experiments import Plan
+from .outcome import read_outcome
 from .io import note, write_parquet, write_text, write_yaml
 
 MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split": "train"}
@@ -28,15 +29,20 @@ MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split":
 
 
 def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float = 0.5,
-                   assume: list[str] = ()) -> dict:
+                   assume: list[str] = (), candidates: list[str] | None = None) -> dict:
     """Groups whose group-wise path (θ₀ → θ_T, train split) has a barrier in at least `min_share` of the
     seeds; `ranked` orders those whose width can change by mean Δ, highest first (for "narrow the k
     barrier layers" references: a head or stem that cannot be narrowed must not take one of the k places).
+    Only `candidates` (the model's layer groups, linpath.layer_groups; None: every group) enter either list.
     `assume` (test-only, config `testing.barrier_groups`) adds groups as if they had barriers."""
     sel = shapes[(shapes["path"] == "group") & (shapes["start"] == "init") & (shapes["split"] == "train")
                  & (shapes["bn_mode"] == "interpolate")]
     if sel.empty:
         raise ValueError("no group-wise paths in these shapes: set paths.groups for the referenced setting")
+    if candidates is not None:
+        sel = sel[sel["group"].isin(list(candidates))]
+        if sel.empty:
+            raise ValueError(f"none of the layer groups {list(candidates)} has a group-wise path in these shapes")
     by_group = sel.assign(b=sel["label"] == "B").groupby("group", sort=False)
     share, delta = by_group["b"].mean(), by_group["delta"].mean()
     with_barrier = [g for g, s in share.items() if s >= min_share or g in assume]
@@ -46,19 +52,33 @@ def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float 
             "barrier_share": {g: float(s) for g, s in share.items()},
             "mean_delta": {g: float(d) for g, d in delta.items()},
             "widenable": list(widenable),
+            "candidates": list(share.index),
             "rule": f"label B (see label_rule) in at least {min_share:g} of the seeds; ranked: the widenable ones by mean delta"
                     + (f"; ASSUMED for a test: {sorted(set(assume) & set(with_barrier))}" if assume else ""),
             "label_rule": str(sel["label_rule"].iloc[0])}
 
 
 def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path, log: str | None = None,
-                         min_share: float | None = None, assume: list[str] = ()) -> None:
+                         min_share: float | None = None, assume: list[str] = (),
+                         layer_rule: dict | None = None) -> None:
+    """`layer_rule`: config `shapes.layer_groups`, which groups of the model are candidates."""
     from .hparams import RunSpec
+    from .layer_groups import describe, layer_groups
     from .models import widenable_groups
 
-    shapes = pd.concat([pd.read_parquet(f) for f in shape_files], ignore_index=True)
+    frames = [frame for frame in map(pd.read_parquet, shape_files) if not frame.empty]  # empty: did not train
+    if not frames:
+        found = {"with_barrier": [], "without_barrier": [], "upstream_failed": True,
+                 "reason": f"none of the {len(shape_files)} runs trained"}
+        write_yaml(found, out)
+        note(log, f"{found['reason']} -> {out}")
+        return
+    shapes = pd.concat(frames, ignore_index=True)
     share = SummaryRules().group_barrier_share if min_share is None else min_share
-    found = barrier_groups(shapes, widenable_groups(RunSpec.from_yaml(run_yaml).model), share, assume)
+    model = RunSpec.from_yaml(run_yaml).model
+    found = barrier_groups(shapes, widenable_groups(model), share, assume, layer_groups(model, layer_rule))
+    found["candidate_rule"] = describe(layer_rule)
+    found["runs_measured"] = f"{len(frames)}/{len(shape_files)}"
     write_yaml(found, out)
     note(log, f"groups with a barrier: {found['with_barrier']} -> {out}")
 
@@ -78,20 +98,45 @@ def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = 
     (`status` skipped, with the reason) so that no planned run disappears silently."""
     rows = []
     for run_id in run_ids:
+        outcome = read_outcome(plan.layout.run_dir(run_id))
+        if outcome is None:
+            raise FileNotFoundError(f"{plan.layout.run_file(run_id, 'outcome')}: run {run_id} has not finished")
         spec = yaml.safe_load(plan.layout.run_file(run_id, "settings").read_text())
-        summary = yaml.safe_load(plan.layout.run_file(run_id, "summary").read_text())
-        summary.pop("run", None)
-        rows.append({**_meta(plan, run_id), "status": "trained", "status_reason": "",
-                     "model": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
-                     "settings": json.dumps(spec, sort_keys=True), **summary})
+        row = {**_meta(plan, run_id), "status": outcome.status, "status_reason": outcome.reason,
+               "failure": outcome.kind, "model": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
+               "settings": json.dumps(spec, sort_keys=True)}
+        if outcome.trained:
+            summary = yaml.safe_load(plan.layout.run_file(run_id, "summary").read_text())
+            summary.pop("run", None)
+            row.update(summary)
+        rows.append(row)
     for run_id, reason in sorted((skipped or {}).items()):
-        rows.append({**_meta(plan, run_id), "status": "skipped", "status_reason": reason})
+        rows.append({**_meta(plan, run_id), "status": "skipped", "status_reason": reason, "failure": "measured"})
     return pd.DataFrame(rows)
 
 
 def trained(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs that were trained (tables without a status column hold only those)."""
     return runs if "status" not in runs.columns else runs[runs["status"] == "trained"]
+
+
+def trained_of_planned(runs: pd.DataFrame, settings: list[str]) -> str:
+    """'8/10': how many of the planned runs of these settings trained (runs.parquet lists every planned run)."""
+    planned = runs[runs["setting"].isin(settings)]
+    return f"{len(trained(planned))}/{len(planned)}"
+
+
+def failed_runs_markdown(runs: pd.DataFrame) -> str:
+    """The runs that did not train, each with why: the list under Table 1."""
+    if "status" not in runs.columns:
+        return ""
+    out = runs[runs["status"] != "trained"].sort_values(["status", "setting", "seed"])
+    if out.empty:
+        return "Every planned run trained.\n"
+    lines = [f"Runs that did not train ({len(out)} of {len(runs)}):"]
+    for _, r in out.iterrows():
+        lines.append(f"- `{r['run_id']}` ({r['setting']}, seed {r['seed']}): {r['status']}: {r['status_reason']}")
+    return "\n".join(lines) + "\n"
 
 
 def not_trained(runs: pd.DataFrame, settings: list[str]) -> str:
@@ -111,12 +156,14 @@ def collect(plan: Plan, run_ids: list[str], files: list[str]) -> pd.DataFrame:
     frames = []
     for run_id, f in zip(run_ids, files):
         frame = pd.read_parquet(f)
+        if frame.empty:  # a run that did not train (its outcome says why)
+            continue
         meta = _meta(plan, run_id)
         frame["run_id"] = run_id
         for key in ("experiment", "setting", "seed"):
             frame.insert(1, key, meta[key])
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "experiment", "setting", "seed"])
 
 
 def write_core_tables(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = None,
@@ -204,9 +251,12 @@ def label_set(counts: Counter, min_share: float) -> list[str]:
     return [label for label in _ordered(counts) if total and counts[label] / total >= min_share]
 
 
-def group_barrier(shapes: pd.DataFrame, setting: str) -> float | None:
-    """Mean Δ of the group-wise paths (train split, from init) over groups and seeds."""
+def group_barrier(shapes: pd.DataFrame, setting: str, groups: list[str] | None = None) -> float | None:
+    """Mean Δ of the group-wise paths (train split, from init) over groups and seeds; only `groups` (the
+    setting's layer groups, linpath.layer_groups) when given."""
     sel = select(shapes, setting=setting, path="group", start="init", bn_mode="interpolate", split="train")
+    if groups is not None:
+        sel = sel[sel["group"].isin(list(groups))]
     return None if sel.empty else float(sel["delta"].mean())
 
 
@@ -292,9 +342,11 @@ def _agrees(ours: set[str], theirs: set[str] | None):
 def setting_summary(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, setting: str, baseline: str | None,
                     rules: SummaryRules) -> dict:
     """Labels over seeds, layer tag and accuracy test of one setting against its baseline."""
+    from .layer_groups import setting_layer_groups
+
     counts = label_counts(shapes, [setting])
-    mine = group_barrier(shapes, setting)
-    theirs = group_barrier(shapes, baseline) if baseline else None
+    mine = group_barrier(shapes, setting, setting_layer_groups(plan, setting))
+    theirs = group_barrier(shapes, baseline, setting_layer_groups(plan, baseline)) if baseline else None
     diffs = accuracy_change(runs, setting, baseline) if baseline else np.array([])
     low, high = mean_interval(diffs, rules.acc_confidence)
     return {"setting": setting, "baseline": baseline, "label_counts": counts,
@@ -346,6 +398,7 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.DataFrame
             "acc_words": "; ".join(f"{p['setting']}: {p['word']} [{_interval(p['ci'])}]" for p in parts if p["word"]),
             "acc_rule": rules.acc_rule(),
             "n_seeds": int(runs[runs["setting"].isin(settings)]["seed"].nunique()),
+            "n": trained_of_planned(all_runs, row["settings"]),
             "not_trained": not_trained(all_runs, row["settings"]),
             "paper_shape": str(row.get("paper_shape", "")), "paper_acc": paper_acc,
             **agrees,
@@ -367,9 +420,9 @@ def agreement_counts(t1: pd.DataFrame) -> dict[str, tuple[int, int]]:
             for part in ("shape", "layer", "acc")}
 
 
-def table1_markdown(t1: pd.DataFrame) -> str:
+def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
     cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
-            "n_seeds", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc"]
+            "n", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc"]
     t = t1.assign(acc=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if pd.notna(m) else "n/a"
                        for m, lo, hi in zip(t1["acc_change_pp_mean"], t1["acc_ci_low"], t1["acc_ci_high"])])
     t = t.assign(**{c: t[c].map(lambda v: "–" if v is pd.NA else ("yes" if v else "no"))
@@ -388,19 +441,23 @@ def table1_markdown(t1: pd.DataFrame) -> str:
         "`shape`: full-path labels (θ0 → θT, train split) that hold in the row's settings; `shape_fractions`: the "
         "label of every run (one per seed). `layer_barrier`: group-wise barriers against the baseline. `acc`: "
         "test-accuracy change against the row's baseline in percentage points, mean [confidence interval], paired "
-        "by seed. `paper_*`: the paper's own labels (reference).",
+        "by seed. `n`: runs trained / runs planned for the row (a row with none trained stays, with n/a and the "
+        "reason below). `paper_*`: the paper's own labels (reference).",
     ]
     if first is not None:
         notes += [f"Shape labels: {first['shape_rule']}.", f"Layer barriers: {first['layer_rule']}.",
                   f"Accuracy words: {first['acc_rule']}."]
+    if runs is not None:
+        notes += ["", failed_runs_markdown(runs).rstrip("\n")]
     return "\n".join(lines + notes) + "\n"
 
 
 def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Path, markdown: str | Path,
                  log: str | None = None) -> None:
-    t1 = table1(plan, pd.read_parquet(runs), pd.read_parquet(shapes))
+    runs_frame = pd.read_parquet(runs)
+    t1 = table1(plan, runs_frame, pd.read_parquet(shapes))
     write_parquet(t1, out)
-    write_text(table1_markdown(t1), markdown)
+    write_text(table1_markdown(t1, runs_frame), markdown)
     note(log, f"Table 1: {len(t1)} rows -> {out}, {markdown}")
 
 
@@ -444,7 +501,7 @@ def experiment_table(name: str, spec: dict, runs: pd.DataFrame, shapes: pd.DataF
         own_shapes = shapes[shapes["setting"] == setting]
         counts = label_counts(shapes, [setting])
         out = {"table": name, "row": row["label"], "column": row.get("column", ""), "setting": setting,
-               "n_seeds": len(sel), "not_trained": not_trained(runs, [setting])}
+               "n_seeds": len(sel), "n": trained_of_planned(runs, [setting]), "not_trained": not_trained(runs, [setting])}
         for metric in columns:
             # no trained run (all skipped): the runs table may lack the metric's column altogether
             values = METRICS[metric](sel, own_shapes).astype(float) if len(sel) else pd.Series(dtype=float)

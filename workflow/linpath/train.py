@@ -6,10 +6,12 @@ Run directory layout (all written atomically):
     run.yaml          full settings, model spec resolved against the data
     init.pt           θ₀ as a plain state_dict
     epoch_<k>.pt      θ after epoch k, for k in train.save_epochs
-    final.pt          θ_T (written last: its presence marks a finished run)
+    final.pt          θ_T (its presence marks a finished run)
     metrics.parquet   epoch, lr, train/test loss and accuracy of the evaluated epochs (epoch 0 = θ₀)
     summary.yaml      final metrics, distance travelled θ₀ → θ_T, and how the steps ran
     checkpoint.pt     model, optimiser, scheduler, global RNG states and metrics so far (removed at the end)
+    outcome.yaml      how the run ended (linpath.outcome), written last: trained, or diverged / failed
+    failed.yaml       a deterministic failure's record (kind, epoch, last metrics, message)
 
 Invariants: resuming needs only checkpoint.pt and the settings. The data order and
 augmentation of epoch e are redrawn from (train.seed, e) (linpath.augment); θ₀ is read
@@ -36,27 +38,63 @@ from . import models
 from .augment import seeded_global_rng, stream_seed
 from .hparams import RunSpec, SettingsError, TrainSpec
 from .io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
+from .device import pick_device, synced_time
 from .objective import strict_fp32, summed_loss, summed_loss_and_correct
+from .outcome import Outcome, write_outcome
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; `run`, `epoch` and `loss` say where."""
+    """The training loss became NaN or infinite; `run`, `epoch` and `loss` say where, `metrics` holds the
+    last evaluated metrics row before it."""
 
-    def __init__(self, run: str, epoch: int, loss: float):
-        self.run, self.epoch, self.loss = run, int(epoch), float(loss)
+    def __init__(self, run: str, epoch: int, loss: float, metrics: dict | None = None):
+        self.run, self.epoch, self.loss, self.metrics = run, int(epoch), float(loss), dict(metrics or {})
         super().__init__(f"run {run}: training loss became {self.loss} in epoch {self.epoch}")
 
     def __reduce__(self):
-        return type(self), (self.run, self.epoch, self.loss)
+        return type(self), (self.run, self.epoch, self.loss, self.metrics)
 
 
 class TargetNotReached(SettingsError):
     """`train.until_train_acc` was not reached within `train.epochs`: the run has no θ_T."""
 
-    def __init__(self, run: str, reached: float, target: float, epochs: int):
+    def __init__(self, run: str, reached: float, target: float, epochs: int, metrics: dict | None = None):
         self.run, self.reached, self.target, self.epochs = run, float(reached), float(target), int(epochs)
+        self.metrics = dict(metrics or {})
         super().__init__(f"run {run}: train accuracy {self.reached:.4f} < train.until_train_acc={self.target} "
                          f"after train.epochs={self.epochs}; no final.pt written")
+
+    def __reduce__(self):
+        return type(self), (self.run, self.reached, self.target, self.epochs, self.metrics)
+
+
+def failure_outcome(err: TrainingDiverged | TargetNotReached, spec: RunSpec) -> Outcome:
+    """What a deterministic failure leaves in the run directory: the same settings would fail again."""
+    metrics = {k: float(v) for k, v in err.metrics.items() if isinstance(v, (int, float))}
+    if isinstance(err, TrainingDiverged):
+        return Outcome("diverged", kind="diverged", run=err.run, epoch=err.epoch, metrics=metrics,
+                       reason=f"training loss {err.loss} in epoch {err.epoch}", settings_digest=spec.digest())
+    return Outcome("failed", kind="target_not_reached", run=err.run, epoch=err.epochs, metrics=metrics,
+                   reason=f"train accuracy {err.reached:.4f} < train.until_train_acc={err.target} after "
+                          f"{err.epochs} epochs", settings_digest=spec.digest())
+
+
+def record_failure(out: Path, spec: RunSpec, err: TrainingDiverged | TargetNotReached) -> Outcome:
+    """failed.yaml and outcome.yaml for a deterministic failure. A diverged run also loses its states:
+    checkpoint.pt would make a rerun resume into the same failure, and init.pt / epoch_<k>.pt would make
+    the directory look like (part of) a trained run. A run that missed its target keeps checkpoint.pt, so
+    a forced rerun fails at once instead of training again. run.yaml stays: it says what was tried."""
+    outcome = failure_outcome(err, spec)
+    if outcome.kind == "diverged":
+        for stale in [out / "checkpoint.pt", out / "init.pt", *out.glob("epoch_*.pt")]:
+            stale.unlink(missing_ok=True)
+    record = {"kind": outcome.kind, "run": outcome.run, "epoch": outcome.epoch, "metrics": outcome.metrics,
+              "settings_digest": outcome.settings_digest, "message": str(err)}
+    if isinstance(err, TrainingDiverged):
+        record["loss"] = err.loss
+    write_yaml(record, out / "failed.yaml")
+    write_outcome(outcome, out)
+    return outcome
 
     def __reduce__(self):
         return type(self), (self.run, self.reached, self.target, self.epochs)
@@ -99,14 +137,6 @@ class StepSettings:
     def record(self) -> dict:
         return {"step_device": str(self.device), "step_precision": "bf16" if self.bf16 else "fp32",
                 "step_channels_last": self.channels_last}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SettingsError(f"train.device={name!r} but CUDA is not available here")
-    return torch.device(name)
 
 
 def resolve(spec: RunSpec, prep: data_mod.Prepared) -> RunSpec:
@@ -206,19 +236,33 @@ def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progress: bool = True,
-          eval_cache: str | Path | None = None) -> RunResult:
+          eval_cache: str | Path | None = None, checkpoint_minutes: float | None = None) -> RunResult:
     """Train the run `spec` into directory `out`, resuming from `out/checkpoint.pt` if present.
 
-    Raises TrainingDiverged at the first epoch with a non-finite step loss, and
-    TargetNotReached when `train.until_train_acc` is set and not reached (checkpoint.pt
-    then holds the last state; no final.pt, metrics.parquet or summary.yaml is written)."""
+    A checkpoint is written every `train.checkpoint_every` epochs and, where `checkpoint_minutes` is
+    given, after the first epoch that ends that long after the last one. Ends with outcome.yaml.
+    Raises TrainingDiverged at the first epoch with a non-finite step loss, and TargetNotReached when
+    `train.until_train_acc` is set and not reached; both are recorded first (record_failure)."""
     out = Path(out)
+    try:
+        result = _train(spec, out, threads, progress, eval_cache, checkpoint_minutes)
+    except (TrainingDiverged, TargetNotReached) as err:
+        record_failure(out, spec, err)
+        raise
+    (out / "failed.yaml").unlink(missing_ok=True)
+    return result
+
+
+def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_cache: str | Path | None,
+           checkpoint_minutes: float | None) -> RunResult:
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
     prep = data_mod.prepare(spec.data)
     opened = open_run(spec, out, prep, eval_cache)
     if opened.finished is not None:
+        if not (out / "outcome.yaml").is_file():  # finished before it could write its outcome
+            write_outcome(Outcome("trained", run=spec.name, settings_digest=spec.digest()), out)
         return _result(out, opened.finished, started)
     spec, device, init_state, ckpt = opened.spec, opened.device, opened.init_state, opened.checkpoint
     t = spec.train
@@ -256,6 +300,7 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
         history.append(_epoch_metrics(model, eval_sets, t.loss, 0, optimizer.param_groups[0]["lr"], how))
 
     target, checkpointed, compile_seconds = t.until_train_acc, done, None
+    last_checkpoint = time.monotonic()
     bar = tqdm(range(done + 1, t.epochs + 1), desc=spec.name, unit="epoch", disable=not progress,
                initial=done, total=t.epochs)
     for epoch in bar:
@@ -263,13 +308,13 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
             break
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        losses, t0 = [], _synced_time(device)
+        losses, t0 = [], synced_time(device)
         for xb, yb in tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch}", leave=False,
                            disable=not progress, unit="batch"):
             losses.append(train_step(forward, optimizer, xb, yb, t.loss, how))
             if how.compile and compile_seconds is None:
-                compile_seconds = _synced_time(device) - t0
-        _check_finite(torch.stack(losses), spec.name, epoch)
+                compile_seconds = synced_time(device) - t0
+        _check_finite(torch.stack(losses), spec.name, epoch, history[-1])
         scheduler.step()
         done = epoch
         if evaluated(t, epoch):
@@ -277,14 +322,15 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
             bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
         if epoch in t.save_epochs:
             save_torch(_cpu_state(model), out / f"epoch_{epoch}.pt")
-        if epoch % t.checkpoint_every == 0 and epoch < t.epochs:
+        overdue = checkpoint_minutes is not None and time.monotonic() - last_checkpoint >= 60 * checkpoint_minutes
+        if (epoch % t.checkpoint_every == 0 or overdue) and epoch < t.epochs:
             _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)
-            checkpointed = epoch
+            checkpointed, last_checkpoint = epoch, time.monotonic()
 
     if missed_target(t, history):
         if checkpointed < done:  # a retry then fails at once instead of training again
             _save_checkpoint(ckpt_path, spec, done, model, optimizer, scheduler, history, device)
-        raise TargetNotReached(spec.name, history[-1]["train_acc"], target, t.epochs)
+        raise TargetNotReached(spec.name, history[-1]["train_acc"], target, t.epochs, history[-1])
     return write_outputs(spec, out, model, init_state, _cpu_state(model), history, how, compile_seconds, started)
 
 
@@ -346,6 +392,7 @@ def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, 
         summary["compile_seconds"] = compile_seconds
     write_yaml(summary, out / "summary.yaml")
     save_torch(final, out / "final.pt")
+    write_outcome(Outcome("trained", run=spec.name, epoch=int(history[-1]["epoch"]), settings_digest=spec.digest()), out)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     result = _result(out, metrics, started)
     result.compile_seconds = compile_seconds
@@ -389,10 +436,10 @@ def evaluated(t: TrainSpec, epoch: int) -> bool:
             or epoch in t.milestones or epoch in t.save_epochs)
 
 
-def _check_finite(losses: torch.Tensor, run: str, epoch: int) -> None:
+def _check_finite(losses: torch.Tensor, run: str, epoch: int, last_metrics: dict | None = None) -> None:
     bad = ~torch.isfinite(losses)
     if bad.any():
-        raise TrainingDiverged(run, epoch, losses[bad][0].item())
+        raise TrainingDiverged(run, epoch, losses[bad][0].item(), last_metrics)
 
 
 def _init_for_resume(spec: RunSpec, out: Path) -> dict[str, torch.Tensor]:
@@ -418,12 +465,6 @@ def _save_checkpoint(path: Path, spec: RunSpec, epoch: int, model, optimizer, sc
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def _synced_time(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def _summary(spec: RunSpec, model: nn.Module, init: dict, final: dict, history: list[dict]) -> dict:

@@ -6,6 +6,7 @@
 checkpoint barrier_init:
     input:
         sweep=LAYOUT.sweep("{run_id}"),
+        outcome=LAYOUT.run_file("{run_id}", "outcome"),
     output:
         yaml=LAYOUT.barrier_yaml("{run_id}"),
     params:
@@ -14,14 +15,13 @@ checkpoint barrier_init:
         thresholds=as_json(PLAN.thresholds()),
         # Test-only (config `testing`, never in a shipped config): pretend a barrier where none was measured.
         assume=f"--assume-barrier-at {TESTING['barrier_alpha']}" if "barrier_alpha" in TESTING else "",
-        cli=LINPATH,
     log:
         LAYOUT.log("barrier_init", "{run_id}"),
     localrule: True  # CPU only, seconds: runs where Snakemake runs
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} barrier-init --sweep {input.sweep} --out {params.out} {params.offset} "
+        LINPATH + " barrier-init --sweep {input.sweep} --out {params.out} {params.offset} "
         "--thresholds-json {params.thresholds:q} {params.assume} > {log} 2>&1"
 
 
@@ -35,12 +35,11 @@ checkpoint barrier_groups:
         share=f"--min-share {SHAPES['group_barrier_share']}" if "group_barrier_share" in SHAPES else "",
         # Test-only (config `testing`, never in a shipped config).
         assume=" ".join(f"--assume {g}" for g in TESTING.get("barrier_groups", [])),
-        cli=LINPATH,
     log:
         LAYOUT.log("barrier_groups", "{setting}"),
     localrule: True
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} barrier-groups --shapes {input.shapes} --run-yaml {input.settings} --out {output} "
+        LINPATH + " barrier-groups --shapes {input.shapes} --run-yaml {input.settings} --out {output} "
         "{params.share} {params.assume} > {log} 2>&1"

@@ -3,7 +3,6 @@ import copy
 import functools
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -29,11 +28,21 @@ def _uses_conda():
         return False
 
 
-# linpath's CLI, importable from this checkout: with `--sdm conda` the environment's python
-# (envs/linpath.yaml holds the dependencies), otherwise the python running Snakemake.
-LINPATH = "PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} {} -m linpath".format(  # used through params: braces stay single
-    shlex.quote(str(Path(workflow.basedir) / "workflow")), "python" if _uses_conda() else shlex.quote(sys.executable)
+# Every job runs `python -m linpath <verb>`. What makes that command find this checkout's linpath and the
+# right interpreter lives in the environment, not in the command: Snakemake compares a rule's command and
+# params to decide a rerun, so a path of this machine there would rerun a finished study that was moved,
+# cloned elsewhere or given a new virtualenv. With `--sdm conda` the environment's python comes first on
+# PATH (envs/linpath.yaml holds the dependencies); otherwise the python running Snakemake does. Cluster jobs
+# inherit the environment of the submitting process.
+LINPATH = "python -m linpath"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(workflow.basedir) / "workflow"), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
+if not _uses_conda():
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+# A training job writes its checkpoint at least this often (minutes of wall time), so a job killed at its
+# time limit loses at most that much. Also through the environment: it changes no result.
+os.environ["LINPATH_CHECKPOINT_MINUTES"] = str(config["checkpoint_minutes"])
 CONDA_ENV = "../../envs/linpath.yaml"
 
 
@@ -45,7 +54,7 @@ WARM = {}
 onstart:
     if config["warm_start"] and workflow.executor_plugin.name == "local" and not _uses_conda():
         from linpath.warm import SOCKET_ENV
-        from linpath.warm_server import Server
+        from linpath.warm.server import Server
 
         WARM["server"] = Server(log=LAYOUT.log("warm_start", "server"), python_path=str(Path(workflow.basedir) / "workflow"))
         os.environ[SOCKET_ENV] = WARM["server"].path
@@ -56,21 +65,8 @@ def _stop_warm_start(log):
         WARM.pop("server").stop()
 
 
-def _cancel_rate_limit_timers():
-    """Snakemake's job rate limiter (profiles/default) leaves one-window timers behind; they are not daemon
-    threads, so the process would wait up to a window after its last job. Nothing is left to schedule."""
-    import threading
-
-    for thread in threading.enumerate():
-        function = getattr(thread, "function", None)
-        name = getattr(function, "__qualname__", "")
-        if isinstance(thread, threading.Timer) and ("_schedule_reevalutation" in name or "_schedule_reevaluation" in name):
-            thread.cancel()
-
-
 def _finish(log):
     _stop_warm_start(log)
-    _cancel_rate_limit_timers()
 
 
 onsuccess: _finish(log)
@@ -162,8 +158,8 @@ def run_settings_json(wildcards):
 
 
 def run_files(run_ids):
-    """The files a table or figure reads of each run: its summary, sweep and shapes."""
-    return [str(f) for r in run_ids for f in (LAYOUT.run_file(r, "summary"), LAYOUT.sweep(r), LAYOUT.shapes(r))]
+    """The files a table or figure reads of each run: its outcome (and summary), sweep and shapes."""
+    return [str(f) for r in run_ids for f in (LAYOUT.run_file(r, "outcome"), LAYOUT.sweep(r), LAYOUT.shapes(r))]
 
 
 def runs_input(which):
@@ -198,23 +194,6 @@ def figure_runs(wildcards):
 
 def all_runs(wildcards=None):
     return list(PLAN.runs)
-
-
-def figure_code(experiment):
-    """A digest of the code that draws an experiment's figure: figures.py without the other figure kinds'
-    functions (`<kind>_figure`). Changing one kind's code redraws only the figures of that kind; changing
-    shared code redraws them all (Snakemake's params trigger)."""
-    import ast
-
-    from linpath.ids import digest
-
-    path = Path(workflow.basedir) / "workflow" / "linpath" / "figures.py"
-    tree = ast.parse(path.read_text())
-    own = f"{PLAN.figure_kind(experiment)}_figure"
-    kinds = {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.endswith("_figure")}
-    kept = [ast.unparse(node) for node in tree.body
-            if not (isinstance(node, ast.FunctionDef) and node.name in kinds - {own} and node.name != "experiment_figure")]
-    return digest("\n".join(kept), 12)
 
 
 def final_targets():

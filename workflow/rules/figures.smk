@@ -1,6 +1,10 @@
 # Figures: one job per experiment (from that experiment's runs alone), and the Figure A11 overview.
 # Each experiment is also a target by name: `snakemake --cores 2 E5` draws its figure and tables.
 
+# The drawing code's version: raise it with any change to how linpath/figures.py draws, and every figure is
+# redrawn (a params change is one of Snakemake's rerun triggers); tables and runs are left alone.
+FIGURES_VERSION = 2
+
 
 rule experiment_figure:
     input:
@@ -11,8 +15,7 @@ rule experiment_figure:
                labels=lambda w: {"experiment": w.experiment}),
     params:
         **runs_params(figure_runs),
-        code=lambda w: figure_code(w.experiment),  # redraw when the code of this figure's kind changes
-        cli=LINPATH,
+        drawing=FIGURES_VERSION,
     wildcard_constraints:
         experiment=one_of(EXPERIMENT_FIGURES),
     log:
@@ -24,7 +27,7 @@ rule experiment_figure:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} report figure {wildcards.experiment} --config {input.config} --runs-json {params.runs:q} "
+        LINPATH + " report figure {wildcards.experiment} --config {input.config} --runs-json {params.runs:q} "
         "--out {output} > {log} 2>&1"
 
 
@@ -39,7 +42,7 @@ rule figure_a11:
         png=report(LAYOUT.figure("figure_A11"), caption="../report/figure_a11.rst", category="Overview"),
         pdf=LAYOUT.figure("figure_A11", ".pdf"),
     params:
-        cli=LINPATH,
+        drawing=FIGURES_VERSION,
     log:
         LAYOUT.log("figures", "figure_a11"),
     resources:
@@ -49,7 +52,7 @@ rule figure_a11:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} report figure-a11 --config {input.config} --paths {input.paths} --shapes {input.shapes} "
+        LINPATH + " report figure-a11 --config {input.config} --paths {input.paths} --shapes {input.shapes} "
         "--table1 {input.table1} --runs {input.runs} --out {output.png} > {log} 2>&1"
 
 

@@ -3,7 +3,7 @@
 
 rule interpolate:
     input:
-        final=LAYOUT.run_file("{run_id}", "final"),
+        outcome=LAYOUT.run_file("{run_id}", "outcome"),
         settings=LAYOUT.run_file("{run_id}", "settings"),
     output:
         sweep=LAYOUT.sweep("{run_id}"),
@@ -13,7 +13,6 @@ rule interpolate:
         cache=str(LAYOUT.eval_cache()),
         sweep=lambda w: as_json(PLAN.sweep_spec(PLAN.runs[w.run_id].setting)),
         thresholds=as_json(PLAN.thresholds()),
-        cli=LINPATH,
     log:
         LAYOUT.log("interpolate", "{run_id}"),
     benchmark:
@@ -28,6 +27,6 @@ rule interpolate:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
+        LINPATH + " interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
         "--out {output.sweep} --shapes {output.shapes} --sweep-json {params.sweep:q} "
         "--thresholds-json {params.thresholds:q} --threads {threads} --no-progress > {log} 2>&1"

@@ -30,7 +30,6 @@ rule core_tables:
         shapes=LAYOUT.table("shapes"),
     params:
         **runs_params(all_runs),
-        cli=LINPATH,
     log:
         LAYOUT.log("tables", "core_tables"),
     resources:
@@ -40,7 +39,7 @@ rule core_tables:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} report core-tables --config {input.config} --runs-json {params.runs:q} "
+        LINPATH + " report core-tables --config {input.config} --runs-json {params.runs:q} "
         "--skipped-json {params.skipped:q} > {log} 2>&1"
 
 
@@ -52,8 +51,6 @@ rule table1:
     output:
         table=LAYOUT.table("table1"),
         markdown=LAYOUT.table("table1", ".md"),
-    params:
-        cli=LINPATH,
     log:
         LAYOUT.log("tables", "table1"),
     resources:
@@ -63,7 +60,7 @@ rule table1:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} report table1 --config {input.config} --runs {input.runs} --shapes {input.shapes} "
+        LINPATH + " report table1 --config {input.config} --runs {input.runs} --shapes {input.shapes} "
         "--out {output.table} {output.markdown} > {log} 2>&1"
 
 
@@ -76,7 +73,6 @@ rule experiment_table:
         LAYOUT.table("{table}"),
     params:
         **runs_params(table_runs),
-        cli=LINPATH,
     wildcard_constraints:
         table=one_of(EXPERIMENT_TABLES),
     log:
@@ -88,5 +84,5 @@ rule experiment_table:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} report table {wildcards.table} --config {input.config} --runs-json {params.runs:q} "
+        LINPATH + " report table {wildcards.table} --config {input.config} --runs-json {params.runs:q} "
         "--skipped-json {params.skipped:q} --out {output} > {log} 2>&1"

@@ -1,6 +1,9 @@
 # Training runs. One rule body, four roles: pretraining on a source task, random-label pretraining,
 # training from a random init, and retraining from a derived init (another run's state, a barrier
 # point, partial re-init).
+# A run's one declared output besides run.yaml is outcome.yaml (linpath.outcome): a run that diverges or
+# misses a required target ends there with its reason, and its job completes; states (final.pt, init.pt,
+# epoch_<k>.pt) exist only when it trained. Jobs that read a run wait for its outcome.yaml.
 
 
 rule train:
@@ -8,11 +11,10 @@ rule train:
         states=lambda w: PLAN.state_inputs(w.run_id),
         groups=barrier_group_files,
     output:
-        **{what: str(LAYOUT.run_file("{run_id}", what)) for what in ("final", "init", "metrics", "summary", "settings")},
+        **{what: str(LAYOUT.run_file("{run_id}", what)) for what in ("outcome", "settings")},
     params:
         out=lambda w: str(LAYOUT.run_dir(w.run_id)),
         settings=run_settings_json,
-        cli=LINPATH,
     wildcard_constraints:
         run_id=run_pattern("train"),
     log:
@@ -29,7 +31,7 @@ rule train:
     conda:
         CONDA_ENV
     shell:
-        "{params.cli} train --settings-json {params.settings:q} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
+        LINPATH + " train --settings-json {params.settings:q} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
 
 
 use rule train as pretrain with:
