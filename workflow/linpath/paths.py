@@ -23,26 +23,17 @@ every α: they are computed once per sweep, and only the suffix's statistics are
 accumulated per α (they are small: two vectors per BN). `num_batches_tracked`
 is never interpolated.
 
-One α at a time: evaluating several α at once (torch.func.functional_call +
-vmap over stacked states, whose convolutions become grouped ones) measured
-1.1-1.6× slower on the 2-core CPU for ResNet-18 width 8 on the digits (and
-slower for VGG-11 and an MLP): at a chunk of 2048 the forward passes are
-already bound by the convolutions. `python -m linpath.bench paths --width 8
---test-samples 360 --no-reference --alpha-batch K` measures it again, e.g. on
-a GPU, where small models may gain.
+One α at a time: evaluating several α at once (vmap over stacked states,
+whose convolutions become grouped ones) measured slower on CPU, where a chunk's
+forward passes are already bound by the convolutions (docs/performance.md;
+`python -m linpath.bench paths --alpha-batch K` measures it again, e.g. on a GPU).
 
 Precision: sweeps run in strict fp32 (TF32 off for cuBLAS and cuDNN, no
 autocast, oneDNN at IEEE fp32); the previous settings are restored after.
 
-Memory at paper scale (arithmetic, fp32, default chunk 2048): the largest
-activation of a CIFAR-10 ResNet-50 (width 64, 32×32 maps, no stem max-pool) is
-a 256-channel 32×32 map, 1 MiB per image, 2 GiB per chunk. The peak of a sweep
-measured by tests/test_path_memory.py is 2.5-4.1× the largest activation of one
-chunk, the same for 1 and 4 chunks of data; so ≈ 8 GiB here, plus the
-evaluation inputs (60 000 × 3×32×32 fp32 = 0.7 GiB) and a few copies of the
-state (0.1 GiB each): ≈ 9 GiB, inside 24 GiB. A cache of the prefix over the
-whole split (layer1's output for a block-2 path) would instead need
-50 000 MiB ≈ 49 GiB, twice that while it is concatenated.
+Memory: a sweep's peak is a few times one chunk's largest activation, whatever
+the size of the split, so a paper-scale ResNet-50 sweep fits a GPU where a
+cache of the prefix over the whole split would not (figures: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -127,8 +118,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 class HalvingMaxPool(nn.Module):
     """nn.MaxPool2d(2) for inference as two elementwise maxima of strided views: the same values (a maximum
     is exact, NaN propagates as in the pooling kernel), without the argmax indices that ATen's CPU kernel
-    computes even under inference_mode. Measured on the 2-core CPU, channels_last, 512 images:
-    8×32×32 maps 6.3 → 1.6 ms, 16×16×16 3.6 → 0.5 ms (VGG-11's first two pools)."""
+    computes even under inference_mode: several times faster on CPU (docs/performance.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]  # floor mode drops an odd last row / column
