@@ -14,6 +14,7 @@ import json
 import torch
 
 from linpath import bench
+from linpath.bench.train import TrainBench
 
 TINY = ["--images", "512", "--batch-size", "128", "--width", "2", "--size", "16", "--epochs", "2",
         "--repeats", "3", "--threads", "1", "--device", "cpu"]
@@ -43,7 +44,7 @@ def test_bench_train_agrees_and_the_device_loader_is_not_slower(tmp_path, capsys
 def test_agreement_check_tells_other_batches_apart():
     """Control: the plain loop fed in another order gives other step losses, and the check says so."""
     args = argparse.Namespace(images=256, size=16, width=2, arch="resnet18", batch_size=64, agree_steps=3)
-    run = bench.TrainBench(args, torch.device("cpu"))
+    run = TrainBench(args, torch.device("cpu"))
     assert run.agreement()["ok"]
     other = run.agreement(plain_seed=1)
     assert not other["ok"] and other["max_abs_diff"] > 1e-3

@@ -1,4 +1,4 @@
-"""Seed packing: K seeds of one setting trained in one process (linpath.pack) write what K single
+"""Seed packing: K seeds of one setting trained in one process (linpath.bench.pack) write what K single
 runs write: the same files, the same metrics and states up to float rounding, the same
 checkpoints; a diverging seed stops alone; a killed pack resumes.
 
@@ -16,10 +16,10 @@ single run with itself under `torch.set_num_threads(2)` before suspecting the pa
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -27,16 +27,15 @@ import pytest
 import torch
 import yaml
 
-from conftest import (assert_states_equal, checkpoint_epoch, kill_when, linpath_command, load_tensors, run_cli,
-                      run_dict, subprocess_env)
-from linpath import cli, models
+from conftest import assert_states_equal, checkpoint_epoch, kill_when, load_tensors, run_dict, subprocess_env
+from linpath import models
 from linpath.hparams import RunSpec, SettingsError
 from linpath.io import load_checkpoint
-from linpath.pack import StackedModel, check_packable, train_pack
+from linpath.bench.pack import StackedModel, check_packable, train_pack
 from linpath.train import RunResult, TargetNotReached, TrainingDiverged, initial_state, train
 
 TOL = 1e-5
-RUN_FILES = {"run.yaml", "init.pt", "final.pt", "metrics.parquet", "summary.yaml"}
+RUN_FILES = {"run.yaml", "init.pt", "final.pt", "metrics.parquet", "summary.yaml", "outcome.yaml"}
 
 
 def seed_specs(model: str, seeds=(0, 1), **sections) -> list[RunSpec]:
@@ -193,7 +192,7 @@ def test_checkpoint_of_a_packed_seed_is_the_single_runs_checkpoint(tmp_path):
 DIVERGE = dict(data={"subset": 0.25}, train={"epochs": 4, "lr": 800.0})  # seed 0 overflows in epoch 4, seeds 1, 2 do not
 
 
-def test_a_diverging_seed_stops_alone(tmp_path, capsys):
+def test_a_diverging_seed_stops_alone(tmp_path):
     seeds = (0, 1, 2)
     specs = seed_specs("mlp", seeds, **DIVERGE)
     with pytest.raises(TrainingDiverged) as single_error:  # premise: what seed 0 does on its own
@@ -208,39 +207,15 @@ def test_a_diverging_seed_stops_alone(tmp_path, capsys):
     assert (err.run, err.epoch) == ("seed0", single_error.value.epoch)
     assert str(err) == f"run seed0: training loss became {err.loss} in epoch {err.epoch}"
     assert {p.name for p in outs[0].iterdir()} == {p.name for p in (tmp_path / "single0").iterdir()} \
-        == {"run.yaml", "init.pt", "checkpoint.pt"}
-    assert load_checkpoint(outs[0] / "checkpoint.pt")["epoch"] == err.epoch - 1, "no state of the diverged epoch"
-    assert_close_states(load_checkpoint(tmp_path / "single0" / "checkpoint.pt")["model"],
-                        load_checkpoint(outs[0] / "checkpoint.pt")["model"], rel=True)
+        == {"run.yaml", "failed.yaml", "outcome.yaml"}  # the states of a diverged run are removed
+    failed, single = (yaml.safe_load((d / "failed.yaml").read_text()) for d in (outs[0], tmp_path / "single0"))
+    same = lambda record: {k: v for k, v in record.items() if k not in ("loss", "message", "metrics")}  # noqa: E731
+    assert same(failed) == same(single) and failed["kind"] == "diverged" and failed["epoch"] == err.epoch
+    assert failed["metrics"] == pytest.approx(single["metrics"], rel=TOL)  # the last epoch evaluated before it
+    assert not math.isfinite(failed["loss"]) and not math.isfinite(single["loss"])
     for s, outcome in zip(seeds[1:], outcomes[1:]):  # weights of ~1e3 at this LR: compared relative to their size
         assert isinstance(outcome, RunResult) and outcome.epochs == 4
         assert_same_run(tmp_path / f"single{s}", tmp_path / f"pack{s}", rel=True)
-
-    # The verb records the diverged seed as `linpath train` records its run (failed.yaml, states removed, exit 3).
-    single_cli = tmp_path / "single_cli0"
-    assert cli.main(["train", "--settings-json", json.dumps(specs[0].to_dict()), "--out", str(single_cli),
-                     "--no-progress", "--threads", "1"]) == 3
-    single_line = capsys.readouterr().err.strip()
-    cli_outs = [tmp_path / "cli0", tmp_path / "cli1"]
-    args = ["train-pack", "--no-progress", "--threads", "1"]
-    for spec, out in zip(seed_specs("mlp", (0, 1), **DIVERGE), cli_outs):
-        args += ["--settings-json", json.dumps(spec.to_dict()), "--out", str(out)]
-    code = cli.main(args)
-    printed = capsys.readouterr()
-    assert code == 3
-    lines = printed.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("linpath train-pack: error: 1 of 2 runs failed: run seed0 diverged: ")
-    assert single_line.startswith("linpath train: error: run seed0 diverged: ")
-    assert lines[0].endswith(f"training loss {err.loss} in epoch {err.epoch}; wrote {cli_outs[0] / 'failed.yaml'} "
-                             "and removed its checkpoints")
-    assert sorted(p.name for p in cli_outs[0].iterdir()) == sorted(p.name for p in single_cli.iterdir()) \
-        == ["failed.yaml", "run.yaml"]
-    failed, single_failed = (yaml.safe_load((d / "failed.yaml").read_text()) for d in (cli_outs[0], single_cli))
-    assert failed.keys() == single_failed.keys()
-    assert {k: failed[k] for k in failed if k not in ("loss", "message")} \
-        == {k: single_failed[k] for k in failed if k not in ("loss", "message")}  # reason, run, epoch, settings digest
-    assert failed["message"] == str(err) and not math.isfinite(failed["loss"]) and not math.isfinite(single_failed["loss"])
-    assert f"{cli_outs[1]}: 4 epochs" in printed.out and (cli_outs[1] / "final.pt").is_file()
 
 
 # --- kill and resume ----------------------------------------------------------------------------------
@@ -252,13 +227,20 @@ KILLED = {
 }
 
 
+PACK_PROCESS = """import sys
+from linpath.bench.pack import train_pack
+from linpath.hparams import RunSpec
+train_pack([RunSpec.from_yaml(c) for c in sys.argv[1::2]], sys.argv[2::2], threads=1, progress=False)
+"""
+
+
 def _kill_pack_after_checkpoints(write_config, specs: list[RunSpec], outs: list[Path]) -> None:
-    """Start `linpath train-pack` and SIGKILL it once every seed has checkpoint.pt of a finished epoch."""
-    args = linpath_command() + ["train-pack", "--threads", "1", "--no-progress"]
+    """Train a pack in a process of its own and SIGKILL it once every seed has checkpoint.pt of a finished epoch."""
+    args = [sys.executable, "-c", PACK_PROCESS]
     for spec, out in zip(specs, outs):
-        args += ["--config", str(write_config(spec.to_dict(), f"{out.name}.yaml")), "--out", str(out)]
+        args += [str(write_config(spec.to_dict(), f"{out.name}.yaml")), str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=subprocess_env())
-    kill_when(proc, lambda: all(checkpoint_epoch(out / "checkpoint.pt") for out in outs), "linpath train-pack")
+    kill_when(proc, lambda: all(checkpoint_epoch(out / "checkpoint.pt") for out in outs), "the pack's process")
 
 
 @pytest.mark.parametrize("model", list(KILLED))
@@ -325,26 +307,11 @@ def test_runs_that_differ_in_more_than_seeds_are_refused(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists(), "nothing written"
 
 
-def test_cli_train_pack(tmp_path, write_config, capsys):
-    a, b = seed_specs("mlp", train={"epochs": 1})
-    config = write_config(b.to_dict())
-    code = cli.main(["train-pack", "--settings-json", json.dumps(a.to_dict()), "--out", str(tmp_path / "a"),
-                     "--config", str(config), "--out", str(tmp_path / "b"), "--no-progress",
-                     "--eval-cache", str(tmp_path / "cache")])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert f"{tmp_path / 'a'}: 1 epochs" in out and f"{tmp_path / 'b'}: 1 epochs" in out
-    assert RunSpec.from_yaml(tmp_path / "b" / "run.yaml").init.seed == 1
+def test_a_pack_writes_the_evaluation_cache_of_each_data_seed(tmp_path):
+    outs = [tmp_path / "a", tmp_path / "b"]
+    outcomes = train_pack(seed_specs("mlp", train={"epochs": 1}), outs, progress=False, eval_cache=tmp_path / "cache")
+    assert [o.run_dir for o in outcomes] == outs and RunSpec.from_yaml(outs[1] / "run.yaml").init.seed == 1
     assert len(list((tmp_path / "cache").glob("*/train.pt"))) == 2, "one training split per data.seed"
-
-    b.train.momentum = 0.5
-    code = cli.main(["train-pack", "--settings-json", json.dumps(a.to_dict()), "--out", str(tmp_path / "c"),
-                     "--settings-json", json.dumps(b.to_dict()), "--out", str(tmp_path / "d"), "--no-progress"])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("linpath train-pack: error: runs of a pack")
-    assert "train.momentum" in lines[0]
-    code = cli.main(["train-pack", "--config", str(config), "--out", str(tmp_path / "e"), "--out", str(tmp_path / "f")])
-    assert code == 2 and "got 1 settings and 2 --out" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # torch.compile takes about half a minute on two CPU cores
@@ -358,20 +325,3 @@ def test_compiled_pack_reports_compile_time(tmp_path):
         assert c.compile_seconds > 0 and e.compile_seconds is None
         assert yaml.safe_load((out / "summary.yaml").read_text())["compile_seconds"] == pytest.approx(c.compile_seconds)
         assert c.train_loss == pytest.approx(e.train_loss, rel=1e-3), "the same training, compiled"
-
-
-def test_installed_train_pack_fails_in_one_line(tmp_path):
-    """As a user meets it: a bad number in one run's settings is exit 2, one stderr line naming the key,
-    no traceback, and no run directory written; `--help` lists the exit statuses."""
-    good = tmp_path / "good.yaml"
-    good.write_text("model: {arch: mlp, hidden: [8]}\ntrain: {epochs: 1, device: cpu}\n")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model: {arch: mlp, hidden: [8]}\ntrain: {epochs: 1, lr: .nan, device: cpu}\n")
-    proc = run_cli(["train-pack", "--config", str(good), "--out", str(tmp_path / "a"),
-                    "--config", str(bad), "--out", str(tmp_path / "b"), "--no-progress"])
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("linpath train-pack: error: ") and "train.lr" in lines[0], proc.stderr
-    assert proc.stdout == "" and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    helped = run_cli(["train-pack", "--help"])
-    assert helped.returncode == 0 and "\n  3    training diverged" in helped.stdout

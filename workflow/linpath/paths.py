@@ -50,6 +50,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import models
+from .device import pick_device
 from .ids import digest
 from .hparams import SweepSpec, check_alphas
 from .objective import strict_fp32, summed_loss_and_correct
@@ -505,7 +506,6 @@ def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: SweepS
                     run_id: str | None = None, scratch: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Every requested path of a finished run, as one long-format table."""
     from .hparams import RunSpec
-    from .train import pick_device
 
     run_dir = Path(run_dir)
     spec = RunSpec.from_yaml(run_dir / "run.yaml")
@@ -518,7 +518,7 @@ def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: SweepS
     if "recompute" in settings.bn_modes:
         train = [s for s in splits if s.name == "train"] or run_eval_splits(run_dir, cache_dir, ("train",))
         bn_data = train[0].x[: settings.bn_subset].clone()  # a view would keep the whole split alive
-    evaluator = PathEvaluator(model, splits, spec.train.loss, device=pick_device(settings.device),
+    evaluator = PathEvaluator(model, splits, spec.train.loss, device=pick_device(settings.device, "paths.device"),
                               batch_size=settings.batch_size, bn_data=bn_data, progress=progress)
     del splits  # the evaluator holds its own device / memory-format copies; at CIFAR size each is 0.7 GB
     requests = []

@@ -34,8 +34,9 @@ Invariants:
 BatchNorm ResNet stays within 1e-5 only until a ReLU input falls within rounding of zero,
 after which it drifts as far as a single run does from itself under another thread count
 (tests/test_pack.py says more).
-On a CPU packing does not pay (`python -m linpath.bench train` times it), so nothing packs by
-default: `linpath train-pack` and `train_pack` are there for the GPU and for many tiny runs.
+A measurement tool, used by no rule: on a CPU packing does not pay, and on a GPU it is unmeasured.
+`python -m linpath.bench train --device cuda` times packs against the fastest single run; `train_pack`
+trains real run directories, for the workflow to call once a measurement shows that a pack pays.
 """
 
 from __future__ import annotations
@@ -52,19 +53,21 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from . import models
-from .augment import stream_seed
-from .hparams import RunSpec, SettingsError
-from .io import save_torch
-from .objective import summed_loss
-from .train import (RunResult, StepSettings, TargetNotReached, TrainingDiverged, _epoch_metrics,
-                    _optimizer_and_schedule, _optimizer_to, _result, _synced_time, evaluated, make_optimizer,
-                    missed_target, open_run, target_reached, write_checkpoint, write_outputs)
+from .. import data as data_mod
+from .. import models
+from ..augment import stream_seed
+from ..device import synced_time
+from ..hparams import RunSpec, SettingsError
+from ..io import save_torch
+from ..objective import summed_loss
+from ..outcome import Outcome, write_outcome
+from ..train import (RunResult, StepSettings, TargetNotReached, TrainingDiverged, _epoch_metrics,
+                     _optimizer_and_schedule, _optimizer_to, _result, evaluated, make_optimizer, missed_target,
+                     open_run, record_failure, target_reached, write_checkpoint, write_outputs)
 
 SEED_KEYS = ("init.seed", "train.seed", "data.seed")  # the settings in which the runs of a pack may differ
 
-Outcome = RunResult | TrainingDiverged | TargetNotReached
+RunEnd = RunResult | TrainingDiverged | TargetNotReached  # how one run of a pack ended
 
 
 class StackedModel(nn.Module):
@@ -175,7 +178,7 @@ class Seat:
     model_state: dict | None = None
     optimizer_state: dict | None = None  # None: a fresh optimiser
     scheduler_state: dict | None = None
-    outcome: Outcome | None = None
+    outcome: RunEnd | None = None
 
 
 class Pack:
@@ -198,13 +201,13 @@ class Pack:
         """The steps of one epoch and the LR schedule's step; returns the (steps, seats) batch losses
         and, when compiled, the seconds of the first step (compilation included)."""
         self.model.train()
-        losses, first_step, t0 = [], None, _synced_time(self.how.device)
+        losses, first_step, t0 = [], None, synced_time(self.how.device)
         batches = packed_batches([s.loader for s in self.seats], epoch)
         for xb, yb in tqdm(batches, total=len(self.seats[0].loader), desc=f"epoch {epoch}", leave=False,
                            disable=not progress, unit="batch"):
             losses.append(packed_step(self.forward, self.optimizer, xb, yb, loss, self.how))
             if self.how.compile and first_step is None:
-                first_step = _synced_time(self.how.device) - t0
+                first_step = synced_time(self.how.device) - t0
         self.scheduler.step()
         return torch.stack(losses), first_step
 
@@ -255,7 +258,7 @@ def _recipe(spec: RunSpec) -> dict[str, str]:
 
 
 def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | None = None, progress: bool = True,
-               eval_cache: str | Path | None = None) -> list[Outcome]:
+               eval_cache: str | Path | None = None) -> list[RunEnd]:
     """Train the runs `specs` into the directories `outs` as one pack, resuming each seed from its
     checkpoint.pt. Returns per run its RunResult or the error that ended it alone (TrainingDiverged,
     TargetNotReached); settings errors are raised before any step."""
@@ -267,6 +270,8 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
     seats = _open_seats(specs, outs, eval_cache)
     live = [s for s in seats if s.outcome is None]
     if not live:
+        for seat in seats:
+            _record(seat)
         return [s.outcome for s in seats]
     t, model_spec, device = live[0].spec.train, live[0].spec.model, live[0].loader.device
     how = dataclasses.replace(StepSettings.of(t, device, model_spec.arch), channels_last=False)  # batches are 5-D
@@ -303,12 +308,14 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
         for k, seat in enumerate(members):
             bad = ~torch.isfinite(losses[:, k])
             if bad.any():  # this seed stops here, as its single run would; the others go on
-                seat.outcome = TrainingDiverged(seat.spec.name, epoch, losses[:, k][bad][0].item())
+                seat.outcome = TrainingDiverged(seat.spec.name, epoch, losses[:, k][bad][0].item(), seat.history[-1])
             else:
                 seat.done = epoch
                 _after_epoch(seat, pack, evaluator, epoch, lr, how)
         bar.update(epoch - bar.n)
     bar.close()
+    for seat in seats:
+        _record(seat)
     return [s.outcome for s in seats]
 
 
@@ -325,7 +332,8 @@ def _open_seats(specs: list[RunSpec], outs: list[Path], eval_cache) -> list[Seat
         if key not in on_device:
             eval_sets = {"train": (prep.train_x.to(device), prep.train_y.to(device)),
                          "test": (prep.test_x.to(device), prep.test_y.to(device))}
-            loader = data_mod.DeviceLoader(*eval_sets["train"], spec.train.batch_size, 0, prep.augment, device)
+            loader = data_mod.DeviceLoader(*eval_sets["train"], spec.train.batch_size, 0, prep.augment, device,
+                                           prep.pad_value)
             on_device[key] = (prep, eval_sets, loader)
         _, eval_sets, loader = on_device[key]
         loader = copy.copy(loader)
@@ -365,6 +373,16 @@ def _checkpoint(seat: Seat, epoch: int, model_state: dict, optimizer_state: dict
     seat.checkpointed = epoch
 
 
+def _record(seat: Seat) -> None:
+    """What `train.train` leaves beside its states: outcome.yaml, and failed.yaml for a deterministic failure."""
+    if isinstance(seat.outcome, (TrainingDiverged, TargetNotReached)):
+        record_failure(seat.out, seat.spec, seat.outcome)
+        return
+    if not (seat.out / "outcome.yaml").is_file():  # finished before it could write its outcome
+        write_outcome(Outcome("trained", run=seat.spec.name, settings_digest=seat.spec.digest()), seat.out)
+    (seat.out / "failed.yaml").unlink(missing_ok=True)
+
+
 def _ends_now(seat: Seat) -> bool:
     """The single run's loop would not start another epoch."""
     return seat.done >= seat.spec.train.epochs or target_reached(seat.spec.train, seat.history)
@@ -379,7 +397,8 @@ def _end(seat: Seat, pack: Pack | None, evaluator: nn.Module, how: StepSettings,
     if missed_target(t, seat.history):
         if seat.checkpointed < seat.done:  # a retry then fails at once instead of training again
             _checkpoint(seat, seat.done, *states, how.device)
-        seat.outcome = TargetNotReached(seat.spec.name, seat.history[-1]["train_acc"], t.until_train_acc, t.epochs)
+        seat.outcome = TargetNotReached(seat.spec.name, seat.history[-1]["train_acc"], t.until_train_acc, t.epochs,
+                                        seat.history[-1])
     else:
         seat.outcome = write_outputs(seat.spec, seat.out, evaluator, seat.init_state, states[0], seat.history, how,
                                      compile_seconds, started)

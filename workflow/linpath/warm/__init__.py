@@ -1,5 +1,8 @@
 """Warm start: `linpath` jobs forked from one process that has already imported torch.
 
+This package is the client (`forward`, imported by linpath.__main__ before anything heavy) and
+the protocol both sides share; linpath.warm.server is the server, and its Server starts one.
+
 Why: a workflow job of the embedded default computes for a few seconds, and
 importing torch, torchvision (which pulls in torch._dynamo) and pandas costs
 about 4.5 s of CPU per process on the development machine: over 128 jobs,
@@ -18,7 +21,7 @@ child with it. What differs: Snakemake's `benchmark:` files time the command
 correctly but see only its thin client for CPU and memory, so the child
 writes its own CPU time and peak RSS at the end of the job's log.
 
-The server (linpath.warm_server) exits when its parent (Snakemake) is gone, after `idle_exit`
+The server (linpath.warm.server) exits when its parent (Snakemake) is gone, after `idle_exit`
 seconds without a job, or on SIGTERM; it is started with start_new_session,
 so a Ctrl-C in the terminal reaches the jobs' commands, not the server.
 """

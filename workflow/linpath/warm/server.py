@@ -1,4 +1,4 @@
-"""The warm-start server (see linpath.warm): imports the heavy modules once, then forks one child per
+"""The warm-start server (linpath.warm describes it): imports the heavy modules once, then forks one child per
 `linpath` command that connects, and runs the command's verb in it."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from . import cli
-from .warm import LENGTH, SOCKET_ENV, STDIO
+from .. import cli
+from . import LENGTH, SOCKET_ENV, STDIO
 
 FOLDER_PREFIX = "linpath-warm-"  # Server's socket folder under the temp dir
 
@@ -157,7 +157,7 @@ class Server:
             Path(log).parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab") if log else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "linpath.warm_server", self.path, "--parent", str(os.getpid()), "--idle-exit", str(idle_exit)],
+            [sys.executable, "-m", "linpath.warm.server", self.path, "--parent", str(os.getpid()), "--idle-exit", str(idle_exit)],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         if log:
             out.close()
@@ -183,7 +183,7 @@ class Server:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m linpath.warm_server", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m linpath.warm.server", description=__doc__.splitlines()[0])
     p.add_argument("socket", help="Unix socket path to listen on")
     p.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     p.add_argument("--idle-exit", type=float, default=900.0, help="exit after this many seconds without a job")
