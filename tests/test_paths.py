@@ -1,4 +1,4 @@
-"""The path evaluator (PAPER.md §1, eq. 1-2): loss and accuracy along linear paths.
+"""The path evaluator (docs/study.md §1, eq. 1-2): loss and accuracy along linear paths.
 
 Checked against hand computations: closed-form losses of MLPs computed with
 plain torch ops, endpoint losses of models loaded directly, the exact state the

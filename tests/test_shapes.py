@@ -1,4 +1,4 @@
-"""Shape metrics of loss curves (PAPER.md §1: Δ, barrier, plateau, labels) on crafted curves,
+"""Shape metrics of loss curves (docs/study.md §2: Δ, barrier, plateau, labels) on crafted curves,
 the per-path shape table, and the distance travelled on hand-made states."""
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class DataSpec:
     # torchvision datasets: compare the files with the official checksums. false reads local copies that
     # were re-packed (a cluster's own copy, or the small files the tests write in the official formats).
     verify_checksums: bool = True
-    # Spiral only: sizes and shape constants (PAPER.md section 2).
+    # Spiral only: sizes and shape constants (docs/study.md §3, "The spiral").
     spiral: dict[str, float] = field(default_factory=dict)
     # Images only: side length after a bilinear resize of every image (0 keeps the dataset's own size).
     resize: int = 0

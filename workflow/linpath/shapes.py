@@ -1,6 +1,6 @@
 """Shape of a loss curve along a path, and distance travelled θ₀ → θ_T.
 
-Definitions (PAPER.md §1): Δ is the largest rise anywhere along the path
+Definitions (docs/study.md §2): Δ is the largest rise anywhere along the path
 (Lucas et al.); the barrier height compares the peak with the higher endpoint;
 α_half is where the loss first falls half-way from L(0) to L(1). The label
 thresholds are settings and are written beside every label.
