@@ -33,7 +33,7 @@ TRAINING_RULES = ("train", "pretrain", "pretrain_random_labels", "retrain")
 DAG_RULES = (*TRAINING_RULES, "interpolate", "barrier_init", "barrier_groups", "core_tables", "table1",
              "experiment_table", "experiment_figure", "figure_a11")
 RUN_ID = re.compile(r"^(?P<setting>[A-Za-z0-9_]+)-s(?P<seed>\d+)-[0-9a-f]{8}$")
-RUN_IN_OUTPUT = re.compile(r"results/runs/([A-Za-z0-9_]+-s\d+-[0-9a-f]{8})/final\.pt")
+RUN_IN_OUTPUT = re.compile(r"results/runs/([A-Za-z0-9_]+-s\d+-[0-9a-f]{8})/outcome\.yaml")
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -375,7 +375,7 @@ def own_paths(config: dict, setting: str) -> dict:
     return {**config.get("paths", {}), **config["settings"][setting].get("paths", {})}
 
 
-RUNS_COLUMNS = {"run_id", "status", "status_reason", "experiment", "setting", "intervention", "seed", "model", "dataset", "settings", "epochs",
+RUNS_COLUMNS = {"run_id", "status", "status_reason", "failure", "experiment", "setting", "intervention", "seed", "model", "dataset", "settings", "epochs",
                 "train_loss", "train_acc", "test_loss", "test_acc", "relative_distance_mean",
                 "relative_distance_global"}
 PATHS_COLUMNS = {"run_id", "experiment", "setting", "seed", "path", "start", "group", "param_group", "bn_mode",
@@ -387,7 +387,7 @@ SHAPES_COLUMNS = {"run_id", "experiment", "setting", "seed", "path", "start", "g
                   "accuracy_start", "accuracy_end"}
 TABLE1_COLUMNS = {"category", "intervention", "figure", "settings", "shape", "shape_fractions", "layer_barrier",
                   "acc_change_pp_mean", "acc_change_pp_std", "acc_ci_low", "acc_ci_high", "acc_word", "acc_words",
-                  "n_seeds", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc", "agrees"}
+                  "n_seeds", "n", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc", "agrees"}
 PATH_KEY = ["run_id", "path", "start", "group", "param_group", "bn_mode", "split"]
 
 

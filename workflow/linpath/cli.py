@@ -346,6 +346,23 @@ def _no_barrier_of_untrained_run(outcome_file: Path, out: Path) -> bool:
     return True
 
 
+def _layer_rule(text: str | None) -> dict | None:
+    """--layer-groups-json: config `shapes.layer_groups` (family -> roles), checked."""
+    if text is None:
+        return None
+    import json
+
+    from .layer_groups import check_rule
+
+    try:
+        rule = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"--layer-groups-json: not valid JSON: {err}") from None
+    if not isinstance(rule, dict):
+        raise SettingsError(f"--layer-groups-json must be a mapping of family -> roles, got {text!r}")
+    return check_rule(rule, "--layer-groups-json")
+
+
 def _cmd_barrier_groups(args: argparse.Namespace) -> None:
     from .tables import write_barrier_groups
 
@@ -354,7 +371,8 @@ def _cmd_barrier_groups(args: argparse.Namespace) -> None:
     if not Path(args.run_yaml).is_file():
         raise SettingsError(f"--run-yaml: file not found: {args.run_yaml}")
     try:
-        write_barrier_groups(args.shapes, args.run_yaml, args.out, min_share=args.min_share, assume=args.assume or [])
+        write_barrier_groups(args.shapes, args.run_yaml, args.out, min_share=args.min_share, assume=args.assume or [],
+                             layer_rule=_layer_rule(args.layer_groups_json))
     except SettingsError:
         raise
     except ValueError as err:  # no group-wise paths in the tables
@@ -373,9 +391,11 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 REPORT_NEEDS = {
     "core-tables": (("runs_json", "skipped_json"), 0),
     "table1": (("runs", "shapes"), 2),
+    "table1-sensitivity": (("runs", "shapes"), 2),
     "table": (("name", "runs_json", "skipped_json"), 1),
     "figure": (("name", "runs_json"), 1),
     "figure-a11": (("paths", "shapes", "table1", "runs"), 1),
+    "so-far": ((), 0),
 }
 
 
@@ -397,7 +417,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
     missing = [f"--{n.replace('_', '-')}" if n != "name" else "NAME" for n in needs if getattr(args, n) is None]
     if missing:
         raise SettingsError(f"report {args.what} needs {', '.join(missing)}")
-    if len(args.out) != outputs:
+    if args.what == "so-far":
+        if len(args.out) > 1:
+            raise SettingsError(f"report so-far writes into one folder: --out got {len(args.out)}")
+    elif len(args.out) != outputs:
         raise SettingsError(f"report {args.what} writes {outputs} file(s): --out got {len(args.out)}")
     if not Path(args.config).is_file():
         raise SettingsError(f"--config: file not found: {args.config}")
@@ -405,17 +428,27 @@ def _cmd_report(args: argparse.Namespace) -> None:
     runs = loaded("--runs-json", args.runs_json) if args.runs_json is not None else []
     skipped = loaded("--skipped-json", args.skipped_json) if args.skipped_json is not None else {}
     for flag, path in (("--runs", args.runs), ("--shapes", args.shapes), ("--paths", args.paths),
-                       ("--table1", args.table1)):
-        if args.what in ("table1", "figure-a11") and path is not None and not Path(path).is_file():
+                       ("--table1", args.table1), ("--sensitivity", args.sensitivity)):
+        if args.what in ("table1", "table1-sensitivity", "figure-a11") and path is not None and not Path(path).is_file():
             raise SettingsError(f"{flag}: file not found: {path}")
-    if args.what == "core-tables":
+    if args.what == "so-far":
+        from .so_far import progress_markdown, write_so_far
+
+        out = Path(args.out[0]) if args.out else plan.layout.results / "so_far"
+        print(progress_markdown(write_so_far(plan, out), plan), end="")
+        print(f"tables so far -> {out}")
+    elif args.what == "core-tables":
         from .tables import write_core_tables
 
         write_core_tables(plan, runs, skipped)
     elif args.what == "table1":
         from .tables import write_table1
 
-        write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1])
+        write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1], sensitivity=args.sensitivity)
+    elif args.what == "table1-sensitivity":
+        from .sensitivity import write_sensitivity
+
+        write_sensitivity(plan, args.runs, args.shapes, args.out[0], args.out[1])
     elif args.what == "table":
         from .tables import write_experiment_table
 
@@ -432,8 +465,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 def _add_report_parser(verbs, debug) -> None:
     p = verbs.add_parser("report", parents=[debug], help="the workflow's tables and figures (what its table and figure rules run)")
-    p.add_argument("what", choices=["core-tables", "table1", "table", "figure", "figure-a11"],
-                   help="core-tables: runs/paths/shapes over --runs-json; table1; table NAME; figure EXPERIMENT; figure-a11")
+    p.add_argument("what", choices=list(REPORT_NEEDS),
+                   help="core-tables: runs/paths/shapes over --runs-json; table1; table1-sensitivity; table NAME; figure EXPERIMENT; "
+                        "figure-a11; so-far: runs/paths/shapes and Table 1 of the runs finished so far, with the "
+                        "pending and failed runs listed (into --out FOLDER, default <results>/so_far)")
     p.add_argument("name", nargs="?", help="the per-experiment table (table) or the experiment (figure)")
     p.add_argument("--config", required=True, help="the workflow config as JSON or YAML (results/derived/config.json)")
     p.add_argument("--runs-json", help="the run ids to read, as a JSON list (core-tables, table, figure)")
@@ -442,6 +477,7 @@ def _add_report_parser(verbs, debug) -> None:
     p.add_argument("--shapes", help="shapes.parquet (table1, figure-a11)")
     p.add_argument("--paths", help="paths.parquet (figure-a11)")
     p.add_argument("--table1", help="table1.parquet (figure-a11)")
+    p.add_argument("--sensitivity", help="table1_sensitivity.parquet (table1: its robustness count goes into table1.md)")
     p.add_argument("--out", nargs="+", default=[], help="output file(s); table1: the parquet and the markdown")
     p.set_defaults(func=_cmd_report)
 
@@ -529,9 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="YAML with the groups with / without a barrier")
     p.add_argument("--min-share", type=_number(maximum=1, above=0), default=None, help="share of seeds with a barrier that makes a group")
     p.add_argument("--assume", action="append", help="TESTS ONLY: treat this group as a barrier group; repeatable")
+    p.add_argument("--layer-groups-json", default=None,
+                   help="which groups are candidates, per architecture family (config shapes.layer_groups, as JSON); "
+                        "default: linpath.layer_groups.DEFAULT_LAYER_GROUPS")
     p.set_defaults(func=_cmd_barrier_groups)
 
     _add_report_parser(verbs, debug)
+    from .lmc_cli import add_parsers as add_lmc_parsers  # instability analysis and loss planes
+
+    add_lmc_parsers(verbs, debug, _count)
 
     p = verbs.add_parser("plan", parents=[debug], help="runs, epochs, path sweeps and estimated hours of a config, before submitting")
     p.add_argument("--configfile", action="append", help="merged over the workflow config in order, as Snakemake does; repeatable")

@@ -90,7 +90,7 @@ def _meta(plan: Plan, run_id: str) -> dict:
     run = plan.runs[run_id]
     s = plan.settings[run.setting]
     return {"run_id": run_id, "experiment": s.experiment, "setting": s.name, "intervention": s.intervention or s.name,
-            "seed": run.seed}
+            "seed": run.seed, "parent": run.parent, "spawn_epoch": run.spawn_epoch, "child": run.child}
 
 
 def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = None) -> pd.DataFrame:
@@ -130,7 +130,7 @@ def failed_runs_markdown(runs: pd.DataFrame) -> str:
     """The runs that did not train, each with why: the list under Table 1."""
     if "status" not in runs.columns:
         return ""
-    out = runs[runs["status"] != "trained"].sort_values(["status", "setting", "seed"])
+    out = runs[~runs["status"].isin(["trained", "pending"])].sort_values(["status", "setting", "seed"])
     if out.empty:
         return "Every planned run trained.\n"
     lines = [f"Runs that did not train ({len(out)} of {len(runs)}):"]
@@ -171,8 +171,9 @@ def write_core_tables(plan: Plan, run_ids: list[str], skipped: dict[str, str] | 
     """runs / paths / shapes over these runs (skipped runs are rows of runs.parquet with their reason)."""
     layout = plan.layout
     write_parquet(runs_table(plan, run_ids, skipped), layout.table("runs"))
-    write_parquet(collect(plan, run_ids, [str(layout.sweep(r)) for r in run_ids]), layout.table("paths"))
-    write_parquet(collect(plan, run_ids, [str(layout.shapes(r)) for r in run_ids]), layout.table("shapes"))
+    swept = [r for r in run_ids if plan.swept(r)]  # spawned children are measured in pairs (linpath.lmc)
+    write_parquet(collect(plan, swept, [str(layout.sweep(r)) for r in swept]), layout.table("paths"))
+    write_parquet(collect(plan, swept, [str(layout.shapes(r)) for r in swept]), layout.table("shapes"))
     note(log, f"{len(run_ids)} runs ({len(skipped or {})} skipped) -> {layout.table('runs')} and beside it")
 
 
@@ -355,18 +356,30 @@ def setting_summary(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, settin
             "word": accuracy_word(low, high) if len(diffs) else None}
 
 
-def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.DataFrame:
+def row_comparisons(plan: Plan, row: dict) -> list[tuple[str, str | None]]:
+    """(setting, baseline) pairs of a Table 1 row. A setting named in the row's `compare` is set against each
+    setting listed there (the middle fixed LR against each other fixed LR: the paper compares them with each
+    other); any other setting against the row's `baseline`, else its own."""
+    compare = row.get("compare") or {}
+    return [(s, b) for s in row["settings"]
+            for b in (compare.get(s) or [row.get("baseline") or plan.settings[s].baseline])]
+
+
+def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryRules | None = None) -> pd.DataFrame:
+    """One row per config `table1` entry. `rules` replaces the config's summary rules (linpath.sensitivity)."""
     from .shapes import ShapeThresholds
 
-    rules = SummaryRules.from_config(plan.config.get("shapes"))
+    rules = rules or SummaryRules.from_config(plan.config.get("shapes"))
     label_rule = str(shapes["label_rule"].iloc[0]) if len(shapes) else ShapeThresholds().rule()
     all_runs, runs = runs, trained(runs)
     rows = []
     for row in plan.config["table1"]:
         settings = [s for s in row["settings"] if (runs["setting"] == s).any()]
-        parts = [setting_summary(plan, runs, shapes, s, row.get("baseline") or plan.settings[s].baseline, rules)
-                 for s in settings]
-        counts = sum((p["label_counts"] for p in parts), Counter())
+        parts = [setting_summary(plan, runs, shapes, s, b, rules) for s, b in row_comparisons(plan, row)
+                 if s in settings]
+        named = {p["setting"] + (f" vs {p['baseline']}" if p["setting"] in (row.get("compare") or {}) else ""): p
+                 for p in parts}
+        counts = sum(({p["setting"]: p for p in parts}[s]["label_counts"] for s in settings), Counter())
         labels = set().union(*(p["labels"] for p in parts)) if parts else set()
         tags = {p["layer_tag"] for p in parts if p["layer_tag"]}
         words = [p["word"] for p in parts if p["word"]]
@@ -388,19 +401,22 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame) -> pd.DataFrame
             "shape": "/".join(_ordered(labels)) if labels else "n/a",
             "shape_fractions": label_fractions(counts),
             "layer_barrier": "/".join(_ordered(tags)) if tags else "n/a",
-            "group_delta": "; ".join(f"{p['setting']}: {p['group_delta']:.3g} vs {p['baseline_group_delta']:.3g}"
-                                     for p in parts if p["layer_tag"]),
+            "group_delta": "; ".join(f"{k}: {p['group_delta']:.3g} vs {p['baseline_group_delta']:.3g}"
+                                     for k, p in named.items() if p["layer_tag"]),
             "shape_rule": f"{label_rule}; {rules.label_rule()}", "layer_rule": rules.layer_rule(),
             "acc_change_pp_mean": float(diffs.mean()) if len(diffs) else np.nan,
             "acc_change_pp_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
             "acc_ci_low": low if len(diffs) else np.nan, "acc_ci_high": high if len(diffs) else np.nan,
             "acc_word": word,
-            "acc_words": "; ".join(f"{p['setting']}: {p['word']} [{_interval(p['ci'])}]" for p in parts if p["word"]),
+            "acc_words": "; ".join(f"{k}: {p['word']} [{_interval(p['ci'])}]" for k, p in named.items() if p["word"]),
             "acc_rule": rules.acc_rule(),
             "n_seeds": int(runs[runs["setting"].isin(settings)]["seed"].nunique()),
             "n": trained_of_planned(all_runs, row["settings"]),
             "not_trained": not_trained(all_runs, row["settings"]),
             "paper_shape": str(row.get("paper_shape", "")), "paper_acc": paper_acc,
+            # Where the paper's labels of the row come from: its Table 1, or (rows it has no Table 1 row for)
+            # the text the config names; empty = no paper labels (the row is this pipeline's own).
+            "paper_source": str(row.get("paper_source", "Table 1" if row.get("paper_shape") or paper_acc else "")),
             **agrees,
             "agrees": pd.NA if not stated else all(stated),
         })
@@ -422,7 +438,7 @@ def agreement_counts(t1: pd.DataFrame) -> dict[str, tuple[int, int]]:
 
 def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
     cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
-            "n", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc"]
+            "n", "paper_shape", "paper_acc", "paper_source", "agrees_shape", "agrees_layer", "agrees_acc"]
     t = t1.assign(acc=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if pd.notna(m) else "n/a"
                        for m, lo, hi in zip(t1["acc_change_pp_mean"], t1["acc_ci_low"], t1["acc_ci_high"])])
     t = t.assign(**{c: t[c].map(lambda v: "–" if v is pd.NA else ("yes" if v else "no"))
@@ -442,7 +458,9 @@ def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
         "label of every run (one per seed). `layer_barrier`: group-wise barriers against the baseline. `acc`: "
         "test-accuracy change against the row's baseline in percentage points, mean [confidence interval], paired "
         "by seed. `n`: runs trained / runs planned for the row (a row with none trained stays, with n/a and the "
-        "reason below). `paper_*`: the paper's own labels (reference).",
+        "reason below). `paper_*`: the paper's own labels (reference); `paper_source`: where "
+        "they come from (its Table 1, or the text the row names where Table 1 has no such row; empty: this "
+        "pipeline's own row, not compared).",
     ]
     if first is not None:
         notes += [f"Shape labels: {first['shape_rule']}.", f"Layer barriers: {first['layer_rule']}.",
@@ -453,11 +471,17 @@ def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
 
 
 def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Path, markdown: str | Path,
-                 log: str | None = None) -> None:
+                 log: str | None = None, sensitivity: str | Path | None = None) -> None:
+    """`sensitivity`: table1_sensitivity.parquet, whose robustness count table1.md states."""
     runs_frame = pd.read_parquet(runs)
     t1 = table1(plan, runs_frame, pd.read_parquet(shapes))
     write_parquet(t1, out)
-    write_text(table1_markdown(t1, runs_frame), markdown)
+    text = table1_markdown(t1, runs_frame)
+    if sensitivity is not None:
+        from .sensitivity import with_robustness_line
+
+        text = with_robustness_line(text, pd.read_parquet(sensitivity))
+    write_text(text, markdown)
     note(log, f"Table 1: {len(t1)} rows -> {out}, {markdown}")
 
 

@@ -21,7 +21,7 @@ checkpoint barrier_init:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " barrier-init --sweep {input.sweep} --out {params.out} {params.offset} "
+        LINPATH + " barrier-init --sweep {input.sweep} --outcome {input.outcome} --out {params.out} {params.offset} "
         "--thresholds-json {params.thresholds:q} {params.assume} > {log} 2>&1"
 
 
@@ -35,6 +35,8 @@ checkpoint barrier_groups:
         share=f"--min-share {SHAPES['group_barrier_share']}" if "group_barrier_share" in SHAPES else "",
         # Test-only (config `testing`, never in a shipped config).
         assume=" ".join(f"--assume {g}" for g in TESTING.get("barrier_groups", [])),
+        # Which groups are candidates, per architecture family (config `shapes.layer_groups`; {}: the defaults).
+        layer_groups=json.dumps(SHAPES.get("layer_groups", {}), sort_keys=True),
     log:
         LAYOUT.log("barrier_groups", "{setting}"),
     localrule: True
@@ -42,4 +44,4 @@ checkpoint barrier_groups:
         CONDA_ENV
     shell:
         LINPATH + " barrier-groups --shapes {input.shapes} --run-yaml {input.settings} --out {output} "
-        "{params.share} {params.assume} > {log} 2>&1"
+        "--layer-groups-json {params.layer_groups:q} {params.share} {params.assume} > {log} 2>&1"

@@ -31,7 +31,8 @@ rule train:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " train --settings-json {params.settings:q} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
+        LINPATH + " train --settings-json {params.settings:q} --out {params.out} --upstream {input.states} "
+        "--failure-as-outcome --threads {threads} --no-progress > {log} 2>&1"
 
 
 use rule train as pretrain with:
