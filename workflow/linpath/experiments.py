@@ -315,10 +315,19 @@ class Plan:
                     if name not in self.settings:
                         raise SettingsError(f"experiments.{e}.settings: unknown setting {name!r}")
         for i, row in enumerate(self.config.get("table1", [])):
-            for name in [*row.get("settings", []), *([row["baseline"]] if row.get("baseline") else [])]:
+            compare = row.get("compare") or {}
+            for name in [*row.get("settings", []), *([row["baseline"]] if row.get("baseline") else []),
+                         *(b for against in compare.values() for b in against)]:
                 if name not in self.settings:
                     raise SettingsError(f"table1[{i}] ({row.get('intervention', '')}): unknown setting {name!r}")
+            for name in compare:
+                if name not in row.get("settings", []):
+                    raise SettingsError(f"table1[{i}] ({row.get('intervention', '')}).compare: {name!r} is not "
+                                        "one of the row's settings")
         self.thresholds()
+        from .layer_groups import check_rule
+
+        check_rule((self.config.get("shapes") or {}).get("layer_groups"))
         for setting in {r.setting for r in self.runs.values()}:
             self.sweep_spec(setting)
         placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in self.settings}

@@ -15,7 +15,9 @@ import seaborn as sns  # noqa: E402
 
 from .experiments import Plan  # noqa: E402
 from .io import atomic_path, note  # noqa: E402
-from .tables import MAIN_PATH, select, accuracy_change, collect, full_delta, group_barrier, trained  # noqa: E402
+from .layer_groups import setting_layer_groups  # noqa: E402
+from .tables import (MAIN_PATH, select, accuracy_change, collect, full_delta, group_barrier,  # noqa: E402
+                     row_comparisons, trained)
 
 
 def _save(fig, out: Path, pdf: bool = False) -> None:
@@ -154,7 +156,7 @@ def a11_figure(plan: Plan, paths, shapes, table1, runs):
     main = select(paths, **MAIN_PATH)
     for ax, row, (_, t1) in zip(axes.flat, rows, table1.iterrows()):
         settings = row["settings"]
-        baselines = sorted({row.get("baseline") or plan.settings[s].baseline for s in settings} - {None})
+        baselines = sorted({b for _, b in row_comparisons(plan, row)} - {None})
         for b in baselines:
             sel = main[main["setting"] == b]
             if not sel.empty:
@@ -214,7 +216,8 @@ def shape_vs_accuracy(plan: Plan, shapes: pd.DataFrame, runs: pd.DataFrame) -> p
             mine, theirs = full_delta(shapes, s), full_delta(shapes, base)
             if not len(d) or mine is None or theirs is None:
                 continue
-            g_mine, g_theirs = group_barrier(shapes, s), group_barrier(shapes, base)
+            g_mine = group_barrier(shapes, s, setting_layer_groups(plan, s))
+            g_theirs = group_barrier(shapes, base, setting_layer_groups(plan, base))
             archs = runs.loc[runs["setting"] == s, "model"].unique()
             rows.append({"setting": s, "experiment": plan.settings[s].experiment,
                          "family": ARCH_FAMILY.get(str(archs[0]), str(archs[0])),

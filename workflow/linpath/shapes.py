@@ -55,6 +55,19 @@ def alpha_half(alphas: np.ndarray, losses: np.ndarray) -> float:
     return float(a[hit[0]])
 
 
+def shape_label(delta: float, loss_start: float, loss_end: float, half: float, finite: bool,
+                thresholds: ShapeThresholds = ShapeThresholds()) -> str:
+    """NB / B / P (NaN: a loss that is not finite somewhere on the path) from a path's Δ, end losses and
+    α_half: the one rule behind every label, also applied to stored shapes (linpath.sensitivity)."""
+    if not finite:
+        return "NaN"  # the loss is not finite somewhere on the path: no shape to speak of
+    if delta > thresholds.barrier_threshold(loss_start, loss_end):
+        return "B"
+    if np.isfinite(half) and half >= thresholds.plateau_alpha:
+        return "P"
+    return "NB"
+
+
 def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds()) -> dict:
     """Every shape metric of one loss curve, with its label and the rule and threshold behind it.
 
@@ -71,14 +84,7 @@ def curve_metrics(alphas, losses, thresholds: ShapeThresholds = ShapeThresholds(
     half = alpha_half(a, l)
     finite = bool(np.isfinite(l).all())
     threshold = thresholds.barrier_threshold(l0, l1) if finite else float("nan")
-    if not finite:
-        label = "NaN"  # the loss is not finite somewhere on the path: no shape to speak of
-    elif delta > threshold:
-        label = "B"
-    elif np.isfinite(half) and half >= thresholds.plateau_alpha:
-        label = "P"
-    else:
-        label = "NB"
+    label = shape_label(delta, l0, l1, half, finite, thresholds)
     return {
         "loss_start": l0,
         "loss_end": l1,

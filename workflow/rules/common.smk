@@ -200,6 +200,8 @@ def final_targets():
     return [
         *(str(LAYOUT.table(t)) for t in ("runs", "paths", "shapes", "table1")),
         str(LAYOUT.table("table1", ".md")),
+        str(LAYOUT.table("table1_sensitivity")),
+        str(LAYOUT.table("table1_sensitivity", ".md")),
         *(str(LAYOUT.table(t)) for t in EXPERIMENT_TABLES),
         str(LAYOUT.figure("figure_A11")),
         str(LAYOUT.figure("figure_A11", ".pdf")),

@@ -43,10 +43,34 @@ rule core_tables:
         "--skipped-json {params.skipped:q} > {log} 2>&1"
 
 
+rule table1_sensitivity:
+    # Table 1 relabelled over a grid of barrier thresholds (config `shapes.sensitivity`), from shapes.parquet
+    # alone: no new sweep. table1.md states how many rows it finds robust.
+    input:
+        runs=LAYOUT.table("runs"),
+        shapes=LAYOUT.table("shapes"),
+        config=CONFIG_RECORD,
+    output:
+        table=LAYOUT.table("table1_sensitivity"),
+        markdown=LAYOUT.table("table1_sensitivity", ".md"),
+    log:
+        LAYOUT.log("tables", "table1_sensitivity"),
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        LINPATH + " report table1-sensitivity --config {input.config} --runs {input.runs} --shapes {input.shapes} "
+        "--out {output.table} {output.markdown} > {log} 2>&1"
+
+
 rule table1:
     input:
         runs=LAYOUT.table("runs"),
         shapes=LAYOUT.table("shapes"),
+        sensitivity=LAYOUT.table("table1_sensitivity"),
         config=CONFIG_RECORD,
     output:
         table=LAYOUT.table("table1"),
@@ -61,7 +85,7 @@ rule table1:
         CONDA_ENV
     shell:
         LINPATH + " report table1 --config {input.config} --runs {input.runs} --shapes {input.shapes} "
-        "--out {output.table} {output.markdown} > {log} 2>&1"
+        "--sensitivity {input.sensitivity} --out {output.table} {output.markdown} > {log} 2>&1"
 
 
 rule experiment_table:
