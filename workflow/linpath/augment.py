@@ -9,8 +9,11 @@ so a batch is the same on CPU and CUDA, and epoch e can be redrawn from the
 epoch number alone (resuming needs no data RNG state). Nothing else that draws
 random numbers (the global torch RNG, e.g. dropout) shifts these streams.
 
-Augmentation levels: none | crop (random crop, zero padding of `pad_for(size)`)
+Augmentation levels: none | crop (random crop, padding of `pad_for(size)`)
 | standard (crop + horizontal flip) | more (standard + affine + erasing).
+The crop pads in pixel space, as torchvision's RandomCrop(size, padding) pads an
+un-normalised image: the border is black (pixel value 0), which in the
+normalised images training sees is (0 − mean) / std per channel (`pad_images`).
 Crop and flip are one indexed copy on the device. The affine and erasing steps of
 `more` run per image on the CPU with torchvision v2 (an explicit fallback,
 announced once per loader), each batch under its own seeded RNG.
@@ -50,8 +53,19 @@ def seeded_global_rng(seed: int) -> Iterator[None]:
 
 
 def pad_for(size: int) -> int:
-    """Zero padding of the random crop: 4 for 32×32 images, at least 1."""
+    """Padding of the random crop: 4 for 32×32 images, at least 1."""
     return max(1, size // 8)
+
+
+def pad_images(x: torch.Tensor, pad: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, H, W) images with a border of `pad` pixels of value `fill` (one value per channel: the
+    normalised value of a black pixel, so the border is what padding the raw image gives); zeros if None."""
+    if fill is None:
+        return torch.nn.functional.pad(x, [pad] * 4)
+    n, c, h, w = x.shape
+    out = fill.to(device=x.device, dtype=x.dtype).view(1, c, 1, 1).expand(n, c, h + 2 * pad, w + 2 * pad).clone()
+    out[..., pad:pad + h, pad:pad + w] = x
+    return out
 
 
 def more_extras() -> v2.Transform:

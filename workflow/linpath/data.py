@@ -224,27 +224,33 @@ class Prepared:
     in_channels: int
     input_size: int
     augment: str  # the augmentation level training applies ("none" for non-image data)
+    # Images: the normalised value of a black pixel per channel, (0 - mean) / std: the crop's border.
+    pad_value: torch.Tensor | None = None
 
 
 def prepare(spec: DataSpec) -> Prepared:
     source = load_source(spec)
     train = subset_and_relabel(source.train, spec, source.num_classes)
+    black = normalise(source, torch.zeros(1, source.in_channels, 1, 1, dtype=torch.uint8)).flatten() \
+        if source.is_image else None
     return Prepared(
         normalise(source, train.x), train.y, normalise(source, source.test.x), source.test.y,
         source.num_classes, source.in_channels, source.input_size, spec.augment if source.is_image else "none",
+        black,
     )
 
 
 class DeviceLoader:
     """The training set held on the training device, served as shuffled, augmented batches.
 
-    Images are zero-padded once (normalised values, so padding is the mean pixel); each
-    batch is cropped and flipped straight out of the padded set. The random choices of
+    Images are padded once with `pad_value` (per channel: the normalised value of a black
+    pixel, `Prepared.pad_value`, so the border is what RandomCrop's padding of the raw image
+    gives; zeros if None); each batch is cropped and flipped straight out of the padded set. The random choices of
     epoch e depend only on (seed, e) (see linpath.augment), so `epoch(e)` yields the same
     batches on any device, in any process, whatever else drew random numbers in between."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, augment: str,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", pad_value: torch.Tensor | None = None):
         if augment not in augment_mod.LEVELS:
             raise SettingsError(f"data.augment must be one of {list(augment_mod.LEVELS)}, got {augment!r}")
         if augment != "none" and x.dim() != 4:
@@ -253,7 +259,7 @@ class DeviceLoader:
         self.size = x.shape[-1]
         self.pad = augment_mod.pad_for(self.size) if augment != "none" else 0
         x = x.to(self.device)
-        self.images = torch.nn.functional.pad(x, [self.pad] * 4) if self.pad else x
+        self.images = augment_mod.pad_images(x, self.pad, pad_value) if self.pad else x
         self.labels = y.to(self.device)
         self.extras = augment_mod.more_extras() if augment == "more" else None
         if self.extras is not None:

@@ -295,7 +295,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
     forward = torch.compile(model) if how.compile else model
     eval_sets = {"train": (prep.train_x.to(device), prep.train_y.to(device)),
                  "test": (prep.test_x.to(device), prep.test_y.to(device))}
-    loader = data_mod.DeviceLoader(*eval_sets["train"], t.batch_size, t.seed, prep.augment, device)
+    loader = data_mod.DeviceLoader(*eval_sets["train"], t.batch_size, t.seed, prep.augment, device, prep.pad_value)
     if not history:
         history.append(_epoch_metrics(model, eval_sets, t.loss, 0, optimizer.param_groups[0]["lr"], how))
 
