@@ -90,33 +90,65 @@ def check_band(ax, want: pd.DataFrame) -> None:
     raise AssertionError(f"no ±sd band matches {want.to_dict()}")
 
 
+LOSS_AXIS = "train loss (cross-entropy, nats)"
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
 def test_standard_figure_draws_the_train_paths_of_the_experiment(paths):
     plan = plan_of()
     fig = FIGURE_KINDS["standard"](plan, "E9", paths)
     try:
-        full, block1, block2 = fig.axes[:3]
-        assert (full.get_title(), block1.get_title(), block2.get_title()) == ("full model", "group block1", "group block2")
+        full, other, block1, block2 = fig.axes
+        assert [ax.get_title() for ax in fig.axes] == [
+            r"full model: $\theta_0$ → $\theta_T$", r"full model: $\theta_0'$ (another init) → $\theta_T$",
+            r"block1 alone: $\theta_0$ → $\theta_T$, rest at $\theta_T$",
+            r"block2 alone: $\theta_0$ → $\theta_T$, rest at $\theta_T$"]
         palette = dict(zip(["base", "more_wd"], sns.color_palette("tab10", 2)))
-        lines = drawn_lines(full)
-        assert len(lines) == 3, "base from θ₀; more_wd from θ₀ and from another init"
-        drawn = {(tuple(np.round(line.get_color(), 6)), line.get_linestyle()): line for line in lines}
+        key = lambda line: (tuple(np.round(line.get_color(), 6)), line.get_linestyle())  # noqa: E731
+        base, more_wd = (tuple(np.round(palette[s], 6)) for s in ("base", "more_wd"))
         solid, dashed = "-", "--"
-        check_line(drawn[(tuple(np.round(palette["base"], 6)), solid)], expected(paths, setting="base", path="full"))
-        check_line(drawn[(tuple(np.round(palette["more_wd"], 6)), solid)],
-                   expected(paths, setting="more_wd", path="full", start="init"))
-        check_line(drawn[(tuple(np.round(palette["more_wd"], 6)), dashed)],
-                   expected(paths, setting="more_wd", path="full", start="other_init"))
+        drawn = {key(line): line for line in drawn_lines(full)}
+        assert set(drawn) == {(base, dashed), (more_wd, solid)}, "the baseline dashed, from θ₀ only"
+        check_line(drawn[(base, dashed)], expected(paths, setting="base", path="full"))
+        check_line(drawn[(more_wd, solid)], expected(paths, setting="more_wd", path="full", start="init"))
         check_band(full, expected(paths, setting="more_wd", path="full", start="init"))
+        drawn = {key(line): line for line in drawn_lines(other)}
+        assert set(drawn) == {(more_wd, solid)}, "another start point: a panel of its own"
+        check_line(drawn[(more_wd, solid)], expected(paths, setting="more_wd", path="full", start="other_init"))
+        check_band(other, expected(paths, setting="more_wd", path="full", start="other_init"))
         for ax, group in ((block1, "block1"), (block2, "block2")):
-            lines = drawn_lines(ax)
-            assert len(lines) == 2
-            by_color = {tuple(np.round(line.get_color(), 6)): line for line in lines}
-            for setting in ("base", "more_wd"):
+            drawn = {key(line): line for line in drawn_lines(ax)}
+            assert set(drawn) == {(base, dashed), (more_wd, solid)}
+            for setting, style in (("base", dashed), ("more_wd", solid)):
                 want = expected(paths, setting=setting, path="group", group=group, start="init")
-                check_line(by_color[tuple(np.round(palette[setting], 6))], want)
+                check_line(drawn[(tuple(np.round(palette[setting], 6)), style)], want)
                 check_band(ax, want)
-        assert fig._suptitle.get_text().startswith("E9 (Fig. 9): weight decay\n")
+        assert all(ax.get_ylabel() == LOSS_AXIS and ax.get_xlabel().startswith("α") for ax in fig.axes)
+        assert all(ax.get_legend() is None for ax in fig.axes), "one legend, outside the panels"
+        assert legend_texts(fig) == ["base, baseline", "more weight decay (more_wd)"]
+        title = fig._suptitle.get_text().splitlines()
+        assert title[0] == "E9 (Fig. 9): weight decay"
+        assert title[1] == "what changed, against the baseline (dashed): more weight decay (more_wd) vs base"
         assert all(max(line.get_ydata()) < 50 for ax in fig.axes for line in drawn_lines(ax)), "no test-split curve"
+    finally:
+        plt.close(fig)
+
+
+def test_panels_wrap_at_four_per_row_and_groups_start_a_row():
+    """Seven groups and two start points: the full paths fill the first row, the groups the rows below
+    (4 + 3), and a setting drawn from fewer seeds than planned says so in the legend."""
+    groups = [f"g{i}" for i in range(7)]
+    rows = curves("base", 0, [2.0, 1.0, 0.5]) + curves("base", 0, [9.0, 25.0, 0.5], start="epoch_1")
+    rows += [r for g in groups for r in curves("base", 0, [1.0, 1.5, 0.5], path="group", group=g)]
+    fig = FIGURE_KINDS["standard"](plan_of(), "E9", pd.DataFrame(rows))
+    try:
+        spans = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in fig.axes]
+        assert spans == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1), (2, 2)]
+        assert fig.axes[1].get_title() == r"full model: $\theta$ after epoch 1 → $\theta_T$"
+        assert legend_texts(fig) == ["base, baseline, n = 1 of 2 seeds", "more weight decay (more_wd), n = 0 of 2 seeds"]
     finally:
         plt.close(fig)
 
@@ -125,13 +157,15 @@ def test_starts_figure_draws_one_line_per_start_point(paths):
     plan = plan_of()
     fig = FIGURE_KINDS["starts"](plan, "E1", paths)
     try:
-        assert len(fig.axes) == 1 and fig.axes[0].get_title() == "MLP"
+        assert len(fig.axes) == 1 and fig.axes[0].get_title() == "MLP (mlp)"
         lines = drawn_lines(fig.axes[0])
         assert len(lines) == 2
         drawn = sorted((tuple(line.get_ydata()) for line in lines), key=lambda y: y[0])
         want = [expected(paths, setting="mlp", path="full", start=s)["mean"] for s in ("init", "other_init")]
         assert [list(y) for y in drawn] == [pytest.approx(list(w)) for w in sorted(want, key=lambda w: w.iloc[0])]
         check_band(fig.axes[0], expected(paths, setting="mlp", path="full", start="other_init"))
+        assert legend_texts(fig) == [r"from $\theta_0$", r"from $\theta_0'$ (another init)"]
+        assert fig.axes[0].get_ylabel() == LOSS_AXIS and fig.axes[0].get_legend() is None
     finally:
         plt.close(fig)
 
@@ -248,8 +282,8 @@ def test_rank_correlation_is_spearman_per_family_in_name_order():
            pytest.approx(-1.0)
 
 
-def test_figure_a11_scatters_exactly_the_points_of_its_table():
-    table1, plan = SCATTER_TABLE1, scatter_plan()
+def a11_tables():
+    """Shapes, runs, paths and Table 1 of SCATTER_TABLE1's rows: every planned run trained."""
     shapes = pd.DataFrame(shape_rows("base", [0, 1], 0.25, 0.5) + shape_rows("other_base", [0, 1], 1.0)
                           + shape_rows("wd", [0, 1], 0.75, 0.25) + shape_rows("lr", [0, 1], 0.5)
                           + shape_rows("against_other", [0, 1], 0.5) + shape_rows("vit", [0, 1], 1.0))
@@ -258,7 +292,13 @@ def test_figure_a11_scatters_exactly_the_points_of_its_table():
                         + run_rows("against_other", [0, 1], 0.60) + run_rows("vit", [0, 1], 0.85, model="vit_tiny"))
     paths = pd.DataFrame([r for s in ("base", "wd", "lr") for seed in (0, 1) for r in curves(s, seed, [1.0, 0.5, 0.1])])
     t1 = pd.DataFrame([{"intervention": row["intervention"], "acc_change_pp_mean": 1.0, "layer_barrier": "n/a",
-                        "shape": "NB", "shape_fractions": "NB 2/2", "acc_word": "same"} for row in table1])
+                        "shape": "NB", "shape_fractions": "NB 2/2", "acc_word": "same"} for row in SCATTER_TABLE1])
+    return shapes, runs, paths, t1
+
+
+def test_figure_a11_scatters_exactly_the_points_of_its_table():
+    table1, plan = SCATTER_TABLE1, scatter_plan()
+    shapes, runs, paths, t1 = a11_tables()
     fig = figures.a11_figure(plan, paths, shapes, t1, runs)
     points = shape_vs_accuracy(plan, shapes, runs)
     scatter_axes = fig.axes[len(table1):len(table1) + len(SHAPE_METRICS)]
@@ -267,7 +307,29 @@ def test_figure_a11_scatters_exactly_the_points_of_its_table():
         want = points.dropna(subset=[metric])[[metric, "acc_change_pp"]].to_numpy()
         assert sorted(map(tuple, np.round(drawn, 9))) == sorted(map(tuple, np.round(want, 9))), metric
         assert ax.get_xlabel() == SHAPE_METRICS[metric]
+        assert ax.get_ylabel() == "test accuracy change vs baseline (pp)"
     # The first panel draws the row's settings with a full path, and its baseline dashed.
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["baseline base", "wd", "lr"]
+    assert fig.axes[0].get_ylabel() == LOSS_AXIS
+    assert [ax.get_title().splitlines()[0] for ax in fig.axes[:len(table1)]] == ["a", "b", "c"], "all runs trained"
     plt.close(fig)
+
+
+def test_figure_a11_titles_say_how_many_runs_trained_where_fewer_than_planned():
+    plan = scatter_plan()
+    shapes, runs, paths, t1 = a11_tables()
+    runs.loc[(runs["setting"] == "wd") & (runs["seed"] == 1), "status"] = "diverged"
+    skipped = {"setting": "late_seeds", "seed": 2, "test_acc": np.nan, "model": "resnet18", "status": "skipped"}
+    runs = pd.concat([runs, pd.DataFrame([skipped])], ignore_index=True)
+    fig = figures.a11_figure(plan, paths, shapes, t1, runs)
+    try:
+        assert [ax.get_title().splitlines()[0] for ax in fig.axes[:3]] == ["a, n = 3/4 runs trained", "b",
+                                                                          "c, n = 2/3 runs trained"]
+    finally:
+        plt.close(fig)
+    fig = figures.a11_figure(plan, paths, shapes, t1, runs.drop(columns="status"))  # no status: all rows trained
+    try:
+        assert [ax.get_title().splitlines()[0] for ax in fig.axes[:3]] == ["a", "b", "c"]
+    finally:
+        plt.close(fig)

@@ -18,7 +18,8 @@ from . import paths, train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linpath.bench", description="measurements that print figures (not part of the workflow)")
+    parser = argparse.ArgumentParser(prog="python -m linpath.bench",
+                                     description="measurements that print figures (not part of the workflow)")
     sub = parser.add_subparsers(dest="what", required=True)
     paths.add_parser(sub)
     train.add_parser(sub)
