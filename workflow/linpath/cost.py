@@ -20,9 +20,10 @@ import yaml
 
 from .experiments import Plan, deep_merge
 from .hparams import RunSpec, SettingsError
+from .lmc_plan import add_costs as add_lmc_costs
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-TRAINING_RULES = ("pretrain", "pretrain_random_labels", "train", "retrain")
+TRAINING_RULES = ("pretrain", "pretrain_random_labels", "train", "retrain", "spawn")
 # (training, test) images of the datasets whose size is fixed by their files.
 TORCHVISION_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
                      "mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000)}
@@ -132,9 +133,12 @@ def estimate(config: dict, config_files: list[str] | None = None) -> Estimate:
         train_rate = rate(throughput["train_images_per_s"], spec, "train_images_per_s")
         eval_rate = rate(throughput["eval_images_per_s"], spec, "eval_images_per_s")
         t = spec.train
-        evaluations = math.ceil(t.epochs / t.eval_every) + 1
-        hours = (t.epochs * n_train / train_rate + evaluations * (n_train + n_test) / eval_rate) / 3600
-        _add(out.rules[plan.role(run_id)], run_id, hours, epochs=t.epochs)
+        epochs = t.epochs - (plan.runs[run_id].spawn_epoch or 0)  # a spawned child trains from epoch k on
+        evaluations = math.ceil(epochs / t.eval_every) + 1
+        hours = (epochs * n_train / train_rate + evaluations * (n_train + n_test) / eval_rate) / 3600
+        _add(out.rules[plan.role(run_id)], run_id, hours, epochs=epochs)
+        if not plan.swept(run_id):  # spawned children: measured in pairs (lmc_path, below)
+            continue
 
         sweep = plan.sweep_spec(plan.runs[run_id].setting)
         key = (repr(spec.model), tuple(sweep.starts), sweep.full, sweep.groups, sweep.param_groups)
@@ -146,6 +150,7 @@ def estimate(config: dict, config_files: list[str] | None = None) -> Estimate:
         recompute = path_counts[key] * alphas * sweep.bn_subset if "recompute" in sweep.bn_modes else 0
         _add(out.rules["interpolate"], run_id, (paths * alphas * images + recompute) / eval_rate / 3600,
              paths=paths, path_points=paths * alphas)
+    add_lmc_costs(plan, out, throughput)
     return out
 
 

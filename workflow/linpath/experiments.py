@@ -25,6 +25,7 @@ from .hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec
 from .ids import digest
 from .layout import Layout
 from .references import Reference, find, substitute
+from . import spawn as spawning
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Setting:
     same_data_for_all_seeds: bool = False  # one subset / random-label draw shared by every seed
     like: str | None = None  # the run recipe starts from this setting's (its `run` is merged over it)
     enabled: bool = True  # an overlay sets false to drop a setting of the config it extends
+    spawn: dict = field(default_factory=dict)  # children spawned from its runs (linpath.spawn)
+    spawn_of: dict | None = None  # a spawned child's parent setting, epoch k and child index
 
     def references(self) -> list[Reference]:
         return list(find(self.run, f"settings.{self.name}"))
@@ -54,6 +57,9 @@ class PlannedRun:
     upstream: list[str]  # run ids this run reads files of
     barrier_from: str | None = None  # run id whose barrier init this run starts from
     groups_from: list[str] = field(default_factory=list)  # settings whose barrier groups it reads
+    parent: str | None = None  # a spawned child's parent run (linpath.spawn)
+    spawn_epoch: int | None = None  # the parent's epoch k it starts from
+    child: int | None = None  # its index among the children of that spawn
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -108,12 +114,16 @@ class Plan:
         self.base = config["base"]
         self.experiments: dict[str, dict] = config.get("experiments", {})
         self.settings = load_settings(config)
+        self.settings.update({n: Setting(**kw) for n, kw in spawning.children(self.settings, self.seeds).items()})
         self.runs: dict[str, PlannedRun] = {}
         self.by_setting: dict[tuple[str, int], str] = {}
         for name, setting in self.settings.items():
             if not setting.aux:  # a helper run joins the plan when a run reads it
                 for seed in self.seeds:
                     self._plan(name, seed, [])
+        for name, setting in self.settings.items():
+            for seed in (setting.spawn_of or {}).get("seeds", []):  # spawned children: the seeds that spawn
+                self._plan(name, seed, [])
 
     def run_of(self, setting: str, seed: int) -> str:
         return self.by_setting[(setting, seed)]
@@ -132,6 +142,8 @@ class Plan:
         recipe.setdefault("train", {})["seed"] = seed + recipe.get("train", {}).get("seed", 0)
         data_seed = recipe.get("data", {}).get("seed", 0) + (0 if setting.same_data_for_all_seeds else seed)
         recipe["data"] = {**recipe.get("data", {}), "seed": data_seed, "root": self.config.get("data_root", "data")}
+        if spawn_epochs := spawning.parent_spawn_epochs(setting, seed, self.seeds):
+            recipe["train"]["spawn_epochs"] = spawn_epochs
         upstream, barrier_from, groups_from = [], None, []
         for ref in setting.references():
             for s in (self.seeds if ref.is_group_list else [seed]):
@@ -143,8 +155,10 @@ class Plan:
         identity = substitute(recipe, lambda r: r.identity(self.run_of, seed, self.seeds), f"settings.{name}")
         identity["data"].pop("root", None)  # where the data lives is not what the run is
         run_id = f"{name}-s{seed}-{digest(identity, 8)}"
+        spawned = setting.spawn_of or {}
         self.runs[run_id] = PlannedRun(run_id, name, seed, recipe, sorted(set(upstream)), barrier_from,
-                                       sorted(set(groups_from)))
+                                       sorted(set(groups_from)), self.run_of(spawned["parent"], seed) if spawned else None,
+                                       spawned.get("epoch"), spawned.get("child"))
         self.by_setting[(name, seed)] = run_id
         return run_id
 
@@ -170,12 +184,18 @@ class Plan:
         return resolved
 
     def role(self, run_id: str) -> str:
-        """pretrain | pretrain_random_labels | retrain | train: which training rule makes the run."""
+        """pretrain | pretrain_random_labels | retrain | train | spawn: which training rule makes the run."""
         run = self.runs[run_id]
+        if run.spawn_epoch is not None:
+            return "spawn"
         if self.settings[run.setting].aux:
             labels = run.recipe.get("data", {}).get("random_labels", 0)
             return "pretrain_random_labels" if labels > 0 else "pretrain"
         return "retrain" if self.state_inputs(run_id) else "train"
+
+    def swept(self, run_id: str) -> bool:
+        """Whether the run gets a path sweep of its own: spawned children are measured in pairs (linpath.lmc)."""
+        return self.runs[run_id].spawn_epoch is None
 
     def measured(self, run_id: str) -> bool:
         """Whether the run exists only once a measurement decides it (a barrier point or a measured group

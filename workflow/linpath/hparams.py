@@ -125,6 +125,10 @@ class TrainSpec:
     seed: int = 0
     # Epochs after which the state is kept as epoch_<k>.pt (for "epoch t -> final" paths).
     save_epochs: list[int] = field(default_factory=list)
+    # Epochs after which the whole training state (weights, optimiser, LR schedule) is kept as
+    # spawn_<k>.pt, where children are spawned (instability analysis, linpath.spawn); 0 is θ₀ with a
+    # fresh optimiser. The workflow fills it from a setting's `spawn.epochs`.
+    spawn_epochs: list[int] = field(default_factory=list)
     group_overrides: dict[str, GroupOverride] = field(default_factory=dict)
     loss: Literal["ce", "bce"] = "ce"
     device: str = "auto"
@@ -178,6 +182,12 @@ class TrainSpec:
                 raise SettingsError(f"{where}.betas[{i}] must be in [0, 1), got {beta}")
         if self.gamma <= 0:
             raise SettingsError(f"{where}.gamma must be > 0, got {self.gamma}")
+        for k in self.spawn_epochs:
+            if isinstance(k, bool) or not 0 <= k <= self.epochs:
+                raise SettingsError(f"{where}.spawn_epochs: {k!r} is not an epoch in 0..{where}.epochs={self.epochs}")
+        if self.spawn_epochs and self.until_train_acc is not None:
+            raise SettingsError(f"{where}.spawn_epochs: a run that stops at {where}.until_train_acc has no fixed last "
+                                "epoch for its children to train to")
         check_device(self.device, f"{where}.device")
 
 
@@ -198,6 +208,14 @@ class InitSpec:
     exclude: list[str] = field(default_factory=list)
     # torchvision weights enum name (e.g. IMAGENET1K_V1) or a local .pth file.
     imagenet_weights: str = "IMAGENET1K_V1"
+    # A spawned child (linpath.spawn): its parent's spawn_<k>.pt. The child starts from that training
+    # state at epoch k and trains on to train.epochs; `source`, `groups` and `exclude` are not read.
+    spawn: str = ""
+    # What a child takes over besides the weights. Defaults: the whole state, as Frankle et al. (2020)
+    # spawn: the optimiser state (SGD momentum, Adam moments; false: a fresh optimiser), and the LR
+    # schedule's position (false: the schedule restarts at epoch k, its milestones counted from there).
+    spawn_optimizer: bool = True
+    spawn_schedule: bool = True
 
 
 @dataclass

@@ -28,6 +28,11 @@ def epoch_file(epoch: int) -> str:
     return f"epoch_{epoch}.pt"
 
 
+def spawn_file(epoch: int) -> str:
+    """The training state after `epoch` (weights, optimiser, schedule) that children are spawned from."""
+    return f"spawn_{epoch}.pt"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The folders of one study, under its results folder and its working directory."""
@@ -62,6 +67,15 @@ class Layout:
 
     def barrier_state(self, run_id: str, point: str) -> Path:
         return self.barrier_dir(run_id) / f"{point}.pt"
+
+    def lmc_sweep(self, run_id: str, pair: str) -> Path:
+        """Loss and error on the straight line between two trained states: children spawned from the
+        run (`pair` k<k>) or the run and another seed's (`pair` independent); linpath.lmc."""
+        return self.results / "lmc" / run_id / f"{pair}.parquet"
+
+    def plane_sweep(self, plane: str, run_id: str) -> Path:
+        """A loss plane through three states of a run, and the run's trajectory projected on it."""
+        return self.results / "planes" / plane / f"{run_id}.parquet"
 
     # --- per setting, table, figure --------------------------------------------------
     def groups_file(self, setting: str) -> Path:

@@ -5,6 +5,8 @@
     "@barrier_groups:<setting>"         as a key of a group mapping: the groups whose group-wise path shows
     "@no_barrier_groups:<setting>"      (or does not show) a barrier in that setting's runs, over all seeds
     "@barrier_groups:<setting>/top<k>"  the k widenable barrier groups with the highest mean Δ
+    "@spawn:<setting>/<k>"              the training state of that run after epoch k (spawn_<k>.pt), where
+                                        children are spawned (linpath.spawn)
 
 Pure Python (no torch): the Snakefile plans runs at parse time.
 """
@@ -18,9 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .hparams import SettingsError
-from .layout import BARRIER_POINTS, Layout
+from .layout import BARRIER_POINTS, Layout, spawn_file
 
-_SYNTAX = re.compile(r"^@(?:(?P<kind>barrier|barrier_groups|no_barrier_groups):)?(?P<setting>[A-Za-z0-9_]+)"
+_SYNTAX = re.compile(r"^@(?:(?P<kind>barrier|barrier_groups|no_barrier_groups|spawn):)?(?P<setting>[A-Za-z0-9_]+)"
                      r"(?:/(?P<part>[\w.]+))?$")
 _TOP = re.compile(r"^top(\d+)$")
 GROUP_KINDS = ("barrier_groups", "no_barrier_groups")
@@ -29,7 +31,7 @@ GROUP_KINDS = ("barrier_groups", "no_barrier_groups")
 @dataclass(frozen=True)
 class Reference:
     text: str
-    kind: str  # file | barrier | barrier_groups | no_barrier_groups
+    kind: str  # file | barrier | barrier_groups | no_barrier_groups | spawn
     setting: str  # the setting whose runs it reads
     part: str | None = None  # the file, the barrier point, or top<k>
 
@@ -43,6 +45,8 @@ class Reference:
             raise SettingsError(f"{where}: {text!r} names no file (e.g. @{ref.setting}/final.pt)")
         if ref.kind == "barrier" and ref.part not in BARRIER_POINTS:
             raise SettingsError(f"{where}: {text!r}: a barrier point is one of {', '.join(BARRIER_POINTS)}")
+        if ref.kind == "spawn" and not (ref.part or "").isdigit():
+            raise SettingsError(f"{where}: {text!r}: a spawn point is an epoch (e.g. @spawn:{ref.setting}/3)")
         if ref.kind in GROUP_KINDS and ref.part and not (ref.kind == "barrier_groups" and _TOP.match(ref.part)):
             raise SettingsError(f"{where}: {text!r}: a group list takes no file, or /top<k> after @barrier_groups "
                                 "(the k groups with the highest barriers)")
@@ -75,7 +79,9 @@ class Reference:
         """A file path, or (group lists) the group names from the measured `groups[setting]`."""
         if not self.is_group_list:
             run = run_of(self.setting, seed)
-            return str(layout.barrier_state(run, self.part) if self.kind == "barrier" else layout.run_dir(run) / self.part)
+            if self.kind == "barrier":
+                return str(layout.barrier_state(run, self.part))
+            return str(layout.run_dir(run) / (spawn_file(int(self.part)) if self.kind == "spawn" else self.part))
         if not groups or self.setting not in groups:
             raise SettingsError(f"{self.text}: the barrier groups of {self.setting} are not measured yet")
         found = groups[self.setting]

@@ -6,6 +6,9 @@ Run directory layout (all written atomically):
     run.yaml          full settings, model spec resolved against the data
     init.pt           θ₀ as a plain state_dict
     epoch_<k>.pt      θ after epoch k, for k in train.save_epochs
+    spawn_<k>.pt      the whole training state after epoch k (checkpoint format), for k in train.spawn_epochs:
+                      spawned children start there (init.spawn; their init.pt is that θ and their
+                      metrics start at epoch k)
     final.pt          θ_T (its presence marks a finished run)
     metrics.parquet   epoch, lr, train/test loss and accuracy of the evaluated epochs (epoch 0 = θ₀)
     summary.yaml      final metrics, distance travelled θ₀ → θ_T, and how the steps ran
@@ -38,6 +41,7 @@ from . import models
 from .augment import seeded_global_rng, stream_seed
 from .hparams import RunSpec, SettingsError, TrainSpec
 from .io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
+from .layout import spawn_file
 from .device import pick_device, synced_time
 from .objective import strict_fp32, summed_loss, summed_loss_and_correct
 from .outcome import Outcome, write_outcome
@@ -86,7 +90,7 @@ def record_failure(out: Path, spec: RunSpec, err: TrainingDiverged | TargetNotRe
     a forced rerun fails at once instead of training again. run.yaml stays: it says what was tried."""
     outcome = failure_outcome(err, spec)
     if outcome.kind == "diverged":
-        for stale in [out / "checkpoint.pt", out / "init.pt", *out.glob("epoch_*.pt")]:
+        for stale in [out / "checkpoint.pt", out / "init.pt", *out.glob("epoch_*.pt"), *out.glob("spawn_*.pt")]:
             stale.unlink(missing_ok=True)
     record = {"kind": outcome.kind, "run": outcome.run, "epoch": outcome.epoch, "metrics": outcome.metrics,
               "settings_digest": outcome.settings_digest, "message": str(err)}
@@ -171,6 +175,9 @@ def initial_state(spec: RunSpec) -> dict[str, torch.Tensor]:
     Drawn from its own stream (init.seed): the caller's global RNG is left as it was."""
     with seeded_global_rng(spec.init.seed):
         model = models.build(spec.model)
+    if spec.init.spawn:  # a spawned child: its parent's weights after epoch k (linpath.spawn)
+        spawned = _read_matching(model, spec.init.spawn, "init.spawn", spawned=True)
+        return {k: spawned[k].detach().clone() for k in model.state_dict()}
     random_state = {k: v.clone() for k, v in model.state_dict().items()}
     models.check_group_names(model, spec.init.groups, "init.groups")
     models.check_group_names(model, spec.init.exclude, "init.exclude")
@@ -192,11 +199,12 @@ def initial_state(spec: RunSpec) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def _read_matching(model: nn.Module, path: str, where: str, skip=frozenset()) -> dict[str, torch.Tensor]:
-    """A state file's tensors for every key of `model` (but `skip`), checked for presence and shape."""
+def _read_matching(model: nn.Module, path: str, where: str, skip=frozenset(), spawned: bool = False) -> dict[str, torch.Tensor]:
+    """A state file's tensors (`spawned`: the weights of a spawn state) for every key of `model` (but
+    `skip`), checked for presence and shape."""
     if not Path(path).is_file():
         raise SettingsError(f"{where}: state file not found: {path}")
-    state = load_state(path)
+    state = spawn_state(path)["model"] if spawned else load_state(path)
     own = {k: v for k, v in model.state_dict().items() if k not in skip}
     missing = [k for k in own if k not in state]
     if missing:
@@ -205,6 +213,35 @@ def _read_matching(model: nn.Module, path: str, where: str, skip=frozenset()) ->
         if state[k].shape != v.shape:
             raise SettingsError(f"{where}: {path}: tensor {k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}")
     return state
+
+
+def spawn_state(path: str | Path) -> dict:
+    """A parent's whole training state after epoch k (spawn_<k>.pt: epoch, model, optimizer, scheduler)."""
+    saved = load_checkpoint(path)
+    if not isinstance(saved, dict) or not {"epoch", "model", "optimizer", "scheduler"} <= saved.keys():
+        raise SettingsError(f"{path} is not a spawn state (the spawn_<k>.pt a run writes for train.spawn_epochs)")
+    return saved
+
+
+def continue_from_spawn(spec: RunSpec, optimizer: torch.optim.Optimizer, scheduler) -> int:
+    """Set a spawned child's optimiser and LR schedule from its parent's state after epoch k, as
+    init.spawn_optimizer and init.spawn_schedule ask; returns k, the epoch the child continues from.
+    A fresh optimiser with a continued schedule takes the parent's LR at k; a carried optimiser with a
+    restarted schedule goes back to the initial LR."""
+    saved = spawn_state(spec.init.spawn)
+    if not 0 <= int(saved["epoch"]) <= spec.train.epochs:
+        raise SettingsError(f"init.spawn: {spec.init.spawn} is the state after epoch {saved['epoch']}, beyond "
+                            f"train.epochs={spec.train.epochs}")
+    if spec.init.spawn_optimizer:
+        optimizer.load_state_dict(saved["optimizer"])
+    if spec.init.spawn_schedule:
+        scheduler.load_state_dict(saved["scheduler"])
+        for group, parent in zip(optimizer.param_groups, saved["optimizer"]["param_groups"]):
+            group["lr"] = parent["lr"]
+    else:
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+    return int(saved["epoch"])
 
 
 def make_optimizer(spec: RunSpec, model: nn.Module) -> torch.optim.Optimizer:
@@ -282,6 +319,8 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
         model.load_state_dict(init_state)
         optimizer, scheduler = _optimizer_and_schedule(spec, model)
         history, done = [], 0
+        if spec.init.spawn:
+            done = continue_from_spawn(spec, optimizer, scheduler)
         torch.manual_seed(stream_seed(t.seed, "model"))  # randomness inside the model (dropout) has its own stream
 
     how = StepSettings.of(t, device, spec.model.arch)
@@ -296,8 +335,10 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
     eval_sets = {"train": (prep.train_x.to(device), prep.train_y.to(device)),
                  "test": (prep.test_x.to(device), prep.test_y.to(device))}
     loader = data_mod.DeviceLoader(*eval_sets["train"], t.batch_size, t.seed, prep.augment, device, prep.pad_value)
-    if not history:
-        history.append(_epoch_metrics(model, eval_sets, t.loss, 0, optimizer.param_groups[0]["lr"], how))
+    if not history:  # epoch 0, or a spawned child's epoch k
+        history.append(_epoch_metrics(model, eval_sets, t.loss, done, optimizer.param_groups[0]["lr"], how))
+        if done == 0 and 0 in t.spawn_epochs:
+            _save_checkpoint(out / spawn_file(0), spec, 0, model, optimizer, scheduler, history, device)
 
     target, checkpointed, compile_seconds = t.until_train_acc, done, None
     last_checkpoint = time.monotonic()
@@ -322,6 +363,8 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
             bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
         if epoch in t.save_epochs:
             save_torch(_cpu_state(model), out / f"epoch_{epoch}.pt")
+        if epoch in t.spawn_epochs:
+            _save_checkpoint(out / spawn_file(epoch), spec, epoch, model, optimizer, scheduler, history, device)
         overdue = checkpoint_minutes is not None and time.monotonic() - last_checkpoint >= 60 * checkpoint_minutes
         if (epoch % t.checkpoint_every == 0 or overdue) and epoch < t.epochs:
             _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)

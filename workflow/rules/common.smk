@@ -13,12 +13,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from linpath.experiments import Plan, as_json  # noqa: E402
 from linpath.hparams import SettingsError  # noqa: E402
+from linpath.lmc_plan import LmcPlan  # noqa: E402
 
 # A bad config stops here, before any job runs, with the offending key named.
 validate(config, "../schemas/config.schema.yaml")
 PLAN = Plan(config)
 PLAN.check()
 LAYOUT = PLAN.layout
+LMC = LmcPlan(PLAN)  # spawned pairs and loss planes (lmc.smk)
 
 
 def _uses_conda():
@@ -158,8 +160,10 @@ def run_settings_json(wildcards):
 
 
 def run_files(run_ids):
-    """The files a table or figure reads of each run: its outcome (and summary), sweep and shapes."""
-    return [str(f) for r in run_ids for f in (LAYOUT.run_file(r, "outcome"), LAYOUT.sweep(r), LAYOUT.shapes(r))]
+    """The files a table or figure reads of each run: its outcome (and summary), sweep and shapes (spawned
+    children have no sweep of their own: lmc.smk measures them in pairs)."""
+    return [str(f) for r in run_ids
+            for f in (LAYOUT.run_file(r, "outcome"), *((LAYOUT.sweep(r), LAYOUT.shapes(r)) if PLAN.swept(r) else ()))]
 
 
 def runs_input(which):
@@ -206,4 +210,5 @@ def final_targets():
         str(LAYOUT.figure("figure_A11")),
         str(LAYOUT.figure("figure_A11", ".pdf")),
         *(str(LAYOUT.figure(e)) for e in EXPERIMENT_FIGURES),
+        *LMC.targets(),
     ]

@@ -1,0 +1,368 @@
+"""The instability analysis: spawned children (linpath.spawn, train.py's spawn states), the straight line
+between two trained states and its barriers (linpath.lmc), the instability table and figure, and the
+workflow's rules for them (lmc.smk) on tests/configs/lmc_mini.yaml.
+
+Barriers are checked on hand-made curves; spawning on real tiny training runs (an MLP on the digits),
+where a child given its parent's own data-order seed must retrace the parent bit for bit.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import assert_states_equal, load_tensors, run_dict
+from linpath.experiments import Plan
+from linpath.hparams import RunSpec, SettingsError
+from linpath.lmc import barrier, instability_table, pair_sweep, peak_alpha, stable_from, sweep_pairs
+from linpath.lmc_figures import instability_figure
+from linpath.lmc_plan import INDEPENDENT, InstabilitySpec, LmcPlan
+from linpath.outcome import Outcome, write_outcome
+from linpath.spawn import CHILD_SEED_STEP, child_name
+from linpath.train import train
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+LMC_MINI = CONFIGS / "lmc_mini.yaml"
+
+
+# --- barrier definitions on hand-made curves ------------------------------------------------
+
+
+@pytest.mark.parametrize("curve, expected", [
+    ([0.2, 0.2, 0.2], 0.0),  # flat: no barrier
+    ([0.1, 0.5, 0.1], 0.4),  # a bump between equal ends
+    ([0.1, 0.2, 0.6, 0.2, 0.3], 0.4),  # the maximum against the mean of the ends (0.2)
+    ([0.1, 0.2, 0.3], 0.1),  # a straight line between unequal ends: half their difference, by definition
+    ([0.3, 0.05, 0.1], 0.1),  # a dip: the maximum is an end
+])
+def test_barrier_is_the_maximum_minus_the_mean_of_the_ends(curve, expected):
+    assert barrier(curve) == pytest.approx(expected)
+
+
+def test_barrier_of_a_curve_with_a_nan_is_nan_and_the_peak_is_where_it_is_highest():
+    assert np.isnan(barrier([0.1, float("nan"), 0.1]))
+    assert peak_alpha([0, 0.25, 0.5, 1], [0.1, 0.3, 0.2, 0.1]) == 0.25
+
+
+@pytest.mark.parametrize("means, expected", [
+    ({0: 0.3, 1: 0.01, 2: 0.015, 4: 0.0}, 1.0),  # stable from k = 1 on
+    ({0: 0.3, 1: 0.01, 2: 0.05, 4: 0.0}, 4.0),  # k = 2 rises again: stable only from 4
+    ({0: 0.3, 1: 0.01, 2: 0.01, 4: 0.03}, float("nan")),  # not stable at the last k
+    ({0: 0.02}, 0.0),  # at the threshold counts as stable
+])
+def test_stable_from_is_the_first_k_that_stays_stable(means, expected):
+    rows = pd.DataFrame([{"spawn_epoch": k, "error_barrier": v + d} for k, v in means.items() for d in (-1e-4, 1e-4)])
+    found = stable_from(rows, 0.02)
+    assert (np.isnan(found) and np.isnan(expected)) or found == expected
+
+
+def hand_paths(seeds=(0, 1), ks=(0, 1, 3)) -> pd.DataFrame:
+    """A pair-sweep table of hand-made error curves: a bump of height h(k, seed, mode) on flat ends."""
+    rows = []
+    for seed in seeds:
+        for k in [*ks, None]:
+            for mode in ("interpolate", "recompute"):
+                for split in ("train", "test"):
+                    height = (0.4 if k is None else 0.2 / (1 + (k or 0) ** 2)) * (1 + 0.1 * seed) * (0.5 if mode == "recompute" else 1)
+                    for alpha, bump in ((0.0, 0), (0.5, height), (1.0, 0)):
+                        rows.append({"setting": "base", "experiment": "E2", "seed": seed,
+                                     "pair_kind": INDEPENDENT if k is None else "spawn",
+                                     "pair": INDEPENDENT if k is None else f"k{k}", "spawn_epoch": k,
+                                     "run_id": f"base-s{seed}", "end_a": f"c0-{seed}", "end_b": f"c1-{seed}",
+                                     "bn_mode": mode, "split": split, "alpha": alpha, "loss": 1 + bump,
+                                     "accuracy": 0.9 - bump, "error": 0.1 + bump, "distance_l2": 2.0,
+                                     "distance_rel": 0.5, "status": "measured", "status_reason": ""})
+    return pd.DataFrame(rows)
+
+
+def test_instability_table_has_one_row_per_setting_seed_k_mode_and_split():
+    table = instability_table(hand_paths(), 0.02)
+    assert len(table) == 2 * 4 * 2 * 2
+    assert not table.duplicated(["setting", "seed", "pair", "bn_mode", "split"]).any()
+    row = table[(table["seed"] == 1) & (table["spawn_epoch"] == 1) & (table["bn_mode"] == "interpolate")].iloc[0]
+    assert row["error_barrier"] == pytest.approx(0.1 * 1.1) and row["loss_barrier"] == pytest.approx(0.1 * 1.1)
+    assert row["accuracy_a"] == pytest.approx(0.9) and row["distance_l2"] == 2.0 and row["n_lines"] == 1
+    assert not row["stable"] and row["threshold"] == 0.02
+    # k = 3: barrier 0.02 * (1 + 0.1 seed) / (1 or 2): stable in recompute mode for both seeds.
+    spawned = table[table["pair_kind"] == "spawn"]
+    assert set(spawned[spawned["bn_mode"] == "recompute"]["stable_from_k"]) == {3.0}
+    assert spawned[spawned["bn_mode"] == "interpolate"]["stable_from_k"].isna().all()
+    independent = table[table["pair_kind"] == INDEPENDENT]
+    assert len(independent) == 2 * 2 * 2 and independent["spawn_epoch"].isna().all()
+    assert independent["stable_from_k"].isna().all() and "error barrier <= 0.02" in table["stability_rule"].iloc[0]
+
+
+def test_a_skipped_pair_is_a_row_that_says_why():
+    paths = hand_paths(seeds=(0,), ks=(1,))
+    skipped = paths[paths["pair"] == "k1"].drop_duplicates(["bn_mode", "split"]).assign(
+        status="skipped", status_reason="not measured: c1 diverged", alpha=np.nan, loss=np.nan, error=np.nan)
+    table = instability_table(pd.concat([paths[paths["pair"] != "k1"], skipped]), 0.02)
+    rows = table[table["pair"] == "k1"]
+    assert len(rows) == 4 and (rows["status"] == "skipped").all() and rows["error_barrier"].isna().all()
+    assert rows["status_reason"].str.contains("diverged").all()
+
+
+def test_the_instability_figure_plots_the_tables_mean_barrier_per_k():
+    table = instability_table(hand_paths(), 0.02)
+    fig, plotted = instability_figure(table, hand_paths())
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if (line.get_gid() or "").startswith("barrier|")}
+    assert len(lines) == 2 * 2  # splits x BN modes of the one setting
+    spawned = table[table["pair_kind"] == "spawn"]
+    for gid, line in lines.items():
+        _, setting, split, mode = gid.split("|")
+        expected = spawned[(spawned["split"] == split) & (spawned["bn_mode"] == mode)].groupby("spawn_epoch")["error_barrier"].mean()
+        assert list(line.get_xdata()) == list(expected.index)
+        np.testing.assert_allclose(line.get_ydata(), expected.to_numpy())
+        own = plotted[(plotted["split"] == split) & (plotted["bn_mode"] == mode)]
+        np.testing.assert_allclose(own["mean"], expected.to_numpy())
+    assert all(ax.get_xscale() == "symlog" for ax in fig.axes if ax.get_xlabel().startswith("spawn epoch"))
+
+
+# --- the plan: children, pairs -------------------------------------------------------------------
+
+
+def lmc_config() -> dict:
+    return yaml.safe_load(LMC_MINI.read_text())
+
+
+def test_children_are_runs_of_their_own_that_differ_only_in_the_data_order_seed():
+    plan = Plan(lmc_config())
+    plan.check()
+    for seed in plan.seeds:
+        parent = plan.run_of("base", seed)
+        assert plan.runs[parent].recipe["train"]["spawn_epochs"] == [0, 1, 3]
+        for k in (0, 1, 3):
+            ids = [plan.run_of(child_name("base", k, i), seed) for i in (0, 1)]
+            runs = [plan.runs[r] for r in ids]
+            assert [(r.parent, r.spawn_epoch, r.child) for r in runs] == [(parent, k, 0), (parent, k, 1)]
+            assert all(plan.role(r) == "spawn" and not plan.swept(r) for r in ids)
+            assert all(r.upstream == [parent] for r in runs)
+            first, second = (plan.resolve(r) for r in ids)
+            seeds = first["train"].pop("seed"), second["train"].pop("seed")
+            assert seeds == (seed + CHILD_SEED_STEP, seed + 2 * CHILD_SEED_STEP)
+            first.pop("name"), second.pop("name")
+            assert first == second  # everything else: the same recipe, the same starting state
+            assert first["init"]["spawn"] == str(plan.layout.run_dir(parent) / f"spawn_{k}.pt")
+            assert first["init"]["spawn_optimizer"] and first["init"]["spawn_schedule"]
+            parent_recipe = plan.resolve(parent)
+            for section in ("model", "data"):
+                assert first[section] == parent_recipe[section]
+    assert plan.swept(plan.run_of("base", 0)) and plan.role(plan.run_of("base", 0)) == "train"
+
+
+def test_only_the_spawning_seeds_save_spawn_states_and_have_children():
+    config = lmc_config()
+    config["settings"]["base"]["spawn"]["seeds"] = [1]
+    with pytest.raises(SettingsError, match="'spawn:1' needs 1 in settings.base.spawn.epochs"):
+        LmcPlan(Plan(config))  # the children plane of seed 0: seed 0 no longer spawns
+    config["planes"]["base_children"]["seeds"] = [1]
+    plan = Plan(config)
+    assert "spawn_epochs" not in plan.runs[plan.run_of("base", 0)].recipe["train"]
+    assert (child_name("base", 1, 0), 0) not in plan.by_setting
+    assert (child_name("base", 1, 0), 1) in plan.by_setting
+    lmc = LmcPlan(plan)
+    assert {p.seed for p in lmc.pairs.values()} == {1}
+
+
+def test_pairs_cover_every_spawn_and_one_independent_line_per_pair_of_seeds():
+    plan = Plan(lmc_config())
+    lmc = LmcPlan(plan)
+    names = sorted((plan.runs[r].seed, n) for r, n in lmc.pairs)
+    # Two seeds: seed 1's next seed is seed 0, the same line as seed 0's: measured once.
+    assert names == [(0, INDEPENDENT), (0, "k0"), (0, "k1"), (0, "k3"), (1, "k0"), (1, "k1"), (1, "k3")]
+    independent = lmc.pairs[(plan.run_of("base", 0), INDEPENDENT)]
+    assert independent.ends == (plan.run_of("base", 0), plan.run_of("base", 1)) and independent.spawn_epoch is None
+    assert str(plan.layout.table("instability")) in lmc.targets()
+
+
+@pytest.mark.parametrize("spawn, message", [
+    ({"epochs": [1], "children": 1}, "children must be >= 2"),
+    ({"epochs": [1], "seeds": [5]}, "not seeds of the config"),
+    ({"epochs": [9]}, "spawn_epochs: 9 is not an epoch in 0..train.epochs=3"),
+    ({"epochs": [1, 1]}, "distinct"),
+])
+def test_a_bad_spawn_section_is_refused_naming_it(spawn, message):
+    config = lmc_config()
+    config["settings"]["base"]["spawn"] = spawn
+    with pytest.raises(SettingsError, match=message):
+        Plan(config).check()
+
+
+def test_a_plane_through_a_missing_child_is_refused():
+    config = lmc_config()
+    config["planes"]["base_children"]["states"] = ["spawn:1", "child:2/0", "child:1/1"]
+    with pytest.raises(SettingsError, match="spawns no child 0 after epoch 2"):
+        LmcPlan(Plan(config))
+
+
+# --- spawning on real training -------------------------------------------------------------------
+
+
+def parent_dict(**train_extra) -> dict:
+    return run_dict("mlp", train={"epochs": 3, "milestones": [2], "spawn_epochs": [0, 1, 3], **train_extra})
+
+
+def child_dict(parent: Path, k: int, seed: int, **init_extra) -> dict:
+    return run_dict("mlp", train={"epochs": 3, "milestones": [2], "seed": seed},
+                    init={"spawn": str(parent / f"spawn_{k}.pt"), **init_extra})
+
+
+@pytest.fixture(scope="module")
+def parent_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lmc") / "parent"
+    train(RunSpec.from_dict(parent_dict()), out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_a_child_with_its_parents_seed_retraces_the_parent_bit_for_bit(parent_run, tmp_path, k):
+    """The spawn state carries everything training needs: weights, momentum, the schedule's position."""
+    child = tmp_path / "child"
+    train(RunSpec.from_dict(child_dict(parent_run, k, seed=0)), child, progress=False)
+    assert_states_equal(load_tensors(child / "final.pt"), load_tensors(parent_run / "final.pt"))
+    metrics = pd.read_parquet(child / "metrics.parquet")
+    assert list(metrics["epoch"]) == list(range(k, 4))  # history starts at k
+    spawn = torch.load(parent_run / f"spawn_{k}.pt", weights_only=True)
+    assert_states_equal(load_tensors(child / "init.pt"), spawn["model"])
+
+
+def test_resetting_the_optimiser_or_the_schedule_changes_the_continuation(parent_run, tmp_path):
+    runs = {}
+    for name, extra in {"kept": {}, "fresh_optimizer": {"spawn_optimizer": False},
+                        "restarted_schedule": {"spawn_schedule": False}}.items():
+        train(RunSpec.from_dict(child_dict(parent_run, 1, seed=0, **extra)), tmp_path / name, progress=False)
+        runs[name] = pd.read_parquet(tmp_path / name / "metrics.parquet").set_index("epoch")
+    # LR of epoch 3 (after the milestone at 2): continued 0.005, restarted (milestone 2 epochs after k=1) 0.05.
+    assert runs["kept"].loc[3, "lr"] == pytest.approx(0.005)
+    assert runs["fresh_optimizer"].loc[3, "lr"] == pytest.approx(0.005)
+    assert runs["restarted_schedule"].loc[2, "lr"] == pytest.approx(0.05)
+    assert runs["restarted_schedule"].loc[3, "lr"] == pytest.approx(0.05)
+    kept = load_tensors(tmp_path / "kept" / "final.pt")
+    assert not torch.equal(load_tensors(tmp_path / "fresh_optimizer" / "final.pt")["layers.0.weight"], kept["layers.0.weight"])
+
+
+def test_two_children_of_one_spawn_start_alike_and_end_apart(parent_run, tmp_path, digits):
+    ends = []
+    for i in (0, 1):
+        out = tmp_path / f"c{i}"
+        train(RunSpec.from_dict(child_dict(parent_run, 1, seed=CHILD_SEED_STEP * (i + 1))), out, progress=False)
+        ends.append(out)
+    assert_states_equal(load_tensors(ends[0] / "init.pt"), load_tensors(ends[1] / "init.pt"))
+    assert not torch.equal(load_tensors(ends[0] / "final.pt")["layers.0.weight"],
+                           load_tensors(ends[1] / "final.pt")["layers.0.weight"])
+    spec = InstabilitySpec.from_config({"alphas": "0:1:5", "bn_modes": ["interpolate"], "device": "cpu"})
+    frame = sweep_pairs(ends, tmp_path / "cache", spec)
+    assert frame["distance_l2"].iloc[0] > 0 and np.allclose(frame["error"], 1 - frame["accuracy"])
+    # α = 0 and 1 are the two children as they scored at the end of training.
+    for end, alpha in zip(ends, (0.0, 1.0)):
+        last = pd.read_parquet(end / "metrics.parquet").iloc[-1]
+        got = frame[(frame["alpha"] == alpha)].set_index("split")
+        assert got.loc["test", "accuracy"] == pytest.approx(last["test_acc"])
+        assert got.loc["train", "loss"] == pytest.approx(last["train_loss"], rel=1e-6)
+
+
+def test_a_spawn_at_the_last_epoch_gives_identical_children_and_a_zero_barrier(parent_run, tmp_path):
+    ends = []
+    for i in (0, 1):
+        out = tmp_path / f"c{i}"
+        train(RunSpec.from_dict(child_dict(parent_run, 3, seed=CHILD_SEED_STEP * (i + 1))), out, progress=False)
+        ends.append(out)
+    assert_states_equal(load_tensors(ends[0] / "final.pt"), load_tensors(ends[1] / "final.pt"))
+    spec = InstabilitySpec.from_config({"alphas": "0:1:5", "device": "cpu"})
+    frame, _ = pair_sweep(ends, tmp_path / "cache", spec, {"setting": "s", "seed": 0, "pair_kind": "spawn",
+                                                          "pair": "k3", "spawn_epoch": 3})
+    table = instability_table(frame, 0.02)
+    assert len(table) == 2 * 2 and (table["error_barrier"] == 0).all() and (table["loss_barrier"] == 0).all()
+    assert (table["distance_l2"] == 0).all() and table["stable"].all() and (table["stable_from_k"] == 3).all()
+
+
+def test_a_pair_with_an_end_that_did_not_train_is_skipped_with_the_reason(parent_run, tmp_path):
+    failed = tmp_path / "failed"
+    write_outcome(Outcome("skipped", kind="upstream_failed", reason="upstream parent diverged"), failed)
+    spec = InstabilitySpec.from_config({"alphas": "0:1:5"})
+    frame, summary = pair_sweep([parent_run, failed], tmp_path / "cache", spec, {"setting": "s", "pair": "k1"})
+    assert len(frame) == 4 and (frame["status"] == "skipped").all()
+    assert frame["status_reason"].str.contains("upstream parent diverged").all() and "skipped" in summary
+
+
+def test_a_run_that_saves_spawn_states_refuses_a_stop_rule_without_a_last_epoch():
+    with pytest.raises(SettingsError, match="until_train_acc"):
+        RunSpec.from_dict(parent_dict(until_train_acc=0.9))
+
+
+# --- the workflow ----------------------------------------------------------------------------------
+
+
+def test_the_instability_figure_alone_builds_only_base_runs_spawns_and_pair_sweeps(tmp_path):
+    from test_workflow import job_stats, output_of, snakemake, tail, with_default_config
+
+    workdir = with_default_config(tmp_path)
+    proc = snakemake(workdir, "-n", "--cores", "2", "results/figures/instability.png")
+    assert proc.returncode == 0, tail(proc)
+    stats = job_stats(output_of(proc))
+    plan = Plan(yaml.safe_load((workdir / "config" / "config.yaml").read_text()))
+    lmc = LmcPlan(plan)
+    spawning = {p.setting for p in lmc.pairs.values()}
+    parents = {r for p in lmc.pairs.values() for r in p.ends if plan.runs[r].spawn_epoch is None} | {
+        p.run_id for p in lmc.pairs.values()}
+    children = [r for r in plan.runs if plan.runs[r].spawn_epoch is not None]
+    assert spawning == {"base"} and len(children) >= 6
+    assert {rule: n for rule, n in stats.items() if rule != "total"} == {
+        "train": len(parents), "spawn": len(children), "lmc_path": len(lmc.pairs), "instability_table": 1,
+        "instability_figure": 1}
+
+
+@pytest.fixture(scope="module")
+def lmc_run(tmp_path_factory):
+    """tests/configs/lmc_mini.yaml run to the end with `--cores 2`."""
+    from test_workflow import snakemake, tail
+
+    workdir = tmp_path_factory.mktemp("lmc_workflow")
+    (workdir / "config").mkdir()
+    shutil.copy(LMC_MINI, workdir / "config" / LMC_MINI.name)
+    proc = snakemake(workdir, "--cores", "2", "--configfile", str(workdir / "config" / LMC_MINI.name), timeout=1200)
+    if proc.returncode != 0:
+        logs = sorted((workdir / "logs").rglob("*.log")) if (workdir / "logs").exists() else []
+        pytest.fail(f"the lmc workflow failed:\n{tail(proc, 6000)}\n" +
+                    "\n".join(f"--- {p}\n{p.read_text()[-1500:]}" for p in logs[-3:]))
+    return workdir, Plan(lmc_config())
+
+
+@pytest.mark.slow
+def test_lmc_workflow_writes_the_instability_and_plane_outputs(lmc_run):
+    workdir, plan = lmc_run
+    results = workdir / "results"
+    for name in ("instability.png", "plane_mlp_lucas.png", "plane_base_children.png", "figure_A11.png"):
+        assert (results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    table = pd.read_parquet(results / "tables" / "instability.parquet")
+    # 2 seeds x 3 spawn epochs + 1 independent line, x 2 BN modes x 2 splits.
+    assert len(table) == (2 * 3 + 1) * 2 * 2 and (table["status"] == "measured").all()
+    last = table[table["spawn_epoch"] == 3]
+    assert (last["error_barrier"] == 0).all() and (last["distance_l2"] == 0).all() and last["stable"].all()
+    early = table[table["spawn_epoch"] == 0]
+    assert (early["distance_l2"] > 0).all()
+    assert table["stable_from_k"].dropna().isin([0, 1, 3]).all()
+    runs = pd.read_parquet(results / "tables" / "runs.parquet")
+    children = runs[runs["spawn_epoch"].notna()]
+    assert len(children) == 2 * 3 * 2 and (children["status"] == "trained").all()
+    assert set(children["parent"]) == set(plan.runs_of("base"))
+    assert set(children["child"]) == {0, 1} and set(children["spawn_epoch"]) == {0, 1, 3}
+    # Children are measured in pairs, not swept one by one.
+    paths = pd.read_parquet(results / "tables" / "paths.parquet")
+    assert not set(children["run_id"]) & set(paths["run_id"])
+    planes = pd.read_parquet(results / "tables" / "planes.parquet")
+    assert set(planes["plane"]) == {"mlp_lucas", "base_children"}
+    assert set(planes["kind"]) == {"grid", "anchor", "trajectory"}
+    lucas = planes[(planes["plane"] == "mlp_lucas") & (planes["kind"] == "grid")]
+    assert len(lucas) == 5 * 5 * 2
+    children_plane = planes[(planes["plane"] == "base_children") & (planes["kind"] == "anchor")]
+    assert list(children_plane["label"]) == ["spawn_1", "child_k1c0", "child_k1c1"]
+    # Every new job logged the CPU seconds it used.
+    for log in [*(workdir / "logs" / "lmc_path").glob("*.log"), *(workdir / "logs" / "plane").glob("*.log")]:
+        assert "cpu seconds:" in log.read_text(), log

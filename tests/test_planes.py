@@ -1,0 +1,139 @@
+"""Loss planes (linpath.planes): the grid is the path evaluator's lines shifted along C − A, a grid point
+scores as the network loaded with A + α(B−A) + β(C−A), the projection recovers affine coordinates, and
+a plane of a run that did not train says so instead of failing.
+
+Real data (the digits), real models (an MLP, a BN ResNet of width 4), states from real training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_spec, run_spec_with
+from linpath import models
+from linpath.lmc_plan import PlaneSpec
+from linpath.outcome import Outcome, write_outcome
+from linpath.paths import EvalSplit, PathEvaluator
+from linpath.planes import plane_grid, plane_job, project
+from linpath.train import evaluate, train
+
+ALPHAS = np.array([-0.5, 0.0, 0.25, 1.0, 1.5])
+
+
+def random_state(spec, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return {k: v.clone() for k, v in models.build(spec.model).state_dict().items()}
+
+
+def evaluator_of(spec, prep, **kwargs) -> PathEvaluator:
+    splits = [EvalSplit("train", prep.train_x[:200], prep.train_y[:200]),
+              EvalSplit("test", prep.test_x[:100], prep.test_y[:100])]
+    return PathEvaluator(models.build(spec.model), splits, spec.train.loss, batch_size=64, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def mlp_states(digits):
+    """An MLP's A, B, C: its init, a trained state and another init."""
+    from linpath.train import resolve
+
+    spec = resolve(run_spec("mlp"), digits)
+    a, c = random_state(spec, 1), random_state(spec, 2)
+    b = {k: v + 0.3 * torch.randn_like(v) for k, v in a.items()}
+    return spec, a, b, c
+
+
+@pytest.fixture(scope="module")
+def resnet_run(tmp_path_factory):
+    """A BN ResNet (width 4) trained for two epochs: init, final and one saved epoch."""
+    out = tmp_path_factory.mktemp("planes") / "resnet"
+    spec = run_spec_with("resnet18_w4", data={"subset": 0.2}, train={"epochs": 2, "save_epochs": [1]})
+    train(spec, out, progress=False)
+    return out, spec
+
+
+@pytest.mark.parametrize("mode", ["interpolate", "recompute"])
+def test_the_beta_zero_row_is_the_evaluators_line_from_a_to_b(mode, resnet_run, digits):
+    from linpath.io import load_state
+    from linpath.train import resolve
+
+    run, spec = resnet_run
+    spec = resolve(spec, digits)
+    a, b = load_state(run / "init.pt"), load_state(run / "final.pt")
+    c = random_state(spec, 7)
+    bn = digits.train_x[:64].clone()
+    grid = plane_grid(evaluator_of(spec, digits, bn_data=bn), a, b, c, ALPHAS, [0.0, 0.5], mode)
+    line = evaluator_of(spec, digits, bn_data=bn).sweep(a, b, ALPHAS, bn_mode=mode)
+    row = grid[grid["beta"] == 0.0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(row[["alpha", "split", "loss", "accuracy"]], line[["alpha", "split", "loss", "accuracy"]])
+    # The other row is a different line: the plane is not the same line twice.
+    other = grid[grid["beta"] == 0.5]
+    assert not np.allclose(other["loss"].to_numpy(), row["loss"].to_numpy())
+
+
+def test_a_grid_point_scores_as_the_network_loaded_there(mlp_states, digits):
+    spec, a, b, c = mlp_states
+    alpha, beta = 0.25, -0.5
+    grid = plane_grid(evaluator_of(spec, digits), a, b, c, [alpha], [beta])
+    point = {k: a[k] + alpha * (b[k] - a[k]) + beta * (c[k] - a[k]) for k in a}
+    model = models.build(spec.model)
+    model.load_state_dict(point)
+    for split, x, y in (("train", digits.train_x[:200], digits.train_y[:200]), ("test", digits.test_x[:100], digits.test_y[:100])):
+        loss, acc = evaluate(model, x, y, spec.train.loss)
+        got = grid[grid["split"] == split].iloc[0]
+        assert got["loss"] == pytest.approx(loss, rel=1e-5) and got["accuracy"] == pytest.approx(acc)
+    assert set(grid.columns) >= {"alpha", "beta", "split", "loss", "accuracy", "bn_mode"}
+
+
+def test_projection_returns_the_anchors_own_coordinates(mlp_states):
+    _, a, b, c = mlp_states
+    keys = list(a)
+    for state, expected in ((a, (0, 0)), (b, (1, 0)), (c, (0, 1))):
+        alpha, beta, residual = project(state, a, b, c, keys)
+        assert (alpha, beta) == pytest.approx(expected, abs=1e-9)
+        assert residual == pytest.approx(0.0, abs=1e-9)
+
+
+def test_projection_recovers_a_point_and_measures_its_distance_from_the_plane(mlp_states):
+    _, a, b, c = mlp_states
+    keys = list(a)
+    on_plane = {k: a[k] + 0.3 * (b[k] - a[k]) - 0.2 * (c[k] - a[k]) for k in a}
+    assert project(on_plane, a, b, c, keys)[:2] == pytest.approx((0.3, -0.2), abs=1e-6)
+    torch.manual_seed(3)
+    off = {k: v + 0.5 * torch.randn_like(v) for k, v in on_plane.items()}
+    alpha, beta, residual = project(off, a, b, c, keys)
+    assert 0.1 < residual < 1  # off the plane; most of the offset from A is still in it
+    # The least-squares point is the closest: moving its coordinates only increases the distance.
+    def distance(x, y):
+        return sum(((off[k] - (a[k] + x * (b[k] - a[k]) + y * (c[k] - a[k]))).double() ** 2).sum().item() for k in keys)
+    best = distance(alpha, beta)
+    assert best <= min(distance(alpha + 0.01, beta), distance(alpha, beta - 0.01))
+
+
+def test_a_plane_job_writes_the_grid_anchors_and_trajectory(resnet_run, tmp_path):
+    run, _ = resnet_run
+    spec = PlaneSpec.from_config({}, {"setting": "x", "points": 3, "range": [-0.5, 1.5], "bn_subset": 32}, "plane")
+    frame, summary = plane_job(run, [run], ["init", f"final={run / 'final.pt'}", "other"], tmp_path / "cache", spec,
+                               tmp_path, {"plane": "p", "seed": 0})
+    assert "3x3 grid" in summary
+    grid = frame[frame["kind"] == "grid"]
+    assert len(grid) == 9 * 2 and set(grid["beta"]) == {-0.5, 0.5, 1.5}
+    anchors = frame[frame["kind"] == "anchor"].set_index("label")
+    assert list(anchors.index) == ["init", "final", "other_init"]
+    trajectory = frame[frame["kind"] == "trajectory"].set_index("label")
+    assert list(trajectory.index) == ["init", "epoch_1", "final"] and list(trajectory["epoch"]) == [0, 1, 2]
+    assert trajectory.loc["final", ["alpha", "beta"]].tolist() == pytest.approx([1, 0], abs=1e-9)
+    assert 0 < trajectory.loc["epoch_1", "residual_rel"] < 1
+    assert (frame["status"] == "measured").all() and (frame["norm_ba"] > 0).all()
+    assert np.allclose(grid["error"], 1 - grid["accuracy"])
+
+
+def test_a_plane_of_a_run_that_did_not_train_is_one_skipped_row(tmp_path):
+    run = tmp_path / "runs" / "failed"
+    write_outcome(Outcome("diverged", kind="diverged", reason="training loss nan in epoch 2", run="failed"), run)
+    spec = PlaneSpec.from_config({}, {"setting": "x"}, "plane")
+    frame, summary = plane_job(run, [run], ["init", "final=x", "other"], tmp_path, spec, tmp_path, {"plane": "p"})
+    assert len(frame) == 1 and frame["status"].iloc[0] == "skipped"
+    assert "training loss nan in epoch 2" in frame["status_reason"].iloc[0] and "diverged" in summary

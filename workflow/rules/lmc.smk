@@ -1,0 +1,159 @@
+# Beyond the straight line from θ₀ (config `instability`, settings.<name>.spawn, `plane`, `planes`):
+#   spawn               trains a child spawned from a run after epoch k (the train rule's body, own logs)
+#   lmc_path            straight lines between the final states of a pair: the children of one spawn, or a
+#                       run and another seed's (linpath.lmc); both BN modes, both splits
+#   instability_table   instability.parquet (barriers per setting, seed, k, BN mode, split) + lmc_paths.parquet
+#   instability_figure  results/figures/instability.png
+#   plane               a loss plane through three states of one run, with its projected trajectory
+#   planes_table        planes.parquet
+#   plane_figure        results/figures/plane_<name>.png
+# Every job that reads a run's states waits for its outcome.yaml; a run that did not train gives rows
+# that say so (status skipped, with the reason), and the job completes.
+import shlex
+
+# The drawing code's version (linpath/lmc_figures.py): raise it with any change to how it draws.
+LMC_FIGURES_VERSION = 1
+
+
+use rule train as spawn with:
+    wildcard_constraints:
+        run_id=run_pattern("spawn"),
+    log:
+        LAYOUT.log("spawn", "{run_id}"),
+    benchmark:
+        LAYOUT.benchmark("spawn", "{run_id}")
+
+
+def _pair(wildcards):
+    return LMC.pairs[(wildcards.run_id, wildcards.pair)]
+
+
+def _plane(wildcards):
+    return LMC.planes[(wildcards.plane, wildcards.run_id)]
+
+
+rule lmc_path:
+    input:
+        ends=lambda w: [str(LAYOUT.run_file(r, "outcome")) for r in _pair(w).ends],
+    output:
+        LAYOUT.lmc_sweep("{run_id}", "{pair}"),
+    params:
+        ends=lambda w: " ".join(f"--end {shlex.quote(str(LAYOUT.run_dir(r)))}" for r in _pair(w).ends),
+        cache=str(LAYOUT.eval_cache()),
+        sweep=LMC.sweep_json(),
+        meta=lambda w: json.dumps(LMC.meta(_pair(w)), sort_keys=True),
+    wildcard_constraints:
+        run_id=one_of(LMC.spawning_runs()),
+        pair=one_of(LMC.pair_names()),
+    log:
+        LAYOUT.log("lmc_path", "{run_id}_{pair}"),
+    benchmark:
+        LAYOUT.benchmark("lmc_path", "{run_id}_{pair}")
+    threads: 1
+    resources:
+        mem_mb=RES["interpolate"]["mem_mb"],
+        runtime=RES["interpolate"]["runtime"],
+    conda:
+        CONDA_ENV
+    shell:
+        LINPATH + " lmc-path {params.ends} --eval-cache {params.cache} --sweep-json {params.sweep:q} "
+        "--meta-json {params.meta:q} --out {output} --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule instability_table:
+    input:
+        LMC.pair_files(),
+    output:
+        table=LAYOUT.table("instability"),
+        paths=LAYOUT.table("lmc_paths"),
+    params:
+        threshold=LMC.instability.threshold,
+    log:
+        LAYOUT.log("tables", "instability"),
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        LINPATH + " lmc-report instability --inputs {input} --threshold {params.threshold} "
+        "--out {output.table} {output.paths} > {log} 2>&1"
+
+
+rule instability_figure:
+    input:
+        table=LAYOUT.table("instability"),
+        paths=LAYOUT.table("lmc_paths"),
+    output:
+        LAYOUT.figure("instability"),
+    params:
+        drawing=LMC_FIGURES_VERSION,
+    log:
+        LAYOUT.log("figures", "instability"),
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        LINPATH + " lmc-report instability-figure --table {input.table} --paths {input.paths} --out {output} > {log} 2>&1"
+
+
+rule plane:
+    input:
+        reads=lambda w: [str(LAYOUT.run_file(r, "outcome")) for r in _plane(w).reads],
+    output:
+        LAYOUT.plane_sweep("{plane}", "{run_id}"),
+    params:
+        run=lambda w: str(LAYOUT.run_dir(w.run_id)),
+        states=lambda w: " ".join(f"--state {shlex.quote(s)}" for s in _plane(w).states),
+        reads=lambda w: " ".join(f"--reads {shlex.quote(str(LAYOUT.run_dir(r)))}" for r in _plane(w).reads),
+        spec=lambda w: LMC.plane_json(_plane(w)),
+        meta=lambda w: json.dumps(LMC.plane_meta(_plane(w)), sort_keys=True),
+        cache=str(LAYOUT.eval_cache()),
+        scratch=str(LAYOUT.scratch()),
+    wildcard_constraints:
+        plane=one_of(LMC.plane_names()),
+        run_id=one_of(LMC.plane_runs()),
+    log:
+        LAYOUT.log("plane", "{plane}_{run_id}"),
+    benchmark:
+        LAYOUT.benchmark("plane", "{plane}_{run_id}")
+    threads: 1
+    resources:
+        mem_mb=RES["interpolate"]["mem_mb"],
+        runtime=RES["interpolate"]["runtime"],
+    conda:
+        CONDA_ENV
+    shell:
+        LINPATH + " plane --run {params.run} {params.states} {params.reads} --eval-cache {params.cache} "
+        "--spec-json {params.spec:q} --meta-json {params.meta:q} --scratch {params.scratch} --out {output} "
+        "--threads {threads} --no-progress > {log} 2>&1"
+
+
+rule planes_table:
+    input:
+        LMC.plane_files(),
+    output:
+        LAYOUT.table("planes"),
+    log:
+        LAYOUT.log("tables", "planes"),
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        LINPATH + " lmc-report planes --inputs {input} --out {output} > {log} 2>&1"
+
+
+rule plane_figure:
+    input:
+        lambda w: LMC.plane_files(w.plane),
+    output:
+        LAYOUT.figure("plane_{plane}"),
+    params:
+        drawing=LMC_FIGURES_VERSION,
+    wildcard_constraints:
+        plane=one_of(LMC.plane_names()),
+    log:
+        LAYOUT.log("figures", "plane_{plane}"),
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        LINPATH + " lmc-report plane-figure --inputs {input} --out {output} > {log} 2>&1"
