@@ -31,7 +31,7 @@ MINI_REFERENCE = CONFIGS / "mini_reference.yaml"
 
 TRAINING_RULES = ("train", "pretrain", "pretrain_random_labels", "retrain")
 DAG_RULES = (*TRAINING_RULES, "interpolate", "barrier_init", "barrier_groups", "core_tables", "table1",
-             "experiment_table", "experiment_figure", "figure_a11")
+             "table1_sensitivity", "experiment_table", "experiment_figure", "figure_a11")
 RUN_ID = re.compile(r"^(?P<setting>[A-Za-z0-9_]+)-s(?P<seed>\d+)-[0-9a-f]{8}$")
 RUN_IN_OUTPUT = re.compile(r"results/runs/([A-Za-z0-9_]+-s\d+-[0-9a-f]{8})/outcome\.yaml")
 
@@ -148,7 +148,7 @@ def check_dry_run(proc: subprocess.CompletedProcess, plan: Plan) -> dict[str, in
     assert not missing, f"rules without jobs: {missing}; job stats {stats}"
     for rule in (*TRAINING_RULES, "interpolate", "barrier_groups", "experiment_figure", "experiment_table"):
         assert stats.get(rule, 0) == expected[rule], (rule, stats.get(rule, 0), expected[rule])
-    for rule in ("core_tables", "table1", "figure_a11", "all"):
+    for rule in ("core_tables", "table1", "table1_sensitivity", "figure_a11", "all"):
         assert stats[rule] == 1, (rule, stats)
     # The runs in the DAG are the planner's runs of that config, ids and all.
     assert set(RUN_IN_OUTPUT.findall(text)) == {r for r in plan.runs if not plan.measured(r)}
@@ -394,7 +394,8 @@ PATH_KEY = ["run_id", "path", "start", "group", "param_group", "bn_mode", "split
 @pytest.mark.slow
 def test_mini_workflow_writes_every_final_output(mini_run):
     results = results_of(mini_run)
-    names = ["runs.parquet", "paths.parquet", "shapes.parquet", "table1.parquet", "table1.md", "table_A2.parquet"]
+    names = ["runs.parquet", "paths.parquet", "shapes.parquet", "table1.parquet", "table1.md", "table_A2.parquet",
+             "table1_sensitivity.parquet", "table1_sensitivity.md"]
     for name in names:
         f = results / "tables" / name
         assert f.is_file() and f.stat().st_size > 0, f
@@ -526,8 +527,9 @@ def test_references_and_measured_groups_reach_the_run_settings(mini_run):
         return yaml.safe_load((workdir / plan.layout.run_file(run_id, "settings")).read_text())
 
     base_groups, mlp_groups = groups_file(mini_run, "base"), groups_file(mini_run, "mlp")
+    # The candidates are the layer groups (shapes.layer_groups): a ResNet's four blocks, not its stem or head.
     assert set(base_groups["with_barrier"]) | set(base_groups["without_barrier"]) == {
-        "stem", "block1", "block2", "block3", "block4", "head"}
+        "block1", "block2", "block3", "block4"} == set(base_groups["candidates"])
     assert mlp_groups["widenable"] == ["layer1", "layer2"]
     for seed in config["seeds"]:
         pretrained = run_yaml(plan.by_setting[("pretrained", seed)])
@@ -582,6 +584,20 @@ def test_table1_has_one_row_per_entry_with_the_papers_labels(mini_run):
     markdown = (results_of(mini_run) / "tables" / "table1.md").read_text().splitlines()
     body = [line for line in markdown if line.startswith("| ") and not line.startswith("| category")]
     assert [line.split(" | ")[1] for line in body] == [e["intervention"] for e in config["table1"]]
+
+
+@pytest.mark.slow
+def test_table1_sensitivity_holds_table1_at_the_configured_thresholds(mini_run):
+    from linpath.sensitivity import robustness_line
+
+    t1, sens = tables(mini_run, "table1"), tables(mini_run, "table1_sensitivity")
+    assert sens["row"].nunique() == len(t1) and len(sens) == len(t1) * 15  # 5 barrier_rel x 3 barrier_tol
+    conf = sens[sens["configured"]].set_index("row")
+    assert (conf["barrier_rel"].unique().tolist(), conf["barrier_tol"].unique().tolist()) == ([0.05], [0.01])
+    for col in ("shape", "layer_barrier", "agrees"):
+        assert list(conf[col].astype(str)) == list(t1[col].astype(str)), col
+    assert robustness_line(sens) in (results_of(mini_run) / "tables" / "table1.md").read_text()
+    assert "Lucas et al." in (results_of(mini_run) / "tables" / "table1_sensitivity.md").read_text()
 
 
 @pytest.mark.slow
