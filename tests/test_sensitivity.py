@@ -152,7 +152,7 @@ def test_lucas_criterion_beside_ours(grid_table):
 
 
 def test_the_robustness_count_and_markdown(grid_table):
-    assert robust_counts(grid_table) == {"measured": 3, "labels": 0, "agreement": 1}
+    assert robust_counts(grid_table) == {"measured": 3, "labels": 0, "compared": 2, "agreement": 0}
     line = robustness_line(grid_table)
     assert line.startswith("Robust to the thresholds: 0 of 3 rows keep their labels")
     assert "barrier_rel {0, 0.01, 0.02, 0.05, 0.1} x barrier_tol {0.0001, 0.001, 0.01}" in line
