@@ -109,12 +109,9 @@ def paper_run(out: Path, root: Path, epochs: int, device: str, width: int | None
     if bench_args is not None:
         model, train = settings["model"], settings["train"]
         options = (f"--arch {model['arch']} --width {model['width']} --batch-size {train['batch_size']} "
-                   f"--augment {settings['data']['augment']}")
+                   f"--augment {settings['data']['augment']}{' --maxpool' if model.get('maxpool') else ''}")
         bench_args.write_text(options + "\n")
         print(f"python -m linpath.bench train {options}")
-        if model.get("maxpool"):
-            print("note: the benchmark builds its ResNet without the stem max-pool (it has no option for it); "
-                  "the linpath train stage trains the plan's model itself")
     return settings
 
 
@@ -262,8 +259,7 @@ def settings_rows(folder: Path) -> list[list]:
     note = (f"{m['arch']} width {m['width']}{' with the stem max-pool' if m.get('maxpool') else ''}, "
             f"{run['data']['dataset']} augment {run['data']['augment']}, {t['optimizer']} lr {t['lr']} batch "
             f"{t['batch_size']}, precision {t.get('precision', 'bf16 (default)')}; bench train: "
-            f"{(folder / 'bench_args.txt').read_text().strip() if (folder / 'bench_args.txt').is_file() else '?'}"
-            f"{' (no max-pool: it has no option for it)' if m.get('maxpool') else ''}")
+            f"{(folder / 'bench_args.txt').read_text().strip() if (folder / 'bench_args.txt').is_file() else '?'}")
     return [["", "", "", "paper base recipe (config.yaml + paper.yaml, seed 0)", "", "", note]]
 
 

@@ -78,7 +78,8 @@ class TrainBench:
     def __init__(self, args: argparse.Namespace, device: torch.device):
         self.args, self.device = args, device
         self.x, self.y = synthetic_cifar(args.images, args.size)
-        self.spec = ModelSpec(arch=args.arch, width=args.width, num_classes=10, in_channels=3, input_size=args.size)
+        self.spec = ModelSpec(arch=args.arch, width=args.width, num_classes=10, in_channels=3, input_size=args.size,
+                              maxpool=args.maxpool)
         with augment.seeded_global_rng(0):
             self.init = models.build(self.spec).state_dict()
 
@@ -308,6 +309,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="training steps: the plain loop vs the device-resident loader and speed settings")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--width", type=int, default=16)
+    p.add_argument("--maxpool", action="store_true", help="keep the ResNet stem's max-pool (model.maxpool, as config/paper.yaml trains)")
     p.add_argument("--images", type=int, default=None, help="synthetic training images (default: 1024 on CPU, 16384 on CUDA)")
     p.add_argument("--size", type=int, default=32, help="image side (CIFAR: 32)")
     p.add_argument("--batch-size", type=int, default=128)
