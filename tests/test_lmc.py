@@ -366,3 +366,20 @@ def test_lmc_workflow_writes_the_instability_and_plane_outputs(lmc_run):
     # Every new job logged the CPU seconds it used.
     for log in [*(workdir / "logs" / "lmc_path").glob("*.log"), *(workdir / "logs" / "plane").glob("*.log")]:
         assert "cpu seconds:" in log.read_text(), log
+
+
+def test_linpath_plan_costs_the_children_pairs_and_planes():
+    from linpath.cost import estimate, load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [str(repo / "config" / "config.yaml"), str(repo / "config" / "paper.yaml")]
+    config = load_config(files)
+    plan, est = Plan(config), estimate(config, files)
+    lmc = LmcPlan(plan)
+    children = [r for r in plan.runs.values() if r.spawn_epoch is not None]
+    assert est.rules["spawn"].jobs == len(children) == 3 * 7 * 2
+    assert est.rules["spawn"].epochs == sum(100 - r.spawn_epoch for r in children)
+    assert est.rules["lmc_path"].jobs == len(lmc.pairs) and est.rules["lmc_path"].hours > 0
+    assert est.rules["plane"].jobs == len(lmc.planes) == 4  # E1's two MLPs, E2's base and children planes
+    # A grid of 29 x 29 points.
+    assert est.rules["plane"].path_points == 4 * 29 * 29

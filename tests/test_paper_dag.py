@@ -46,6 +46,8 @@ def toy_overlay(data_root: str, imagenet: str) -> dict:
             over["train"] = {"epochs": 2, "eval_every": 1, "checkpoint_every": 1}
         if over:
             settings[name] = {"run": over}
+    # Instability analysis inside the one epoch: children from θ₀ and from the last epoch (seed 0).
+    settings.setdefault("base", {})["spawn"] = {"epochs": [0, 1], "seeds": [0]}
     return {
         "seeds": [0],
         "data_root": data_root,
@@ -53,6 +55,9 @@ def toy_overlay(data_root: str, imagenet: str) -> dict:
                  "data": {"verify_checksums": False},
                  "train": {"epochs": 1, "batch_size": 16}},
         "paths": {"alphas": "0:1:5", "bn_subset": 16, "batch_size": 64},
+        "instability": {"alphas": "0:1:3", "bn_subset": 16, "batch_size": 64},
+        "plane": {"points": 3, "bn_subset": 16, "batch_size": 64},
+        "planes": {"base_children_k2": {"states": ["spawn:1", "child:1/0", "child:1/1"]}},
         "settings": settings,
         "testing": {"barrier_alpha": 0.5, "barrier_groups": TOY_GROUPS},
     }

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from .hparams import SettingsError, check_alphas, check_device, from_dict
@@ -255,6 +256,23 @@ class LmcPlan:
 
     def sweep_json(self) -> str:
         return json.dumps(dataclasses.asdict(self.instability), sort_keys=True)
+
+    def pair_inputs(self, run_id: str, pair: str) -> list[str]:
+        """The outcome files a pair sweep waits for (its ends' states exist only when they trained)."""
+        return [str(self.plan.layout.run_file(r, "outcome")) for r in self.pairs[(run_id, pair)].ends]
+
+    def pair_args(self, run_id: str, pair: str) -> str:
+        """`linpath lmc-path` arguments naming the pair's end runs."""
+        return " ".join(f"--end {shlex.quote(str(self.plan.layout.run_dir(r)))}" for r in self.pairs[(run_id, pair)].ends)
+
+    def plane_inputs(self, plane: str, run_id: str) -> list[str]:
+        return [str(self.plan.layout.run_file(r, "outcome")) for r in self.planes[(plane, run_id)].reads]
+
+    def plane_args(self, plane: str, run_id: str) -> str:
+        """`linpath plane` arguments: the three states and the runs whose outcome it checks."""
+        job, layout = self.planes[(plane, run_id)], self.plan.layout
+        return " ".join([*(f"--state {shlex.quote(s)}" for s in job.states),
+                         *(f"--reads {shlex.quote(str(layout.run_dir(r)))}" for r in job.reads)])
 
     def plane_meta(self, job: PlaneJob) -> dict:
         """The columns a plane sweep writes beside its grid."""

@@ -9,7 +9,6 @@
 #   plane_figure        results/figures/plane_<name>.png
 # Every job that reads a run's states waits for its outcome.yaml; a run that did not train gives rows
 # that say so (status skipped, with the reason), and the job completes.
-import shlex
 
 # The drawing code's version (linpath/lmc_figures.py): raise it with any change to how it draws.
 LMC_FIGURES_VERSION = 1
@@ -24,24 +23,16 @@ use rule train as spawn with:
         LAYOUT.benchmark("spawn", "{run_id}")
 
 
-def _pair(wildcards):
-    return LMC.pairs[(wildcards.run_id, wildcards.pair)]
-
-
-def _plane(wildcards):
-    return LMC.planes[(wildcards.plane, wildcards.run_id)]
-
-
 rule lmc_path:
     input:
-        ends=lambda w: [str(LAYOUT.run_file(r, "outcome")) for r in _pair(w).ends],
+        ends=lambda w: LMC.pair_inputs(w.run_id, w.pair),
     output:
         LAYOUT.lmc_sweep("{run_id}", "{pair}"),
     params:
-        ends=lambda w: " ".join(f"--end {shlex.quote(str(LAYOUT.run_dir(r)))}" for r in _pair(w).ends),
+        ends=lambda w: LMC.pair_args(w.run_id, w.pair),
         cache=str(LAYOUT.eval_cache()),
         sweep=LMC.sweep_json(),
-        meta=lambda w: json.dumps(LMC.meta(_pair(w)), sort_keys=True),
+        meta=lambda w: json.dumps(LMC.meta(LMC.pairs[(w.run_id, w.pair)]), sort_keys=True),
     wildcard_constraints:
         run_id=one_of(LMC.spawning_runs()),
         pair=one_of(LMC.pair_names()),
@@ -97,15 +88,14 @@ rule instability_figure:
 
 rule plane:
     input:
-        reads=lambda w: [str(LAYOUT.run_file(r, "outcome")) for r in _plane(w).reads],
+        reads=lambda w: LMC.plane_inputs(w.plane, w.run_id),
     output:
         LAYOUT.plane_sweep("{plane}", "{run_id}"),
     params:
         run=lambda w: str(LAYOUT.run_dir(w.run_id)),
-        states=lambda w: " ".join(f"--state {shlex.quote(s)}" for s in _plane(w).states),
-        reads=lambda w: " ".join(f"--reads {shlex.quote(str(LAYOUT.run_dir(r)))}" for r in _plane(w).reads),
-        spec=lambda w: LMC.plane_json(_plane(w)),
-        meta=lambda w: json.dumps(LMC.plane_meta(_plane(w)), sort_keys=True),
+        states=lambda w: LMC.plane_args(w.plane, w.run_id),
+        spec=lambda w: LMC.plane_json(LMC.planes[(w.plane, w.run_id)]),
+        meta=lambda w: json.dumps(LMC.plane_meta(LMC.planes[(w.plane, w.run_id)]), sort_keys=True),
         cache=str(LAYOUT.eval_cache()),
         scratch=str(LAYOUT.scratch()),
     wildcard_constraints:
@@ -122,7 +112,7 @@ rule plane:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " plane --run {params.run} {params.states} {params.reads} --eval-cache {params.cache} "
+        LINPATH + " plane --run {params.run} {params.states} --eval-cache {params.cache} "
         "--spec-json {params.spec:q} --meta-json {params.meta:q} --scratch {params.scratch} --out {output} "
         "--threads {threads} --no-progress > {log} 2>&1"
 
