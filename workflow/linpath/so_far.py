@@ -62,7 +62,7 @@ def progress(plan: Plan) -> Progress:
         outcome = read_outcome(layout.run_dir(run_id))
         if outcome is None:
             pending[run_id] = "not finished training"
-        elif not (layout.sweep(run_id).is_file() and layout.shapes(run_id).is_file()):
+        elif plan.swept(run_id) and not (layout.sweep(run_id).is_file() and layout.shapes(run_id).is_file()):
             pending[run_id] = "trained; paths not measured yet" if outcome.trained else f"{outcome.status}; sweep not written"
         else:
             finished.append(run_id)
@@ -91,8 +91,9 @@ def write_so_far(plan: Plan, out_dir: str | Path, log: str | None = None) -> Pro
         pending = pd.DataFrame([{**_meta(plan, r), "status": "pending", "status_reason": why, "failure": ""}
                                 for r, why in p.pending.items()])
         runs = pd.concat([runs, pending], ignore_index=True)
-    paths = collect(plan, p.finished, [str(plan.layout.sweep(r)) for r in p.finished])
-    shapes = collect(plan, p.finished, [str(plan.layout.shapes(r)) for r in p.finished])
+    swept = [r for r in p.finished if plan.swept(r)]  # spawned children are measured in pairs (linpath.lmc)
+    paths = collect(plan, swept, [str(plan.layout.sweep(r)) for r in swept])
+    shapes = collect(plan, swept, [str(plan.layout.shapes(r)) for r in swept])
     write_parquet(runs, out_dir / "runs.parquet")
     write_parquet(paths, out_dir / "paths.parquet")
     write_parquet(shapes, out_dir / "shapes.parquet")
