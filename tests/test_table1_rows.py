@@ -190,7 +190,29 @@ def test_adam_rows_change_only_the_optimiser(plan_name, request):
     for adam, sgd in (("adam_bn", "base"), ("adam_nobn", "resnet_nobn")):
         assert plan.settings[adam].baseline == sgd
         a, b = resolved(plan, adam), resolved(plan, sgd)
-        # save_epochs keeps extra states for base's paths; it changes no step of training
-        assert differences(a, b) - {"train.save_epochs"} == {"name", "train.optimizer", "train.lr"}, adam
+        # save_epochs / spawn_epochs keep extra states of base (for its paths and spawned children); they
+        # change no step of training
+        assert differences(a, b) - {"train.save_epochs", "train.spawn_epochs"} == {
+            "name", "train.optimizer", "train.lr"}, adam
         assert a["train"]["optimizer"] == "adam" and a["train"]["milestones"] == b["train"]["milestones"] != []
         assert a["train"]["weight_decay"] == b["train"]["weight_decay"] == 5e-4
+
+
+def test_the_config_record_keeps_a_weight_decay_of_1e5_a_number(paper, tmp_path):
+    """The report jobs read the JSON config record; 1e-05 (wd_1e5) is a number there, and the runs they
+    name are the workflow's (YAML 1.1 would read it as text and give the run another id)."""
+    import json
+
+    import yaml
+
+    from linpath.cli import read_config_record
+
+    record = tmp_path / "config.json"
+    record.write_text(json.dumps(paper.config, sort_keys=True))
+    assert "1e-05" in record.read_text()
+    again = read_config_record(record)
+    assert again["settings"]["wd_1e5"]["run"]["train"]["weight_decay"] == 1e-5
+    assert Plan(again).runs.keys() == paper.runs.keys()
+    assert yaml.safe_load(record.read_text())["settings"]["wd_1e5"]["run"]["train"]["weight_decay"] == "1e-05"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"seeds": [0]}))
+    assert read_config_record(tmp_path / "config.yaml") == {"seeds": [0]}

@@ -399,6 +399,20 @@ REPORT_NEEDS = {
 }
 
 
+def read_config_record(path: Path) -> dict:
+    """The workflow config a table or figure job reads: JSON (the config record), else YAML. JSON is read as
+    JSON: YAML 1.1 takes a JSON number without a dot, such as 1e-05, for text, which changes run ids."""
+    import json
+
+    import yaml
+
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return yaml.safe_load(text)
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     """Tables and figures of the workflow, from the config record it wrote (Layout.config_record)."""
     import json
@@ -424,7 +438,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
         raise SettingsError(f"report {args.what} writes {outputs} file(s): --out got {len(args.out)}")
     if not Path(args.config).is_file():
         raise SettingsError(f"--config: file not found: {args.config}")
-    plan = Plan(yaml.safe_load(Path(args.config).read_text()))
+    plan = Plan(read_config_record(Path(args.config)))
     runs = loaded("--runs-json", args.runs_json) if args.runs_json is not None else []
     skipped = loaded("--skipped-json", args.skipped_json) if args.skipped_json is not None else {}
     for flag, path in (("--runs", args.runs), ("--shapes", args.shapes), ("--paths", args.paths),
