@@ -150,7 +150,7 @@ def test_file_references_resolve_to_the_same_seed_run_directory(plan):
         assert resolved["init"]["source"] == f"results/runs/{base}/final.pt"
         assert resolved["init"]["groups"] == {"block1": f"results/runs/{base}/init.pt"}
         assert plan.runs[run_id].upstream == [base]
-        assert plan.state_inputs(run_id) == [f"results/runs/{base}/final.pt", f"results/runs/{base}/init.pt"]
+        assert plan.state_inputs(run_id) == [f"results/runs/{base}/outcome.yaml"], "its outcome, once"
         # The planned recipe keeps the reference; only resolve() makes it concrete.
         assert plan.runs[run_id].recipe["init"]["source"] == "@base/final.pt"
 

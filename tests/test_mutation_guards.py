@@ -3,7 +3,7 @@ selected, which numbers are compared, what a file holds. Written against the mut
 test set of test_tables / test_barrier let through (README "Mutation testing").
 
 The study below is a small set of finished runs written to disk in the pipeline's own formats
-(run.yaml, summary.yaml, paths and shapes parquet per run, shapes computed by `shape_table`), so
+(run.yaml, summary.yaml, outcome.yaml, paths and shapes parquet per run, shapes computed by `shape_table`), so
 the file-level functions are exercised on real files."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from conftest import run_dict
+from linpath.outcome import Outcome, write_outcome
 from linpath.barrier import find_barrier, interpolate_state, write_barrier_inits
 from linpath.experiments import Plan
 from linpath.hparams import SettingsError
@@ -101,6 +102,7 @@ def study(tmp_path):
         summary = {"run": run_id, "test_acc": acc, "train_acc": 1.0 - seed / 100,
                    "relative_distance_mean": 0.5 + seed, "relative_distance_global": 0.25 * (seed + 1)}
         layout.run_file(run_id, "summary").write_text(yaml.safe_dump(summary))
+        write_outcome(Outcome("trained", run=run_id), layout.run_dir(run_id))
         paths = run_paths(run_id, setting)
         layout.sweep(run_id).parent.mkdir(parents=True, exist_ok=True)
         layout.shapes(run_id).parent.mkdir(parents=True, exist_ok=True)
@@ -228,18 +230,18 @@ def test_table1_markdown_from_the_files(summary_tables):
     plan, layout, _ = summary_tables
     t1 = pd.read_parquet(layout.table("table1"))
     text = layout.table("table1", ".md").read_text()
-    assert text == table1_markdown(t1)
+    assert text == table1_markdown(t1, pd.read_parquet(layout.table("runs")))
     lines = text.split("\n")
     cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
-            "n_seeds", "paper_shape", "paper_acc", "agrees_shape", "agrees_layer", "agrees_acc"]
+            "n", "paper_shape", "paper_acc", "paper_source", "agrees_shape", "agrees_layer", "agrees_acc"]
     assert lines[0] == "| " + " | ".join(cols) + " |"
     assert lines[1] == "|" + "---|" * len(cols)
     wd = t1.iloc[0]
     acc = f"{wd['acc_change_pp_mean']:+.2f} [{wd['acc_ci_low']:+.2f}, {wd['acc_ci_high']:+.2f}]"
     assert acc.startswith("+2.83 [")
-    assert lines[2] == (f"| regularisation | weight decay | Fig. 9 | B | B 3/3 | H-LB | {acc} | better | 3 | B/H-LB "
-                        "| better | yes | yes | yes |")
-    assert lines[3].endswith("| mixed | 3 | NB |  | no | – | – |")
+    assert lines[2] == (f"| regularisation | weight decay | Fig. 9 | B | B 3/3 | H-LB | {acc} | better | 3/3 | B/H-LB "
+                        "| better | Table 1 | yes | yes | yes |")
+    assert lines[3].endswith("| mixed | 5/6 | NB |  | Table 1 | no | – | – |")
     assert lines[4] == ""
     assert lines[5] == ("Agreement with the paper, each part on its own (a part agrees only when the label sets are "
                         "equal; – = the paper states nothing for that part, or nothing was measured): "
@@ -248,26 +250,29 @@ def test_table1_markdown_from_the_files(summary_tables):
     assert lines[7].startswith("`shape`: full-path labels (θ0 → θT, train split) that hold in the row's settings; "
                                "`shape_fractions`: the label of every run (one per seed). `layer_barrier`: group-wise "
                                "barriers against the baseline. `acc`: test-accuracy change against the row's baseline")
-    assert lines[7].endswith("paired by seed. `paper_*`: the paper's own labels (reference).")
+    assert "`n`: runs trained / runs planned for the row" in lines[7]
     assert lines[8:11] == [f"Shape labels: {wd['shape_rule']}.", f"Layer barriers: {wd['layer_rule']}.",
                            f"Accuracy words: {wd['acc_rule']}."]
-    assert lines[11:] == [""] and text.endswith(".\n")
+    assert lines[11:] == ["", "Runs that did not train (1 of 9):",
+                          f"- `{plan.run_of('less_data', 2)}` (less_data, seed 2): skipped: no barrier on the parent's path",
+                          ""]
 
 
 def test_table1_markdown_of_rows_without_numbers():
     t1 = pd.DataFrame([{"category": "", "intervention": "x", "figure": "", "shape": "n/a", "shape_fractions": "n/a",
                         "layer_barrier": "n/a", "acc_change_pp_mean": np.nan, "acc_ci_low": np.nan,
-                        "acc_ci_high": np.nan, "acc_word": "n/a", "n_seeds": 0, "paper_shape": "", "paper_acc": "",
+                        "acc_ci_high": np.nan, "acc_word": "n/a", "n_seeds": 0, "n": "0/3", "paper_shape": "", "paper_acc": "",
+                        "paper_source": "",
                         "agrees_shape": pd.NA, "agrees_layer": False, "agrees_acc": True,
                         "shape_rule": "S", "layer_rule": "L", "acc_rule": "A"}])
     for col in ("agrees_shape", "agrees_layer", "agrees_acc"):
         t1[col] = t1[col].astype("boolean")
     text = table1_markdown(t1)
-    assert "| x |  | n/a | n/a | n/a | n/a | n/a | 0 |  |  | – | no | yes |" in text
+    assert "| x |  | n/a | n/a | n/a | n/a | n/a | 0/3 |  |  |  | – | no | yes |" in text
     assert "shape 0/0 rows; layer 0/1 rows; acc 1/1 rows." in text
     assert text.endswith("Shape labels: S.\nLayer barriers: L.\nAccuracy words: A.\n")
     empty = table1_markdown(t1.iloc[:0])
-    assert "Shape labels" not in empty and empty.endswith("(reference).\n")
+    assert "Shape labels" not in empty and empty.endswith("not compared).\n")
 
 
 def test_experiment_tables_from_the_files(summary_tables):

@@ -165,10 +165,11 @@ class Plan:
     # --- what a run reads and is --------------------------------------------------
 
     def state_inputs(self, run_id: str) -> list[str]:
-        """Files of other runs a run starts from (states, barrier inits); group lists are read separately."""
+        """What a run waits for before it starts from other runs' states: their outcome.yaml (each run once)
+        and barrier.yaml files; group lists are read separately."""
         run = self.runs[run_id]
-        return [str(ref.input_file(self.layout, self.run_of, run.seed))
-                for ref in self.settings[run.setting].references() if not ref.is_group_list]
+        return list(dict.fromkeys(str(ref.input_file(self.layout, self.run_of, run.seed))
+                                  for ref in self.settings[run.setting].references() if not ref.is_group_list))
 
     def resolve(self, run_id: str, groups: dict[str, dict] | None = None) -> dict:
         """Concrete run settings: references become file paths and group names.

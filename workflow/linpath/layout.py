@@ -108,3 +108,25 @@ class Layout:
     @staticmethod
     def benchmark(rule: str, name: str) -> str:
         return f"benchmarks/{rule}/{name}.tsv"
+
+
+# --- what a job's command finds in its environment ---------------------------------------------------
+
+JOB_VARIABLES = ("PYTHONPATH", "LINPATH_CHECKPOINT_MINUTES")
+
+
+def job_environment(package_root: str | Path, python: str | None, checkpoint_minutes: float,
+                    current: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables under which a job's `python -m linpath` finds this checkout's package (PYTHONPATH)
+    and, unless `python` is None (conda: the environment's own python comes first), this interpreter
+    (PATH). They live in the environment rather than in the command because Snakemake compares a rule's
+    command and params to decide a rerun: a path of this machine there would rerun a study that was
+    moved, cloned elsewhere or given a new virtualenv."""
+    import os
+
+    current = dict(os.environ) if current is None else current
+    out = {"PYTHONPATH": os.pathsep.join([str(package_root), *filter(None, [current.get("PYTHONPATH")])]),
+           "LINPATH_CHECKPOINT_MINUTES": str(checkpoint_minutes)}
+    if python is not None:
+        out["PATH"] = os.pathsep.join([str(Path(python).parent), current.get("PATH", "")])
+    return out

@@ -362,7 +362,7 @@ def row_comparisons(plan: Plan, row: dict) -> list[tuple[str, str | None]]:
     other); any other setting against the row's `baseline`, else its own."""
     compare = row.get("compare") or {}
     return [(s, b) for s in row["settings"]
-            for b in (compare.get(s) or [row.get("baseline") or plan.settings[s].baseline])]
+            for b in (compare.get(s) or [row.get("baseline") or getattr(plan.settings.get(s), "baseline", None)])]
 
 
 def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryRules | None = None) -> pd.DataFrame:

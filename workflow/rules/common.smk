@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from linpath.experiments import Plan, as_json  # noqa: E402
 from linpath.hparams import SettingsError  # noqa: E402
+from linpath.layout import JOB_VARIABLES, job_environment  # noqa: E402
 from linpath.lmc_plan import LmcPlan  # noqa: E402
 
 # A bad config stops here, before any job runs, with the offending key named.
@@ -37,14 +38,19 @@ def _uses_conda():
 # PATH (envs/linpath.yaml holds the dependencies); otherwise the python running Snakemake does. Cluster jobs
 # inherit the environment of the submitting process.
 LINPATH = "python -m linpath"
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(Path(workflow.basedir) / "workflow"), *filter(None, [os.environ.get("PYTHONPATH")])]
+# `checkpoint_minutes` travels the same way: a training job writes its checkpoint at least this often
+# (minutes of wall time), so a job killed at its time limit loses at most that much; it changes no result.
+os.environ.update(
+    job_environment(
+        Path(workflow.basedir) / "workflow", None if _uses_conda() else sys.executable, config["checkpoint_minutes"]
+    )
 )
-if not _uses_conda():
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-# A training job writes its checkpoint at least this often (minutes of wall time), so a job killed at its
-# time limit loses at most that much. Also through the environment: it changes no result.
-os.environ["LINPATH_CHECKPOINT_MINUTES"] = str(config["checkpoint_minutes"])
+
+
+envvars:
+    *JOB_VARIABLES,
+
+
 CONDA_ENV = "../../envs/linpath.yaml"
 
 

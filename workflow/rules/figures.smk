@@ -27,7 +27,7 @@ rule experiment_figure:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " report figure {wildcards.experiment} --config {input.config} --runs-json {params.runs:q} "
+        f"{LINPATH} report figure {{wildcards.experiment}} --config {{input.config}} --runs-json {{params.runs:q}} "
         "--out {output} > {log} 2>&1"
 
 
