@@ -28,7 +28,7 @@ from linpath.hparams import RunSpec, SettingsError, check_plain_data
 from linpath.registry import ARCHITECTURES, DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "workflow" / "linpath" / "schemas" / "config.schema.yaml").read_text())
 MINI = yaml.safe_load((REPO / "tests" / "configs" / "mini.yaml").read_text())
 
 # --- values ------------------------------------------------------------------------------

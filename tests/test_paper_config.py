@@ -27,7 +27,7 @@ def merged(*names: str) -> dict:
 @pytest.fixture(scope="module")
 def paper() -> Plan:
     config = merged("paper.yaml")
-    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    validate(config, str(REPO / "workflow" / "linpath" / "schemas" / "config.schema.yaml"))
     plan = Plan(config)
     plan.check()
     return plan

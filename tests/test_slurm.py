@@ -132,7 +132,7 @@ def test_train_and_sweep_of_a_run_are_one_slurm_job_with_one_gpu(slurm_and_local
     comments = sorted(job["Comment"] for job in jobs.values())
     expected = sorted(f"rule_run_{run_id}_interpolate_{plan.role(run_id)}" for run_id in plan.runs)
     assert comments == expected  # one job per run, holding both rules; nothing else went to the cluster
-    sizes = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    sizes = yaml.safe_load((REPO / "workflow" / "linpath" / "schemas" / "config.schema.yaml").read_text())
     train, sweep = (sizes["properties"]["resources"]["properties"][r]["default"] for r in ("train", "interpolate"))
     for job in jobs.values():
         assert job["JobState"] == "COMPLETED"

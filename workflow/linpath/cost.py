@@ -22,7 +22,7 @@ from .experiments import Plan, deep_merge
 from .hparams import RunSpec, SettingsError
 from .lmc_plan import add_costs as add_lmc_costs
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # shipped inside the package
 TRAINING_RULES = ("pretrain", "pretrain_random_labels", "train", "retrain", "spawn")
 # (training, test) images of the datasets whose size is fixed by their files.
 TORCHVISION_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),

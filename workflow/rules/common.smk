@@ -17,7 +17,7 @@ from linpath.layout import JOB_VARIABLES, job_environment  # noqa: E402
 from linpath.lmc_plan import LmcPlan  # noqa: E402
 
 # A bad config stops here, before any job runs, with the offending key named.
-validate(config, "../schemas/config.schema.yaml")
+validate(config, "../linpath/schemas/config.schema.yaml")
 PLAN = Plan(config)
 PLAN.check()
 LAYOUT = PLAN.layout
