@@ -445,36 +445,64 @@ def _cmd_report(args: argparse.Namespace) -> None:
                        ("--table1", args.table1), ("--sensitivity", args.sensitivity)):
         if args.what in ("table1", "table1-sensitivity", "figure-a11") and path is not None and not Path(path).is_file():
             raise SettingsError(f"{flag}: file not found: {path}")
-    if args.what == "so-far":
-        from .so_far import progress_markdown, write_so_far
+    REPORTS[args.what](plan, args, runs, skipped)
 
-        out = Path(args.out[0]) if args.out else plan.layout.results / "so_far"
-        print(progress_markdown(write_so_far(plan, out), plan), end="")
-        print(f"tables so far -> {out}")
-    elif args.what == "core-tables":
-        from .tables import write_core_tables
 
-        write_core_tables(plan, runs, skipped)
-    elif args.what == "table1":
-        from .tables import write_table1
+def _report_so_far(plan, args, runs, skipped) -> None:
+    from .so_far import progress_markdown, write_so_far
 
-        write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1], sensitivity=args.sensitivity)
-    elif args.what == "table1-sensitivity":
-        from .sensitivity import write_sensitivity
+    out = Path(args.out[0]) if args.out else plan.layout.results / "so_far"
+    print(progress_markdown(write_so_far(plan, out), plan), end="")
+    print(f"tables so far -> {out}")
 
-        write_sensitivity(plan, args.runs, args.shapes, args.out[0], args.out[1])
-    elif args.what == "table":
-        from .tables import write_experiment_table
 
-        write_experiment_table(plan, args.name, runs, skipped, args.out[0])
-    elif args.what == "figure":
-        from .figures import write_experiment_figure
+def _report_core_tables(plan, args, runs, skipped) -> None:
+    from .tables import write_core_tables
 
-        write_experiment_figure(plan, args.name, runs, args.out[0])
-    else:
-        from .figures import figure_a11
+    write_core_tables(plan, runs, skipped)
 
-        figure_a11(plan, args.paths, args.shapes, args.table1, args.runs, args.out[0])
+
+def _report_table1(plan, args, runs, skipped) -> None:
+    from .tables import write_table1
+
+    robustness = None
+    if args.sensitivity is not None:
+        import pandas as pd
+
+        from .sensitivity import robustness_line
+
+        robustness = robustness_line(pd.read_parquet(args.sensitivity))
+    write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1], robustness=robustness)
+
+
+def _report_sensitivity(plan, args, runs, skipped) -> None:
+    from .sensitivity import write_sensitivity
+
+    write_sensitivity(plan, args.runs, args.shapes, args.out[0], args.out[1])
+
+
+def _report_table(plan, args, runs, skipped) -> None:
+    from .tables import write_experiment_table
+
+    write_experiment_table(plan, args.name, runs, skipped, args.out[0])
+
+
+def _report_figure(plan, args, runs, skipped) -> None:
+    from .figures import write_experiment_figure
+
+    write_experiment_figure(plan, args.name, runs, args.out[0])
+
+
+def _report_figure_a11(plan, args, runs, skipped) -> None:
+    from .figures import figure_a11
+
+    figure_a11(plan, args.paths, args.shapes, args.table1, args.runs, args.out[0])
+
+
+# `linpath report <what>`: what each kind writes (REPORT_NEEDS says what it reads).
+REPORTS = {"core-tables": _report_core_tables, "table1": _report_table1, "table1-sensitivity": _report_sensitivity,
+           "table": _report_table, "figure": _report_figure, "figure-a11": _report_figure_a11,
+           "so-far": _report_so_far}
 
 
 def _add_report_parser(verbs, debug) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from .experiments import Plan, deep_merge
+from .experiments import Plan
+from .hparams import deep_merge
 from .hparams import RunSpec, SettingsError
 from .lmc_plan import add_costs as add_lmc_costs
 

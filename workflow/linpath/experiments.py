@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .config_check import check_config
-from .hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec
+from .hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec, deep_merge
 from .ids import digest
 from .layout import Layout
 from .references import Reference, find, substitute
@@ -60,16 +60,6 @@ class PlannedRun:
     parent: str | None = None  # a spawned child's parent run (linpath.spawn)
     spawn_epoch: int | None = None  # the parent's epoch k it starts from
     child: int | None = None  # its index among the children of that spawn
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (over or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def load_settings(config: dict) -> dict[str, Setting]:

@@ -334,6 +334,19 @@ class RunSpec:
 # --- generic dict -> dataclass conversion with named errors -----------------
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`, mapping by mapping: how a setting overrides the base recipe."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def from_dict(cls: type, raw: Any, where: str) -> Any:
     if raw is None:
         raw = {}

@@ -77,7 +77,7 @@ def describe(rule: dict | None = None) -> str:
 
 def setting_layer_groups(plan, setting: str) -> list[str]:
     """The layer groups of a setting's model (its recipe over the base), by the plan's config rule."""
-    from .experiments import deep_merge
+    from .hparams import deep_merge
 
     recipe = deep_merge(plan.base, plan.settings[setting].run)
     return layer_groups(recipe.get("model") or {}, (plan.config.get("shapes") or {}).get("layer_groups"))

@@ -233,6 +233,6 @@ def write_sensitivity(plan: Plan, runs: str | Path, shapes: str | Path, out: str
 
 def with_robustness_line(table1_md: str, frame: pd.DataFrame) -> str:
     """table1.md with the robustness line after its agreement summary (at the end if it has none)."""
-    lines = table1_md.rstrip("\n").split("\n")
-    at = next((i + 1 for i, line in enumerate(lines) if line.startswith("Agreement with the paper")), len(lines))
-    return "\n".join([*lines[:at], "", robustness_line(frame), *lines[at:]]) + "\n"
+    from .tables import with_line_after_agreement
+
+    return with_line_after_agreement(table1_md, robustness_line(frame))

@@ -471,18 +471,23 @@ def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
 
 
 def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Path, markdown: str | Path,
-                 log: str | None = None, sensitivity: str | Path | None = None) -> None:
-    """`sensitivity`: table1_sensitivity.parquet, whose robustness count table1.md states."""
+                 log: str | None = None, robustness: str | None = None) -> None:
+    """`robustness`: the line (linpath.sensitivity.robustness_line) that table1.md states after its agreement."""
     runs_frame = pd.read_parquet(runs)
     t1 = table1(plan, runs_frame, pd.read_parquet(shapes))
     write_parquet(t1, out)
     text = table1_markdown(t1, runs_frame)
-    if sensitivity is not None:
-        from .sensitivity import with_robustness_line
-
-        text = with_robustness_line(text, pd.read_parquet(sensitivity))
+    if robustness is not None:
+        text = with_line_after_agreement(text, robustness)
     write_text(text, markdown)
     note(log, f"Table 1: {len(t1)} rows -> {out}, {markdown}")
+
+
+def with_line_after_agreement(table1_md: str, line: str) -> str:
+    """table1.md with `line` after its agreement summary (at the end if it has none)."""
+    lines = table1_md.rstrip("\n").split("\n")
+    at = next((i + 1 for i, text in enumerate(lines) if text.startswith("Agreement with the paper")), len(lines))
+    return "\n".join([*lines[:at], "", line, *lines[at:]]) + "\n"
 
 
 # --- per-experiment tables with the paper's numbers ------------------------------
