@@ -230,7 +230,7 @@ def scatter_plan() -> Plan:
 
 
 def test_scatter_points_are_changes_against_the_baseline():
-    table1, plan = SCATTER_TABLE1, scatter_plan()
+    plan = scatter_plan()
     shapes = pd.DataFrame(shape_rows("base", [0, 1], 0.25, 0.5) + shape_rows("other_base", [0, 1], 1.0)
                           + shape_rows("no_parent", [0, 1], 0.0) + shape_rows("wd", [0, 1], 0.75, 0.25)
                           + shape_rows("lr", [0, 1], 0.5) + shape_rows("against_other", [0, 1], 0.5)
@@ -297,7 +297,7 @@ def a11_tables():
 
 
 def test_figure_a11_scatters_exactly_the_points_of_its_table():
-    table1, plan = SCATTER_TABLE1, scatter_plan()
+    plan = scatter_plan()
     shapes, runs, paths, t1 = a11_tables()
     fig = figures.a11_figure(plan, paths, shapes, t1, runs)
     points = shape_vs_accuracy(plan, shapes, runs)

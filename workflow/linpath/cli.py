@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -38,7 +37,6 @@ class CommandFailed(Exception):
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .hparams import RunSpec
 
     spec = _run_spec(args.config, args.settings_json)
     if args.name:
@@ -417,7 +415,6 @@ def _cmd_report(args: argparse.Namespace) -> None:
     """Tables and figures of the workflow, from the config record it wrote (Layout.config_record)."""
     import json
 
-    import yaml
 
     from .experiments import Plan
 

@@ -19,9 +19,7 @@ from pathlib import Path
 import yaml
 
 from .experiments import Plan
-from .hparams import deep_merge
-from .hparams import RunSpec, SettingsError
-from .lmc_plan import add_costs as add_lmc_costs
+from .hparams import RunSpec, SettingsError, deep_merge
 
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # shipped inside the package
 TRAINING_RULES = ("pretrain", "pretrain_random_labels", "train", "retrain", "spawn")
@@ -197,3 +195,38 @@ def format_estimate(est: Estimate) -> str:
         lines.append("Replace resources.throughput with your device's figures (python -m linpath.bench train "
                      "--device cuda prints images/s) and set measured: true.")
     return "\n".join(lines)
+
+
+# --- instability pairs and planes ----------------------------------------------------------------------
+
+
+def add_lmc_costs(plan, estimate, throughput: dict) -> None:
+    """Add the pair and plane sweeps of `plan` to an Estimate (rules lmc_path, plane)."""
+    from .lmc_plan import LmcPlan, alpha_values
+
+    lmc = LmcPlan(plan)
+    placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in plan.settings}
+
+    def sizes(run_id: str):
+        spec = RunSpec.from_dict(plan.resolve(run_id, placeholder))
+        return spec, split_sizes(spec.data), rate(throughput["eval_images_per_s"], spec, "eval_images_per_s")
+
+    inst = lmc.instability
+    alphas = len(alpha_values(inst.alphas))
+    for pair in lmc.pairs.values():
+        spec, (n_train, n_test), eval_rate = sizes(pair.ends[0])
+        lines = math.comb(len(pair.ends), 2)
+        images = sum(n_train if s == "train" else n_test for s in inst.splits)
+        recompute = lines * alphas * inst.bn_subset if "recompute" in inst.bn_modes and spec.model.batchnorm else 0
+        paths = lines * len(inst.bn_modes)
+        rule = estimate.rules.setdefault("lmc_path", RuleCost("lmc_path"))
+        _add(rule, f"{pair.run_id}/{pair.name}", (paths * alphas * images + recompute) / eval_rate / 3600,
+             paths=paths, path_points=paths * alphas)
+    for job in lmc.planes.values():
+        spec, (n_train, n_test), eval_rate = sizes(job.run_id)
+        points = job.spec.points ** 2
+        images = sum(n_train if s == "train" else n_test for s in job.spec.splits)
+        recompute = points * job.spec.bn_subset if job.spec.bn_mode == "recompute" and spec.model.batchnorm else 0
+        rule = estimate.rules.setdefault("plane", RuleCost("plane"))
+        _add(rule, f"{job.plane}/{job.run_id}", (points * images + recompute) / eval_rate / 3600,
+             paths=job.spec.points, path_points=points)

@@ -13,7 +13,6 @@ Python (no torch): the Snakefile plans at parse time.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -281,39 +280,3 @@ class LmcPlan:
 
     def plane_json(self, job: PlaneJob) -> str:
         return json.dumps(dataclasses.asdict(job.spec), sort_keys=True)
-
-
-# --- cost (linpath plan) ----------------------------------------------------------------------
-
-
-def add_costs(plan, estimate, throughput: dict) -> None:
-    """Add the pair and plane sweeps of `plan` to a linpath.cost.Estimate (rules lmc_path, plane)."""
-    from .cost import RuleCost, _add, rate, split_sizes
-    from .hparams import RunSpec
-
-    lmc = LmcPlan(plan)
-    placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in plan.settings}
-
-    def sizes(run_id: str):
-        spec = RunSpec.from_dict(plan.resolve(run_id, placeholder))
-        return spec, split_sizes(spec.data), rate(throughput["eval_images_per_s"], spec, "eval_images_per_s")
-
-    inst = lmc.instability
-    alphas = len(alpha_values(inst.alphas))
-    for pair in lmc.pairs.values():
-        spec, (n_train, n_test), eval_rate = sizes(pair.ends[0])
-        lines = math.comb(len(pair.ends), 2)
-        images = sum(n_train if s == "train" else n_test for s in inst.splits)
-        recompute = lines * alphas * inst.bn_subset if "recompute" in inst.bn_modes and spec.model.batchnorm else 0
-        paths = lines * len(inst.bn_modes)
-        rule = estimate.rules.setdefault("lmc_path", RuleCost("lmc_path"))
-        _add(rule, f"{pair.run_id}/{pair.name}", (paths * alphas * images + recompute) / eval_rate / 3600,
-             paths=paths, path_points=paths * alphas)
-    for job in lmc.planes.values():
-        spec, (n_train, n_test), eval_rate = sizes(job.run_id)
-        points = job.spec.points ** 2
-        images = sum(n_train if s == "train" else n_test for s in job.spec.splits)
-        recompute = points * job.spec.bn_subset if job.spec.bn_mode == "recompute" and spec.model.batchnorm else 0
-        rule = estimate.rules.setdefault("plane", RuleCost("plane"))
-        _add(rule, f"{job.plane}/{job.run_id}", (points * images + recompute) / eval_rate / 3600,
-             paths=job.spec.points, path_points=points)
