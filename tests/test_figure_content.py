@@ -297,7 +297,7 @@ def a11_tables():
 
 
 def test_figure_a11_scatters_exactly_the_points_of_its_table():
-    plan = scatter_plan()
+    table1, plan = SCATTER_TABLE1, scatter_plan()
     shapes, runs, paths, t1 = a11_tables()
     fig = figures.a11_figure(plan, paths, shapes, t1, runs)
     points = shape_vs_accuracy(plan, shapes, runs)
