@@ -79,7 +79,7 @@ class TrainBench:
         self.args, self.device = args, device
         self.x, self.y = synthetic_cifar(args.images, args.size)
         self.spec = ModelSpec(arch=args.arch, width=args.width, num_classes=10, in_channels=3, input_size=args.size,
-                              maxpool=args.maxpool)
+                              maxpool=getattr(args, "maxpool", False))
         with augment.seeded_global_rng(0):
             self.init = models.build(self.spec).state_dict()
 
