@@ -91,7 +91,7 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
                 _k_axis(ax, ks)
             ax.set_ylabel("error barrier")
             ax.set_title(f"{setting}, {split} split\nstable: {_stable_words(table, setting, split) or 'n/a'}", fontsize=8)
-            ax.legend(fontsize=6)
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
         curves = paths[(paths["setting"] == setting) & (paths["status"] == "measured") & (paths["split"] == path_split)]
         palette = dict(zip(ks, sns.color_palette("viridis", len(ks))))
         for col, mode in enumerate(modes, start=len(splits)):
@@ -106,7 +106,7 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
             ax.set_xlabel("α (child 1 → child 2)")
             ax.set_ylabel(f"{path_split} error")
             ax.set_title(f"{setting}: paths between children, BN {mode}", fontsize=8)
-            ax.legend(fontsize=6)
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     if not settings:
         axes[0, 0].text(0.5, 0.5, "no spawned pairs measured", ha="center")
     fig.suptitle("Instability: error barrier between two children spawned after epoch k "
@@ -172,7 +172,7 @@ def plane_figure(frame: pd.DataFrame):
             ax.set_xlabel(f"α ({first['state_a']} → {first['state_b']})")
             ax.set_ylabel(f"β ({first['state_a']} → {first['state_c']})")
             ax.set_title(f"seed {seed}, {split} {metric}", fontsize=8)
-            ax.legend(fontsize=6, loc="lower right")
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     if seeds:
         first = measured.iloc[0]
         fig.suptitle(f"plane {first['plane']} ({first['setting']}, BN {first['bn_mode']}): {affine_note()}\n"

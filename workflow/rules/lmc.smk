@@ -11,7 +11,7 @@
 # that say so (status skipped, with the reason), and the job completes.
 
 # The drawing code's version (linpath/lmc_figures.py): raise it with any change to how it draws.
-LMC_FIGURES_VERSION = 1
+LMC_FIGURES_VERSION = 3
 
 
 use rule train as spawn with:
