@@ -115,17 +115,9 @@ def _env_minutes() -> float | None:
 
 def _json_settings(text: str | None, flag: str) -> dict:
     """A settings mapping given as JSON on the command line ({} when absent)."""
-    import json
+    from .hparams import json_mapping
 
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SettingsError(f"{flag}: not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise SettingsError(f"{flag}: expected a JSON object of settings, got {type(value).__name__}")
-    return value
+    return json_mapping(text, flag, "a JSON object of settings")
 
 
 def _given(args: argparse.Namespace, names: dict[str, str]) -> dict:
@@ -348,17 +340,10 @@ def _layer_rule(text: str | None) -> dict | None:
     """--layer-groups-json: config `shapes.layer_groups` (family -> roles), checked."""
     if text is None:
         return None
-    import json
-
+    from .hparams import json_mapping
     from .layer_groups import check_rule
 
-    try:
-        rule = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SettingsError(f"--layer-groups-json: not valid JSON: {err}") from None
-    if not isinstance(rule, dict):
-        raise SettingsError(f"--layer-groups-json must be a mapping of family -> roles, got {text!r}")
-    return check_rule(rule, "--layer-groups-json")
+    return check_rule(json_mapping(text, "--layer-groups-json", "a mapping of family -> roles"), "--layer-groups-json")
 
 
 def _cmd_barrier_groups(args: argparse.Namespace) -> None:

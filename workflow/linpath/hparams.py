@@ -334,6 +334,21 @@ class RunSpec:
 # --- generic dict -> dataclass conversion with named errors -----------------
 
 
+def json_mapping(text: str | None, flag: str, what: str = "a JSON object") -> dict:
+    """A mapping given as JSON on the command line ({} when absent); errors name the flag."""
+    import json
+
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{flag}: not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"{flag}: expected {what}, got {type(value).__name__}")
+    return value
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     """`over` merged into a copy of `base`, mapping by mapping: how a setting overrides the base recipe."""
     import copy

@@ -10,25 +10,16 @@ Each job prints the CPU seconds it used (the cost of these sweeps is measured pe
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from .hparams import SettingsError
+from .hparams import SettingsError, json_mapping
 
 REPORTS = ("instability", "instability-figure", "planes", "plane-figure")
 
 
 def _json(text: str | None, flag: str) -> dict:
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SettingsError(f"{flag}: not valid JSON: {err}") from None
-    if not isinstance(value, dict):
-        raise SettingsError(f"{flag}: expected a JSON object, got {type(value).__name__}")
-    return value
+    return json_mapping(text, flag)
 
 
 def _run_dirs(dirs: list[str], flag: str) -> list[Path]:
