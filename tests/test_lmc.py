@@ -247,12 +247,18 @@ def test_resetting_the_optimiser_or_the_schedule_changes_the_continuation(parent
     assert not torch.equal(load_tensors(tmp_path / "fresh_optimizer" / "final.pt")["layers.0.weight"], kept["layers.0.weight"])
 
 
-def test_two_children_of_one_spawn_start_alike_and_end_apart(parent_run, tmp_path, digits):
+def train_children(parent_run, k: int, where) -> list:
+    """The two children spawned from the parent after epoch k, each with its own data-order seed."""
     ends = []
     for i in (0, 1):
-        out = tmp_path / f"c{i}"
-        train(RunSpec.from_dict(child_dict(parent_run, 1, seed=CHILD_SEED_STEP * (i + 1))), out, progress=False)
+        out = where / f"c{i}"
+        train(RunSpec.from_dict(child_dict(parent_run, k, seed=CHILD_SEED_STEP * (i + 1))), out, progress=False)
         ends.append(out)
+    return ends
+
+
+def test_two_children_of_one_spawn_start_alike_and_end_apart(parent_run, tmp_path, digits):
+    ends = train_children(parent_run, 1, tmp_path)
     assert_states_equal(load_tensors(ends[0] / "init.pt"), load_tensors(ends[1] / "init.pt"))
     assert not torch.equal(load_tensors(ends[0] / "final.pt")["layers.0.weight"],
                            load_tensors(ends[1] / "final.pt")["layers.0.weight"])
@@ -268,11 +274,7 @@ def test_two_children_of_one_spawn_start_alike_and_end_apart(parent_run, tmp_pat
 
 
 def test_a_spawn_at_the_last_epoch_gives_identical_children_and_a_zero_barrier(parent_run, tmp_path):
-    ends = []
-    for i in (0, 1):
-        out = tmp_path / f"c{i}"
-        train(RunSpec.from_dict(child_dict(parent_run, 3, seed=CHILD_SEED_STEP * (i + 1))), out, progress=False)
-        ends.append(out)
+    ends = train_children(parent_run, 3, tmp_path)
     assert_states_equal(load_tensors(ends[0] / "final.pt"), load_tensors(ends[1] / "final.pt"))
     spec = InstabilitySpec.from_config({"alphas": "0:1:5", "device": "cpu"})
     frame, _ = pair_sweep(ends, tmp_path / "cache", spec, {"setting": "s", "seed": 0, "pair_kind": "spawn",
