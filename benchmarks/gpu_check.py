@@ -89,8 +89,8 @@ def paper_run(out: Path, root: Path, epochs: int, device: str, width: int | None
     with the data read from `root` (unchecked copies), `epochs` epochs and `device`. `bench_args`: also
     write the options that make `python -m linpath.bench train` time that model and recipe."""
     sys.path.insert(0, str(REPO / "workflow"))
-    from linpath.cost import load_config
-    from linpath.experiments import Plan
+    from linpath.study.config import load_config
+    from linpath.study.plan import Plan
 
     plan = Plan(load_config([str(REPO / "config" / "config.yaml"), str(REPO / "config" / "paper.yaml")]))
     settings = plan.resolve(plan.run_of(setting, 0))
@@ -238,14 +238,14 @@ def paths_rows(folder: Path) -> list[list]:
     if not figures:
         return [["", "", "", "python -m linpath.bench paths --cifar", "", "", "no paths.json"]]
     images = sum(figures["samples"].values())
-    # linpath.cost charges a sweep paths × α × images at eval_images_per_s: the figure to put there
+    # linpath.study.cost charges a sweep paths × α × images at eval_images_per_s: the figure to put there
     rate = figures["paths"] * figures["alphas"] * images / figures["seconds"]
     note = (f"{figures['arch']} width {figures['width']}, {figures['paths']} paths × {figures['alphas']} α × "
             f"{images} images in {figures['seconds']:.1f} s (strict fp32); peak "
             f"{figures['peak_memory_bytes'] / 2**30:.2f} GiB")
     if figures.get("tf32_max_abs_diff") is not None:
         note += f"; TF32 {figures['tf32_seconds']:.1f} s, max |Δ loss| vs fp32 {figures['tf32_max_abs_diff']:.1e}"
-    return [["", "", "", "path sweeps (as linpath.cost counts images)", _fmt(rate), "", note]]
+    return [["", "", "", "path sweeps (as linpath.study.cost counts images)", _fmt(rate), "", note]]
 
 
 def settings_rows(folder: Path) -> list[list]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Mutation testing of the science core: every function of linpath.shapes, linpath.barrier and
-# linpath.tables, the labelling rule (linpath.hparams.ShapeThresholds) and the rank-correlation code of
-# linpath.figures, against the fast tests listed in
+# Mutation testing of the science core: every function of linpath.paths.shapes, linpath.paths.barrier and
+# linpath.report.tables, the distance travelled (linpath.engine.train.distances), the labelling rule (linpath.foundations.hparams.ShapeThresholds) and the rank-correlation code of
+# linpath.report.figures, against the fast tests listed in
 # setup.cfg. Not part of CI. Usage: bash mutation/run.sh [--fresh] [--max-children N]
 #   --fresh          forget earlier results (mutmut otherwise re-tests only what changed)
 #   --max-children   parallel workers (default 2: the two cores of the project's machines)
@@ -11,9 +11,9 @@ cd "$(dirname "$0")"
 # a folder here: links to the real package and tests (scratch, not committed).
 ln -sfn ../workflow/linpath linpath
 ln -sfn ../tests tests
-SCOPE=("linpath.shapes.*" "linpath.barrier.*" "linpath.tables.*" "linpath.hparams.xǁShapeThresholdsǁbarrier_threshold__*"
-       "linpath.hparams.xǁShapeThresholdsǁrule__*"
-       "linpath.figures.x_shape_vs_accuracy__*" "linpath.figures.x_rank_correlations__*")
+SCOPE=("linpath.paths.shapes.*" "linpath.paths.barrier.*" "linpath.report.tables.*" "linpath.foundations.hparams.xǁShapeThresholdsǁbarrier_threshold__*"
+       "linpath.foundations.hparams.xǁShapeThresholdsǁrule__*" "linpath.engine.train.x_distances__*"
+       "linpath.report.figures.x_shape_vs_accuracy__*" "linpath.report.figures.x_rank_correlations__*")
 CHILDREN=2
 while [ $# -gt 0 ]; do
     case "$1" in

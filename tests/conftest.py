@@ -22,8 +22,8 @@ import torch
 import yaml
 from hypothesis import settings as hypothesis_settings
 
-from linpath.experiments import deep_merge
-from linpath.hparams import RunSpec
+from linpath.foundations.hparams import deep_merge
+from linpath.foundations.hparams import RunSpec
 
 # Tiny models are dominated by per-op overhead; one intra-op thread is both the
 # fastest setting for them and immune to oversubscription when other work
@@ -100,7 +100,7 @@ def run_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def trained_mlp(tmp_path_factory):
     """One finished MLP run on the digits, shared by the tests that only read it."""
-    from linpath.train import train
+    from linpath.engine.train import train
 
     out = tmp_path_factory.mktemp("trained") / "mlp"
     spec = run_spec("mlp", train={"epochs": 3, "lr": 0.1, "save_epochs": [1, 2]})
@@ -150,8 +150,8 @@ def run_spec_with(model: str, model_extra: dict | None = None, **sections: dict)
 @pytest.fixture(scope="session")
 def digits():
     """The digits prepared as training sees them (normalised, no augmentation)."""
-    from linpath.data import prepare
-    from linpath.hparams import DataSpec
+    from linpath.engine.data import prepare
+    from linpath.foundations.hparams import DataSpec
 
     return prepare(DataSpec())
 
@@ -159,7 +159,7 @@ def digits():
 @pytest.fixture(scope="session")
 def trained_resnet(tmp_path_factory):
     """One finished BatchNorm ResNet-18 run (width 4) on a quarter of the digits, with epoch_1.pt."""
-    from linpath.train import train
+    from linpath.engine.train import train
 
     out = tmp_path_factory.mktemp("trained") / "resnet"
     spec = run_spec("resnet18_w4", data={"subset": 0.25},

@@ -13,9 +13,9 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from conftest import run_spec
-from linpath import augment, data
-from linpath.hparams import DataSpec
-from linpath.train import initial_state
+from linpath.engine import augment, data
+from linpath.foundations.hparams import DataSpec
+from linpath.engine.train import initial_state
 
 SEED, EPOCH = 7, 3
 
@@ -221,7 +221,7 @@ def test_data_order_seed_leaves_theta0_identical():
 
 
 def test_training_seeds_move_order_but_not_init(tmp_path):
-    from linpath.train import train
+    from linpath.engine.train import train
 
     from conftest import load_tensors
 

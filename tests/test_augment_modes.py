@@ -14,7 +14,7 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from linpath import augment, data
+from linpath.engine import augment, data
 
 SEED, EPOCH, SIZE = 7, 3, 32
 

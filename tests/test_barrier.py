@@ -1,5 +1,5 @@
 """Barrier-height inits (E5): the states at the peak of a measured full path and δ before / after it,
-from `linpath.barrier` and `linpath barrier-init`, and a run trained from them."""
+from `linpath.paths.barrier` and `linpath barrier-init`, and a run trained from them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from conftest import assert_states_equal, load_tensors, run_dict
-from linpath import cli
-from linpath.barrier import find_barrier, interpolate_state, write_barrier_inits
-from linpath.shapes import ShapeThresholds
+from linpath.cli import commands as cli
+from linpath.paths.barrier import find_barrier, interpolate_state, write_barrier_inits
+from linpath.paths.shapes import ShapeThresholds
 
 ALPHAS = np.linspace(0, 1, 11)
 BARRIER = [1.0, 1.1, 1.3, 1.6, 2.0, 1.9, 1.5, 1.0, 0.6, 0.3, 0.2]  # peak at α = 0.4, above L(0)

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from conftest import load_tensors, run_cli
-from linpath import cli
-from linpath.shapes import ShapeThresholds, curve_metrics
+from linpath.cli import commands as cli
+from linpath.paths.shapes import ShapeThresholds, curve_metrics
 
 
 def check_states_close(state: dict, start: dict, end: dict, alpha: float) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from linpath import bench, paths
+from linpath import bench
+from linpath.paths import evaluator
 
-PATHS_PY = Path(paths.__file__)  # the evaluator's module, as --baseline takes another version of it
+PATHS_PY = Path(evaluator.__file__)  # the evaluator's module, as --baseline takes another version of it
 TINY = ["paths", "--width", "4", "--alphas", "3", "--train-samples", "96", "--threads", "1"]
 
 
@@ -48,7 +49,7 @@ def test_a_disagreeing_baseline_fails_the_benchmark(tmp_path, capsys):
     """A baseline whose losses are off by 1e-3 is reported and turns the exit code to 1."""
     broken = tmp_path / "paths_off.py"
     broken.write_text(
-        "from linpath.paths import PathEvaluator as Exact\n\n\n"
+        "from linpath.paths.evaluator import PathEvaluator as Exact\n\n\n"
         "class PathEvaluator(Exact):\n"
         "    def sweep(self, *args, **kwargs):\n"
         "        frame = super().sweep(*args, **kwargs)\n"

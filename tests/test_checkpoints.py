@@ -16,11 +16,11 @@ import torch
 
 from conftest import (assert_states_equal, checkpoint_epoch, kill_when, linpath_command, load_tensors, run_dict,
                       subprocess_env)
-from linpath import cli
-from linpath.data import DataError, load_eval_split
-from linpath.hparams import RunSpec, SettingsError
-from linpath.io import CheckpointError, atomic_path, load_checkpoint, load_state, save_torch
-from linpath.train import train
+from linpath.cli import commands as cli
+from linpath.engine.data import DataError, load_eval_split
+from linpath.foundations.hparams import RunSpec, SettingsError
+from linpath.foundations.io import CheckpointError, atomic_path, load_checkpoint, load_state, save_torch
+from linpath.engine.train import train
 
 # --- kill -9 in the middle of a run, resume, compare with an uninterrupted run -------
 

@@ -12,9 +12,10 @@ import torch
 import yaml
 
 from conftest import load_tensors, run_cli, run_dict
-from linpath import cli, models
-from linpath.data import cache_key
-from linpath.hparams import RunSpec
+from linpath.cli import commands as cli
+from linpath.engine import models
+from linpath.engine.data import cache_key
+from linpath.foundations.hparams import RunSpec
 
 SUMMARY = re.compile(
     r"^(?P<dir>\S+): (?P<epochs>\d+) epochs in [\d.]+s; train loss [\d.]+ acc (?P<train_acc>[\d.]+); "

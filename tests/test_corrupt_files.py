@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import run_dict, run_spec
-from linpath import cli
-from linpath.io import load_checkpoint
-from linpath.train import train
+from linpath.cli import commands as cli
+from linpath.foundations.io import load_checkpoint
+from linpath.engine.train import train
 
 DAMAGE = st.one_of(
     st.floats(0, 1, exclude_max=True).map(lambda share: ("cut", share)),  # truncated at this share of its size
@@ -251,7 +251,7 @@ def test_a_refused_file_leaves_no_warning_behind(tmp_path):
     """torch warns before it fails on some damaged files; the error is the only thing the user sees."""
     import warnings
 
-    from linpath.io import CheckpointError
+    from linpath.foundations.io import CheckpointError
 
     damaged = tmp_path / "state.pt"
     damaged.write_bytes(b"\x80\x62 not a pickle of protocol 98")

@@ -8,8 +8,8 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from linpath import augment, data
-from linpath.hparams import DataSpec
+from linpath.engine import augment, data
+from linpath.foundations.hparams import DataSpec
 
 SEED = 11
 

@@ -41,14 +41,15 @@ import torch
 import yaml
 
 from conftest import REPO, assert_states_equal, load_tensors, subprocess_env
-from linpath import data as data_mod
-from linpath import models
-from linpath.augment import seeded_global_rng
-from linpath.hparams import DataSpec, RunSpec, TrainSpec
-from linpath.io import load_checkpoint
-from linpath.objective import strict_fp32
-from linpath.paths import FULL, EvalSplit, PathEvaluator, alpha_grid
-from linpath.train import StepSettings, make_optimizer, train, train_step
+from linpath.engine import data as data_mod
+from linpath.engine import models
+from linpath.engine.augment import seeded_global_rng
+from linpath.foundations.hparams import DataSpec, RunSpec, TrainSpec
+from linpath.foundations.io import load_checkpoint
+from linpath.engine.objective import strict_fp32
+from linpath.paths.evaluator import FULL, EvalSplit, PathEvaluator
+from linpath.paths.sweeps import alpha_grid
+from linpath.engine.train import StepSettings, make_optimizer, train, train_step
 from test_data import write_cifar10
 
 CUDA = torch.cuda.is_available()
@@ -69,11 +70,9 @@ RECIPE = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 
 
 def pack_module():
-    """linpath's seed packing, wherever this version keeps it."""
-    try:
-        from linpath import pack
-    except ImportError:
-        from linpath.bench import pack
+    """linpath's seed packing (a benchmark tool, linpath.bench.pack)."""
+    from linpath.bench import pack
+
     return pack
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torchvision import datasets as tvd
 
-from linpath import data
-from linpath.data import DataError
-from linpath.hparams import DataSpec, SettingsError
+from linpath.engine import data
+from linpath.engine.data import DataError
+from linpath.foundations.hparams import DataSpec, SettingsError
 
 # --- CIFAR-10: the python-pickle batches ----------------------------------------
 

@@ -22,17 +22,17 @@ import torch
 import yaml
 
 from conftest import load_tensors, run_dict
-from linpath import cli
-from linpath.experiments import Plan, as_json
-from linpath.hparams import RunSpec
-from linpath.train import train
+from linpath.cli import commands as cli
+from linpath.study.plan import Plan, as_json
+from linpath.foundations.hparams import RunSpec
+from linpath.engine.train import train
 
 OFFSET = 0.2  # not the CLI default (0.1), so a lost offset shows
 
 
 def rule_alpha_star(alphas: np.ndarray, losses: np.ndarray) -> tuple[float, float]:
     """(Δ, α*) by the README's definition: Δ = max over i < j of L_j − L_i, α* = α_j of the first pair
-    that attains it. Written out pair by pair, independent of linpath.shapes."""
+    that attains it. Written out pair by pair, independent of linpath.paths.shapes."""
     best, at = 0.0, None
     for j in range(len(losses)):
         for i in range(j):

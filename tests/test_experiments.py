@@ -1,4 +1,4 @@
-"""The run planner `linpath.experiments.Plan` on small dict configs: run ids, references between
+"""The run planner `linpath.study.plan.Plan` on small dict configs: run ids, references between
 settings, measured group lists, roles and the `linpath interpolate` options of each run.
 
 Pure Python (no torch, no Snakemake): the Snakefile calls the planner at parse time.
@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from linpath.experiments import Plan, as_json
-from linpath.hparams import SettingsError, ShapeThresholds, SweepSpec
+from linpath.study.plan import Plan, as_json
+from linpath.foundations.hparams import SettingsError, ShapeThresholds, SweepSpec
 
 RUN_ID = re.compile(r"^(?P<setting>[A-Za-z0-9_]+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})$")
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from conftest import assert_states_equal, checkpoint_epoch, load_tensors
-from linpath.experiments import Plan
-from linpath.hparams import RunSpec
-from linpath.train import train
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import RunSpec
+from linpath.engine.train import train
 from test_workflow import REPO, job_stats, output_of, snakemake, tail
 
 FAULTS = REPO / "tests" / "configs" / "faults.yaml"

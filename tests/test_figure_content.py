@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import seaborn as sns
 
-from linpath.experiments import Plan
-from linpath import figures
-from linpath.figures import FIGURE_KINDS, SHAPE_METRICS, rank_correlations, shape_vs_accuracy
+from linpath.study.plan import Plan
+from linpath.report import figures
+from linpath.report.figures import FIGURE_KINDS, SHAPE_METRICS, rank_correlations, shape_vs_accuracy
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

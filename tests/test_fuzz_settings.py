@@ -23,9 +23,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linpath.experiments import Plan
-from linpath.hparams import RunSpec, SettingsError, check_plain_data
-from linpath.registry import ARCHITECTURES, DATASETS
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import RunSpec, SettingsError, check_plain_data
+from linpath.foundations.registry import ARCHITECTURES, DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "linpath" / "schemas" / "config.schema.yaml").read_text())

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from conftest import assert_states_equal, load_tensors, run_spec_with
-from linpath import cli, models
-from linpath.hparams import RunSpec
-from linpath.shapes import curve_metrics
-from linpath.train import evaluate, initial_state, train
+from linpath.cli import commands as cli
+from linpath.engine import models
+from linpath.foundations.hparams import RunSpec
+from linpath.paths.shapes import curve_metrics
+from linpath.engine.train import evaluate, initial_state, train
 
 COLUMNS = {"run_id", "path", "start", "group", "param_group", "bn_mode", "split", "alpha", "loss", "accuracy",
            "start_state", "end_state", "eval_data"}

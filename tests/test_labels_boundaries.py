@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from linpath.shapes import ShapeThresholds, alpha_half, curve_metrics, distances, largest_rise, max_rise, shape_table
+from linpath.paths.shapes import ShapeThresholds, alpha_half, curve_metrics, largest_rise, max_rise, shape_table
+from linpath.engine.train import distances
 
 A4 = [0.0, 0.25, 0.5, 0.75]
 

@@ -9,13 +9,13 @@ import pytest
 import yaml
 
 from conftest import REPO
-from linpath import models
-from linpath.experiments import Plan
-from linpath.hparams import ModelSpec, SettingsError
-from linpath.layer_groups import (DEFAULT_LAYER_GROUPS, check_rule, group_roles, layer_groups,
-                                  setting_layer_groups)
-from linpath.shapes import ShapeThresholds
-from linpath.tables import barrier_groups, group_barrier, table1
+from linpath.engine import models
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import ModelSpec, SettingsError
+from linpath.study.layer_groups import (DEFAULT_LAYER_GROUPS, check_rule, group_roles, layer_groups,
+                                        setting_layer_groups)
+from linpath.paths.shapes import ShapeThresholds
+from linpath.report.tables import barrier_groups, group_barrier, table1
 from test_paper_config import merged
 
 SEEDS = [0, 1, 2, 3]

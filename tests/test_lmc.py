@@ -1,5 +1,5 @@
-"""The instability analysis: spawned children (linpath.spawn, train.py's spawn states), the straight line
-between two trained states and its barriers (linpath.lmc), the instability table and figure, and the
+"""The instability analysis: spawned children (linpath.study.spawn, train.py's spawn states), the straight line
+between two trained states and its barriers (linpath.paths.lmc), the instability table and figure, and the
 workflow's rules for them (lmc.smk) on tests/configs/lmc_mini.yaml.
 
 Barriers are checked on hand-made curves; spawning on real tiny training runs (an MLP on the digits),
@@ -18,14 +18,15 @@ import torch
 import yaml
 
 from conftest import assert_states_equal, load_tensors, run_dict
-from linpath.experiments import Plan
-from linpath.hparams import RunSpec, SettingsError
-from linpath.lmc import barrier, instability_table, pair_sweep, peak_alpha, stable_from, sweep_pairs
-from linpath.lmc_figures import instability_figure
-from linpath.lmc_plan import INDEPENDENT, InstabilitySpec, LmcPlan
-from linpath.outcome import Outcome, write_outcome
-from linpath.spawn import CHILD_SEED_STEP, child_name
-from linpath.train import train
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import RunSpec, SettingsError
+from linpath.paths.lmc import barrier, instability_table, pair_sweep, peak_alpha, stable_from, sweep_pairs
+from linpath.report.lmc_figures import instability_figure
+from linpath.study.lmc_plan import INDEPENDENT, LmcPlan
+from linpath.foundations.hparams import InstabilitySpec
+from linpath.foundations.outcome import Outcome, write_outcome
+from linpath.study.spawn import CHILD_SEED_STEP, child_name
+from linpath.engine.train import train
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 LMC_MINI = CONFIGS / "lmc_mini.yaml"
@@ -371,7 +372,8 @@ def test_lmc_workflow_writes_the_instability_and_plane_outputs(lmc_run):
 
 
 def test_linpath_plan_costs_the_children_pairs_and_planes():
-    from linpath.cost import estimate, load_config
+    from linpath.study.cost import estimate
+    from linpath.study.config import load_config
 
     repo = Path(__file__).resolve().parents[1]
     files = [str(repo / "config" / "config.yaml"), str(repo / "config" / "paper.yaml")]

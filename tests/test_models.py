@@ -9,9 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-from linpath import models
-from linpath.hparams import ModelSpec, RunSpec, SettingsError
-from linpath.train import initial_state
+from linpath.engine import models
+from linpath.foundations.hparams import ModelSpec, RunSpec, SettingsError
+from linpath.engine.train import initial_state
 
 RESNET_GROUPS = ["stem", "block1", "block2", "block3", "block4", "head"]
 VGG_GROUPS = [f"conv{i}" for i in range(1, 9)] + ["classifier"]

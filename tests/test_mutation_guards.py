@@ -19,16 +19,16 @@ import torch
 import yaml
 
 from conftest import run_dict
-from linpath.outcome import Outcome, write_outcome
-from linpath.barrier import find_barrier, interpolate_state, write_barrier_inits
-from linpath.experiments import Plan
-from linpath.hparams import SettingsError
-from linpath.shapes import ShapeThresholds, shape_table
-from linpath.tables import (SummaryRules, _ordered, accuracy_change, agreement_counts, barrier_groups,
-                            combined_word, experiment_table, full_delta, group_barrier, label_counts,
-                            layer_barrier_tag, mean_interval, not_trained, paper_parts, setting_summary, table1,
-                            table1_markdown, trained, write_barrier_groups, write_core_tables,
-                            write_experiment_table, write_table1)
+from linpath.foundations.outcome import Outcome, write_outcome
+from linpath.paths.barrier import find_barrier, interpolate_state, write_barrier_inits
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import SettingsError
+from linpath.paths.shapes import ShapeThresholds, shape_table
+from linpath.report.tables import (SummaryRules, _ordered, accuracy_change, agreement_counts, barrier_groups,
+                                   combined_word, experiment_table, full_delta, group_barrier, label_counts,
+                                   layer_barrier_tag, mean_interval, not_trained, paper_parts, setting_summary,
+                                   table1, table1_markdown, trained, write_barrier_groups, write_core_tables,
+                                   write_experiment_table, write_table1)
 
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 SEEDS = [0, 1, 2]

@@ -30,11 +30,11 @@ import torch
 import yaml
 
 from conftest import assert_states_equal, checkpoint_epoch, kill_when, load_tensors, run_dict, subprocess_env
-from linpath import models
-from linpath.hparams import RunSpec, SettingsError
-from linpath.io import load_checkpoint
+from linpath.engine import models
+from linpath.foundations.hparams import RunSpec, SettingsError
+from linpath.foundations.io import load_checkpoint
 from linpath.bench.pack import StackedModel, check_packable, train_pack
-from linpath.train import RunResult, TargetNotReached, TrainingDiverged, initial_state, train
+from linpath.engine.train import RunResult, TargetNotReached, TrainingDiverged, initial_state, train
 
 TOL = 1e-5
 RUN_FILES = {"run.yaml", "init.pt", "final.pt", "metrics.parquet", "summary.yaml", "outcome.yaml"}
@@ -231,7 +231,7 @@ KILLED = {
 
 PACK_PROCESS = """import sys
 from linpath.bench.pack import train_pack
-from linpath.hparams import RunSpec
+from linpath.foundations.hparams import RunSpec
 train_pack([RunSpec.from_yaml(c) for c in sys.argv[1::2]], sys.argv[2::2], threads=1, progress=False)
 """
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config, validate
 
-from linpath.experiments import Plan
+from linpath.study.plan import Plan
 
 from conftest import REPO
 

@@ -18,7 +18,7 @@ import torch
 import torchvision
 import yaml
 
-from linpath.experiments import Plan
+from linpath.study.plan import Plan
 from test_data import write_cifar10, write_mnist
 from test_workflow import TRAINING_RULES, paper_config, snakemake, tail, with_default_config
 

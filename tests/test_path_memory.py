@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from linpath import models
-from linpath.hparams import ModelSpec
-from linpath.paths import EvalSplit, PathEvaluator
+from linpath.engine import models
+from linpath.foundations.hparams import ModelSpec
+from linpath.paths.evaluator import EvalSplit, PathEvaluator
 
 CHUNK = 16
 

@@ -19,11 +19,12 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from conftest import load_tensors, run_spec_with
-from linpath import models
-from linpath.hparams import ModelSpec
-from linpath.paths import (EvalSplit, FoldedTwin, HalvingMaxPool, PathEvaluator, alpha_grid, conv_bn_pairs,
-                           plan_requests, tensor_kinds)
-from linpath.train import evaluate, train
+from linpath.engine import models
+from linpath.foundations.hparams import ModelSpec
+from linpath.paths.evaluator import (EvalSplit, FoldedTwin, HalvingMaxPool, PathEvaluator, conv_bn_pairs,
+                                     tensor_kinds)
+from linpath.paths.sweeps import alpha_grid, plan_requests
+from linpath.engine.train import evaluate, train
 
 ALPHAS = [-0.25, 0.0, 0.1, 0.35, 0.5, 0.8, 1.0, 1.25]
 
@@ -133,7 +134,7 @@ def test_sweep_matches_closed_form(which, linear_run, spiral_run, trained_mlp, d
     group = which.split("-")[2] if which.count("-") == 2 else "all"
     loss = spec.train.loss
     if loss == "bce":
-        from linpath.data import prepare
+        from linpath.engine.data import prepare
 
         prep = prepare(spec.data)
         splits = [EvalSplit("train", prep.train_x, prep.train_y), EvalSplit("test", prep.test_x, prep.test_y)]

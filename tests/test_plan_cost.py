@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from conftest import run_cli, run_spec
-from linpath import cli
-from linpath.cost import TRAINING_RULES, count_paths, estimate, load_config
-from linpath.experiments import Plan
-from linpath.hparams import RunSpec, SweepSpec
+from linpath.cli import commands as cli
+from linpath.study.cost import TRAINING_RULES, count_paths, estimate
+from linpath.study.config import load_config
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import RunSpec, SweepSpec
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT, PAPER = str(REPO / "config" / "config.yaml"), str(REPO / "config" / "paper.yaml")
@@ -89,15 +90,15 @@ def test_hours_follow_the_recorded_throughput():
 def test_a_job_longer_than_its_runtime_is_flagged():
     config = load_config([DEFAULT])
     config["resources"]["interpolate"]["runtime"] = 1
-    from linpath.cost import format_estimate
+    from linpath.study.cost import format_estimate
 
     lines = [line for line in format_estimate(estimate(config)).splitlines() if "OVER" in line]
     assert [line.split()[0] for line in lines] == ["interpolate"]
 
 
 def test_path_count_is_what_a_sweep_measures(tmp_path):
-    from linpath.paths import interpolate_run
-    from linpath.train import train
+    from linpath.paths.sweeps import interpolate_run
+    from linpath.engine.train import train
 
     spec = run_spec("resnet18_w4", data={"subset": 0.2}, train={"epochs": 1, "save_epochs": [1]})
     run = tmp_path / "run"

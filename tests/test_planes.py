@@ -1,4 +1,4 @@
-"""Loss planes (linpath.planes): the grid is the path evaluator's lines shifted along C − A, a grid point
+"""Loss planes (linpath.paths.planes): the grid is the path evaluator's lines shifted along C − A, a grid point
 scores as the network loaded with A + α(B−A) + β(C−A), the projection recovers affine coordinates, and
 a plane of a run that did not train says so instead of failing.
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from conftest import run_spec, run_spec_with
-from linpath import models
-from linpath.lmc_plan import PlaneSpec
-from linpath.outcome import Outcome, write_outcome
-from linpath.paths import EvalSplit, PathEvaluator
-from linpath.planes import plane_grid, plane_job, project
-from linpath.train import evaluate, train
+from linpath.engine import models
+from linpath.foundations.hparams import PlaneSpec
+from linpath.foundations.outcome import Outcome, write_outcome
+from linpath.paths.evaluator import EvalSplit, PathEvaluator
+from linpath.paths.planes import plane_grid, plane_job, project
+from linpath.engine.train import evaluate, train
 
 ALPHAS = np.array([-0.5, 0.0, 0.25, 1.0, 1.5])
 
@@ -37,7 +37,7 @@ def evaluator_of(spec, prep, **kwargs) -> PathEvaluator:
 @pytest.fixture(scope="module")
 def mlp_states(digits):
     """An MLP's A, B, C: its init, a trained state and another init."""
-    from linpath.train import resolve
+    from linpath.engine.train import resolve
 
     spec = resolve(run_spec("mlp"), digits)
     a, c = random_state(spec, 1), random_state(spec, 2)
@@ -56,8 +56,8 @@ def resnet_run(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["interpolate", "recompute"])
 def test_the_beta_zero_row_is_the_evaluators_line_from_a_to_b(mode, resnet_run, digits):
-    from linpath.io import load_state
-    from linpath.train import resolve
+    from linpath.foundations.io import load_state
+    from linpath.engine.train import resolve
 
     run, spec = resnet_run
     spec = resolve(spec, digits)

@@ -1,5 +1,5 @@
-"""Table 1 under other barrier thresholds (linpath.sensitivity), on hand-made loss curves measured by the
-same code as real paths (linpath.shapes.shape_table): the stored Δ, L(0), L(1) and α_half relabel to what
+"""Table 1 under other barrier thresholds (linpath.report.sensitivity), on hand-made loss curves measured by the
+same code as real paths (linpath.paths.shapes.shape_table): the stored Δ, L(0), L(1) and α_half relabel to what
 measuring the curves at those thresholds gives; a row whose small bump is a barrier only at low thresholds
 is not robust, one with a real barrier is; the configured point is Table 1 itself; Lucas et al.'s criterion
 sits beside ours; the `report` verb writes the table and Table 1 states the count."""
@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from linpath.experiments import Plan
-from linpath.hparams import ShapeThresholds
-from linpath.sensitivity import (SensitivityGrid, relabel, robust_counts, robustness_line, sensitivity_markdown,
-                                 sensitivity_table)
-from linpath.shapes import curve_metrics, shape_table
-from linpath.tables import table1
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import ShapeThresholds
+from linpath.report.sensitivity import (SensitivityGrid, relabel, robust_counts, robustness_line,
+                                        sensitivity_markdown, sensitivity_table)
+from linpath.paths.shapes import curve_metrics, shape_table
+from linpath.report.tables import table1
 
 SEEDS = [0, 1, 2, 3]
 ALPHAS = np.linspace(0, 1, 51)

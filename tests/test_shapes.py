@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from linpath.shapes import ShapeThresholds, alpha_half, curve_metrics, distances, max_rise, shape_table
+from linpath.paths.shapes import ShapeThresholds, alpha_half, curve_metrics, max_rise, shape_table
+from linpath.engine.train import distances
 
 A5 = [0.0, 0.25, 0.5, 0.75, 1.0]
 

@@ -125,7 +125,7 @@ def test_literal_command_sends_every_cluster_job_through_sbatch(slurm_and_local)
 
 def test_train_and_sweep_of_a_run_are_one_slurm_job_with_one_gpu(slurm_and_local):
     sys.path.insert(0, str(REPO / "workflow"))
-    from linpath.experiments import Plan
+    from linpath.study.plan import Plan
 
     _, work, _, jobs = slurm_and_local
     plan = Plan(yaml.safe_load((REPO / "tests" / "slurm" / "config.yaml").read_text()))
@@ -176,7 +176,7 @@ def test_cancel_then_kill_then_unlock_resumes_bit_identical(cluster, tmp_path):
     it), then SIGKILL Snakemake itself mid-training, cancel the job it left behind by its run name,
     `snakemake --unlock`, and the same command again: training resumes from checkpoint.pt."""
     sys.path.insert(0, str(REPO / "workflow"))
-    from linpath.experiments import Plan
+    from linpath.study.plan import Plan
 
     run_id = Plan(yaml.safe_load((REPO / "tests" / "slurm" / "long_run.yaml").read_text())).runs_of("base")[0]
     target = f"results/sweeps/{run_id}.parquet"

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from linpath.experiments import Plan
-from linpath.hparams import RunSpec
-from linpath.tables import agreement_counts, row_comparisons, table1
-from linpath.train import StepSettings
+from linpath.study.plan import Plan
+from linpath.foundations.hparams import RunSpec
+from linpath.report.tables import agreement_counts, row_comparisons, table1
+from linpath.engine.train import StepSettings
 from test_paper_config import merged, resolved
 from test_tables import SEEDS, config, run_row, shape_row
 
@@ -205,7 +205,7 @@ def test_the_config_record_keeps_a_weight_decay_of_1e5_a_number(paper, tmp_path)
 
     import yaml
 
-    from linpath.cli import read_config_record
+    from linpath.cli.commands import read_config_record
 
     record = tmp_path / "config.json"
     record.write_text(json.dumps(paper.config, sort_keys=True))

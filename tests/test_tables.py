@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linpath.experiments import Plan
-from linpath.figures import rank_correlations, shape_vs_accuracy
-from linpath.shapes import ShapeThresholds, curve_metrics
-from linpath.tables import (SummaryRules, accuracy_word, agreement_counts, barrier_groups, combined_word,
-                            experiment_table, label_fractions, label_set, layer_barrier_tag, mean_interval,
-                            paper_parts, table1, table1_markdown)
+from linpath.study.plan import Plan
+from linpath.report.figures import rank_correlations, shape_vs_accuracy
+from linpath.paths.shapes import ShapeThresholds, curve_metrics
+from linpath.report.tables import (SummaryRules, accuracy_word, agreement_counts, barrier_groups, combined_word,
+                                   experiment_table, label_fractions, label_set, layer_barrier_tag, mean_interval,
+                                   paper_parts, table1, table1_markdown)
 
 RULES = SummaryRules()
 SEEDS = [0, 1, 2, 3]

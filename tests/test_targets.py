@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from linpath.experiments import Plan
+from linpath.study.plan import Plan
 from test_workflow import REPO, job_stats, output_of, paper_config, snakemake, tail, with_default_config
 
 

@@ -13,12 +13,13 @@ import torch
 import yaml
 
 from conftest import assert_states_equal, load_tensors, run_dict, run_spec
-from linpath import cli, data, models
-from linpath.hparams import RunSpec, SettingsError
-from linpath.io import save_torch
-from linpath.objective import strict_fp32
-from linpath.train import (StepSettings, TargetNotReached, TrainingDiverged, evaluate, initial_state, make_optimizer,
-                           train)
+from linpath.cli import commands as cli
+from linpath.engine import data, models
+from linpath.foundations.hparams import RunSpec, SettingsError
+from linpath.foundations.io import save_torch
+from linpath.engine.objective import strict_fp32
+from linpath.engine.train import (StepSettings, TargetNotReached, TrainingDiverged, evaluate, initial_state,
+                                  make_optimizer, train)
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 

@@ -1,4 +1,4 @@
-"""Warm start (linpath.warm): a command forwarded to the server's child does what it does alone."""
+"""Warm start (linpath.cli.warm): a command forwarded to the server's child does what it does alone."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import psutil
 import pytest
 
 from conftest import assert_states_equal, linpath_command, load_tensors, run_dict, subprocess_env
-from linpath.cli import EXIT_INPUT
-from linpath.warm import SOCKET_ENV
-from linpath.warm.server import Server
+from linpath.cli.commands import EXIT_INPUT
+from linpath.cli.warm import SOCKET_ENV
+from linpath.cli.warm_server import Server
 
 WARM_LINE = "warm-started job"
 
@@ -116,7 +116,7 @@ def test_the_server_ends_with_its_parent(tmp_path):
     folder = tmp_path / "linpath-warm-test"  # named as Server names its folder
     folder.mkdir()
     path = str(folder / "socket")
-    serving = subprocess.Popen([sys.executable, "-m", "linpath.warm.server", path, "--parent", str(parent.pid)],
+    serving = subprocess.Popen([sys.executable, "-m", "linpath.cli.warm_server", path, "--parent", str(parent.pid)],
                                env=subprocess_env())
     wait_for(lambda: os.path.exists(path), "the socket")
     time.sleep(1)

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from linpath.experiments import Plan
+from linpath.study.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -588,7 +588,7 @@ def test_table1_has_one_row_per_entry_with_the_papers_labels(mini_run):
 
 @pytest.mark.slow
 def test_table1_sensitivity_holds_table1_at_the_configured_thresholds(mini_run):
-    from linpath.sensitivity import robustness_line
+    from linpath.report.sensitivity import robustness_line
 
     t1, sens = tables(mini_run, "table1"), tables(mini_run, "table1_sensitivity")
     assert sens["row"].nunique() == len(t1) and len(sens) == len(t1) * 15  # 5 barrier_rel x 3 barrier_tol
@@ -623,7 +623,7 @@ def test_the_config_record_is_the_validated_config(mini_run):
     config as the workflow validated it (schema defaults filled in), nothing else."""
     import json
 
-    from linpath.cost import load_config
+    from linpath.study.config import load_config
 
     workdir, plan, config = mini_run
     record_file = workdir / plan.layout.config_record()

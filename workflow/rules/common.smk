@@ -11,10 +11,10 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from linpath.experiments import Plan, as_json  # noqa: E402
-from linpath.hparams import SettingsError  # noqa: E402
-from linpath.layout import JOB_VARIABLES, job_environment  # noqa: E402
-from linpath.lmc_plan import LmcPlan  # noqa: E402
+from linpath.study.plan import Plan, as_json  # noqa: E402
+from linpath.foundations.hparams import SettingsError  # noqa: E402
+from linpath.foundations.layout import JOB_VARIABLES, job_environment  # noqa: E402
+from linpath.study.lmc_plan import LmcPlan  # noqa: E402
 
 # A bad config stops here, before any job runs, with the offending key named.
 validate(config, "../linpath/schemas/config.schema.yaml")
@@ -54,15 +54,15 @@ envvars:
 CONDA_ENV = "../../envs/linpath.yaml"
 
 
-# Warm start (config `warm_start`, linpath.warm): on the local executor, without conda, the jobs' linpath
+# Warm start (config `warm_start`, linpath.cli.warm): on the local executor, without conda, the jobs' linpath
 # commands are run by children of one server that imported torch once. Cluster jobs run by themselves.
 WARM = {}
 
 
 onstart:
     if config["warm_start"] and workflow.executor_plugin.name == "local" and not _uses_conda():
-        from linpath.warm import SOCKET_ENV
-        from linpath.warm.server import Server
+        from linpath.cli.warm import SOCKET_ENV
+        from linpath.cli.warm_server import Server
 
         WARM["server"] = Server(log=LAYOUT.log("warm_start", "server"), python_path=str(Path(workflow.basedir) / "workflow"))
         os.environ[SOCKET_ENV] = WARM["server"].path

@@ -1,7 +1,7 @@
 # Figures: one job per experiment (from that experiment's runs alone), and the Figure A11 overview.
 # Each experiment is also a target by name: `snakemake --cores 2 E5` draws its figure and tables.
 
-# The drawing code's version: raise it with any change to how linpath/figures.py draws, and every figure is
+# The drawing code's version: raise it with any change to how linpath/report/figures.py draws, and every figure is
 # redrawn (a params change is one of Snakemake's rerun triggers); tables and runs are left alone.
 FIGURES_VERSION = 3
 

@@ -1,7 +1,7 @@
 # Beyond the straight line from θ₀ (config `instability`, settings.<name>.spawn, `plane`, `planes`):
 #   spawn               trains a child spawned from a run after epoch k (the train rule's body, own logs)
 #   lmc_path            straight lines between the final states of a pair: the children of one spawn, or a
-#                       run and another seed's (linpath.lmc); both BN modes, both splits
+#                       run and another seed's (linpath.paths.lmc); both BN modes, both splits
 #   instability_table   instability.parquet (barriers per setting, seed, k, BN mode, split) + lmc_paths.parquet
 #   instability_figure  results/figures/instability.png
 #   plane               a loss plane through three states of one run, with its projected trajectory
@@ -10,7 +10,7 @@
 # Every job that reads a run's states waits for its outcome.yaml; a run that did not train gives rows
 # that say so (status skipped, with the reason), and the job completes.
 
-# The drawing code's version (linpath/lmc_figures.py): raise it with any change to how it draws.
+# The drawing code's version (linpath/report/lmc_figures.py): raise it with any change to how it draws.
 LMC_FIGURES_VERSION = 3
 
 

@@ -13,7 +13,7 @@ rule config_record:
         LAYOUT.log("tables", "config_record"),
     localrule: True
     run:
-        from linpath.io import note, write_text
+        from linpath.foundations.io import note, write_text
 
         write_text(f"{params.config}\n", output[0])
         note(log[0], f"the workflow config -> {output[0]}")

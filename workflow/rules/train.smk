@@ -1,7 +1,7 @@
 # Training runs. One rule body, four roles: pretraining on a source task, random-label pretraining,
 # training from a random init, and retraining from a derived init (another run's state, a barrier
 # point, partial re-init).
-# A run's one declared output besides run.yaml is outcome.yaml (linpath.outcome): a run that diverges or
+# A run's one declared output besides run.yaml is outcome.yaml (linpath.foundations.outcome): a run that diverges or
 # misses a required target ends there with its reason, and its job completes; states (final.pt, init.pt,
 # epoch_<k>.pt) exist only when it trained. Jobs that read a run wait for its outcome.yaml.
 

@@ -7,7 +7,7 @@ K models is stacked along a new leading dimension inside one module built by
 turn K convolutions into one grouped convolution (groups=K), K BatchNorms into one
 over K·C channels and K linear heads into one batched matmul. That is the "wide
 network" without a second definition of every architecture to keep in step with
-linpath.models, and seed k's slice of every tensor keeps the key and shape of its
+linpath.engine.models, and seed k's slice of every tensor keeps the key and shape of its
 single run, so no state-dict translation is needed.
 
 Invariants:
@@ -16,7 +16,7 @@ Invariants:
   the sum of the K means, whose gradient in seed k's slice is that seed's own), and its
   optimiser state is its slice of the stacked state (SGD and Adam act elementwise).
   It therefore follows its single run up to float rounding of the grouped kernels.
-- Every seed writes exactly the files its single run writes (linpath.train), in the
+- Every seed writes exactly the files its single run writes (linpath.engine.train), in the
   same formats, checkpoint.pt included: a killed pack resumes each seed from its own
   checkpoint, and any seed can be finished as a single run (or a single run joined to a
   pack). Seeds whose checkpoints stand at different epochs (a pack killed between two
@@ -53,17 +53,18 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from .. import data as data_mod
-from .. import models
-from ..augment import stream_seed
-from ..device import synced_time
-from ..hparams import RunSpec, SettingsError
-from ..io import save_torch
-from ..objective import summed_loss
-from ..outcome import Outcome, write_outcome
-from ..train import (RunResult, StepSettings, TargetNotReached, TrainingDiverged, _epoch_metrics,
-                     _optimizer_and_schedule, _optimizer_to, _result, evaluated, make_optimizer, missed_target,
-                     open_run, record_failure, target_reached, write_checkpoint, write_outputs)
+from ..engine import data as data_mod
+from ..engine import models
+from ..engine.augment import stream_seed
+from ..foundations.device import synced_time
+from ..foundations.hparams import RunSpec, SettingsError
+from ..foundations.io import save_torch
+from ..engine.objective import summed_loss
+from ..foundations.outcome import Outcome, write_outcome
+from ..engine.train import (RunResult, StepSettings, TargetNotReached, TrainingDiverged, _epoch_metrics,
+                            _optimizer_and_schedule, _optimizer_to, _result, evaluated, make_optimizer,
+                            missed_target, open_run, record_failure, target_reached, write_checkpoint,
+                            write_outputs)
 
 SEED_KEYS = ("init.seed", "train.seed", "data.seed")  # the settings in which the runs of a pack may differ
 

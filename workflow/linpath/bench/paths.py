@@ -7,7 +7,7 @@ copy of the model and load_state_dict per α, DataLoader batches of 128) on
 the full path plus every group-wise path of one model, checks that both agree
 to 1e-4 and prints the speed-up. Options add the digits test split
 (--test-samples), another version of the evaluator to compare with
-(--baseline FILE, e.g. `git show <rev>:workflow/linpath/paths.py > FILE`;
+(--baseline FILE, e.g. `git show <rev>:workflow/linpath/paths/evaluator.py > FILE`;
 agreement checked at 1e-5), and a measurement of evaluating K α at once with
 torch.func.functional_call + vmap (--alpha-batch K).
 
@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .. import data as data_mod
-from .. import models
-from ..device import pick_device, synced_time
-from ..hparams import DataSpec, ModelSpec
-from ..io import write_text
-from ..objective import strict_fp32, summed_loss_and_correct
-from ..paths import FULL, EvalSplit, PathEvaluator, alpha_grid
+from ..engine import data as data_mod
+from ..engine import models
+from ..foundations.device import pick_device, synced_time
+from ..foundations.hparams import DataSpec, ModelSpec
+from ..foundations.io import write_text
+from ..engine.objective import strict_fp32, summed_loss_and_correct
+from ..paths.evaluator import FULL, EvalSplit, PathEvaluator
+from ..paths.sweeps import alpha_grid
 
 
 def reference_sweep(model, start, end, keys, alphas, x, y, loss, device) -> list[float]:
@@ -205,11 +206,11 @@ def _timed_sweeps(evaluator, start, end, alphas, paths, bn_mode, device) -> tupl
 
 
 def _evaluator_class(path: str):
-    """PathEvaluator of another version of linpath/paths.py, loaded as a module of linpath."""
+    """PathEvaluator of another version of linpath/paths/evaluator.py, loaded as a module of linpath.paths."""
     import importlib.util
     import sys
 
-    name = f"{__package__.rpartition('.')[0]}._baseline_paths"  # in linpath: its relative imports resolve
+    name = "linpath.paths._baseline_evaluator"  # beside the evaluator: its relative imports resolve
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None:
         raise SystemExit(f"--baseline: cannot load {path}")
@@ -289,7 +290,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (workflow jobs use 1)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
-    p.add_argument("--baseline", metavar="FILE", help="another linpath/paths.py to time and compare with")
+    p.add_argument("--baseline", metavar="FILE", help="another linpath/paths/evaluator.py to time and compare with")
     p.add_argument("--alpha-batch", type=int, default=0, metavar="K", help="also time K α at once with vmap")
     p.add_argument("--cifar", action="store_true", help="CIFAR-10-sized synthetic data, ResNet-18 width 64")
     p.add_argument("--json", metavar="PATH", help="write the figures as JSON")

@@ -24,14 +24,14 @@ import resource
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .. import augment
-from .. import data as data_mod
-from .. import models
-from ..device import pick_device, synced_time
-from ..hparams import ModelSpec
-from ..io import write_text
-from ..objective import strict_fp32, summed_loss_and_correct
-from ..train import StepSettings, train_step
+from ..engine import augment
+from ..engine import data as data_mod
+from ..engine import models
+from ..foundations.device import pick_device, synced_time
+from ..foundations.hparams import ModelSpec
+from ..foundations.io import write_text
+from ..engine.objective import strict_fp32, summed_loss_and_correct
+from ..engine.train import StepSettings, train_step
 from .pack import StackedModel, packed_batches, packed_step
 
 

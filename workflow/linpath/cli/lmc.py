@@ -1,0 +1,142 @@
+"""Command-line verbs of the instability analysis and the loss planes (added to `linpath` by linpath.cli):
+
+    linpath lmc-path     the straight lines between the final states of two or more runs -> parquet
+    linpath plane        a loss plane through three states of a run, with its projected trajectory
+    linpath lmc-report   instability table | instability figure | planes table | plane figure
+
+Each job prints the CPU seconds it used (the cost of these sweeps is measured per job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..foundations.hparams import SettingsError, json_argument
+from .args import count
+
+REPORTS = ("instability", "instability-figure", "planes", "plane-figure")
+
+
+def _json(text: str | None, flag: str) -> dict:
+    return json_argument(text, flag)
+
+
+def _run_dirs(dirs: list[str], flag: str) -> list[Path]:
+    for d in dirs:
+        if not (Path(d) / "run.yaml").is_file():
+            raise SettingsError(f"{flag}: {d} is not a run directory (no run.yaml)")
+    return [Path(d) for d in dirs]
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _cpu(started: float) -> str:
+    return f"cpu seconds: {time.process_time() - started:.2f}"
+
+
+def _cmd_lmc_path(args: argparse.Namespace) -> None:
+    from ..foundations.io import write_parquet
+    from ..paths.lmc import pair_sweep
+    from ..foundations.hparams import InstabilitySpec
+
+    started = time.process_time()
+    if len(args.end) < 2:
+        raise SettingsError(f"--end: give at least two run directories, got {len(args.end)}")
+    spec = InstabilitySpec.from_config(_json(args.sweep_json, "--sweep-json"), "--sweep-json")
+    _threads(args.threads)
+    frame, summary = pair_sweep(_run_dirs(args.end, "--end"), args.eval_cache, spec, _json(args.meta_json, "--meta-json"),
+                                progress=not args.no_progress)
+    write_parquet(frame, args.out)
+    print(f"{len(frame)} rows -> {args.out}; {summary}")
+    print(_cpu(started))
+
+
+def _cmd_plane(args: argparse.Namespace) -> None:
+    from ..foundations.io import write_parquet
+    from ..foundations.hparams import PlaneSpec
+    from ..paths.planes import plane_job
+
+    started = time.process_time()
+    if len(args.state) != 3:
+        raise SettingsError(f"--state: give three states (A, B, C), got {len(args.state)}")
+    spec = PlaneSpec.from_config({}, {"setting": "?", **_json(args.spec_json, "--spec-json")}, "--spec-json")
+    _threads(args.threads)
+    run = _run_dirs([args.run], "--run")[0]
+    frame, summary = plane_job(run, _run_dirs(args.reads or [args.run], "--reads"), args.state, args.eval_cache, spec,
+                               args.scratch or Path(args.out).parent, _json(args.meta_json, "--meta-json"),
+                               progress=not args.no_progress)
+    write_parquet(frame, args.out)
+    print(f"{len(frame)} rows -> {args.out}; {summary}")
+    print(_cpu(started))
+
+
+def _cmd_lmc_report(args: argparse.Namespace) -> None:
+    outputs = {"instability": 2, "instability-figure": 1, "planes": 1, "plane-figure": 1}[args.what]
+    if len(args.out) != outputs:
+        raise SettingsError(f"lmc-report {args.what} writes {outputs} file(s): --out got {len(args.out)}")
+    missing = [f for f in [*(args.inputs or []), args.table, args.paths] if f and not Path(f).is_file()]
+    if missing:
+        raise SettingsError(f"lmc-report {args.what}: file not found: {missing[0]}")
+    if args.what == "instability":
+        from ..paths.lmc import write_instability
+
+        if args.threshold is None or not args.inputs:
+            raise SettingsError("lmc-report instability needs --inputs (pair sweeps) and --threshold")
+        write_instability(args.inputs, args.threshold, args.out[0], args.out[1])
+    elif args.what == "instability-figure":
+        from ..report.lmc_figures import write_instability_figure
+
+        if not (args.table and args.paths):
+            raise SettingsError("lmc-report instability-figure needs --table and --paths")
+        write_instability_figure(args.table, args.paths, args.out[0])
+    elif args.what == "planes":
+        from ..paths.planes import write_planes
+
+        write_planes(args.inputs or [], args.out[0])
+    else:
+        from ..report.lmc_figures import write_plane_figure
+
+        write_plane_figure(args.inputs or [], args.out[0])
+
+
+def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
+    p = verbs.add_parser("lmc-path", parents=[debug],
+                         help="loss and error on the straight lines between the final states of two or more runs")
+    p.add_argument("--end", action="append", required=True, help="run directory of an end state; repeatable")
+    p.add_argument("--eval-cache", default="results/cache/eval", help="folder of cached evaluation splits")
+    p.add_argument("--sweep-json", help="linpath.foundations.hparams.InstabilitySpec as JSON (config `instability`)")
+    p.add_argument("--meta-json", help="columns written beside the curves (setting, seed, pair, spawn_epoch, ...)")
+    p.add_argument("--out", required=True, help="parquet, one row per line, BN mode, split and α")
+    p.add_argument("--threads", type=count, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_lmc_path)
+
+    p = verbs.add_parser("plane", parents=[debug], help="a loss plane through three states of a run -> parquet")
+    p.add_argument("--run", required=True, help="the run directory (model, data, trajectory)")
+    p.add_argument("--state", action="append", default=[],
+                   help="A, B, C in order: init, other, other:<seed>, epoch:<t> or <label>=<state file>")
+    p.add_argument("--reads", action="append", help="run directories whose outcome must be `trained` (default --run)")
+    p.add_argument("--eval-cache", default="results/cache/eval", help="folder of cached evaluation splits")
+    p.add_argument("--spec-json", help="linpath.foundations.hparams.PlaneSpec as JSON (config `plane` and `planes.<name>`)")
+    p.add_argument("--meta-json", help="columns written beside the grid (plane, setting, seed, run_id, ...)")
+    p.add_argument("--scratch", help="folder for another random init (default: beside --out)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=count, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_plane)
+
+    p = verbs.add_parser("lmc-report", parents=[debug], help="instability table / figure, planes table / figure")
+    p.add_argument("what", choices=REPORTS)
+    p.add_argument("--inputs", nargs="+", help="pair sweeps (instability) or plane sweeps (planes, plane-figure)")
+    p.add_argument("--threshold", type=float, default=None, help="error barrier at or below which a spawn is stable")
+    p.add_argument("--table", help="instability.parquet (instability-figure)")
+    p.add_argument("--paths", help="lmc_paths.parquet (instability-figure)")
+    p.add_argument("--out", nargs="+", default=[], help="instability: the table and the curves; else one file")
+    p.set_defaults(func=_cmd_lmc_report)

@@ -1,0 +1,651 @@
+"""Settings of one training run as dataclasses.
+
+A run is fully described by a `RunSpec`; its `run.yaml` is `RunSpec.to_dict()`
+and `RunSpec.from_dict(yaml)` rebuilds it. Unknown keys, wrong types and
+non-finite numbers (NaN, ±inf) are refused with a one-line error that names the
+dotted setting, before any work starts; nothing else escapes from reading settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import SettingsError  # also imported from here by the modules that check settings
+from .ids import digest
+from .registry import ARCHITECTURES, DATASETS
+
+
+
+@dataclass
+class ModelSpec:
+    """Architecture; `build(spec)` in linpath.engine.models rebuilds it from this alone."""
+
+    arch: str = "resnet18"
+    num_classes: int = 10
+    in_channels: int = 3
+    input_size: int = 32
+    # ResNet / VGG: channels of the first stage (paper: 64); later stages scale from it.
+    width: int = 64
+    batchnorm: bool = True
+    # ResNet: keep the max-pool after the stem (torchvision keeps it; CIFAR variants drop it).
+    maxpool: bool = False
+    # MLP: widths of the hidden layers.
+    hidden: list[int] = field(default_factory=lambda: [50, 50])
+    # Number of outputs for a binary task trained with BCE is 1.
+    binary: bool = False
+    # Width multipliers per group (VGG conv<k>, MLP hidden layer<k>): widen or narrow single layers.
+    group_width: dict[str, float] = field(default_factory=dict)
+
+    def validate(self, where: str = "model") -> None:
+        _choice(self.arch, tuple(ARCHITECTURES), f"{where}.arch")
+        _positive(self.num_classes, f"{where}.num_classes")
+        _positive(self.in_channels, f"{where}.in_channels")
+        _positive(self.input_size, f"{where}.input_size")
+        _positive(self.width, f"{where}.width")
+        for i, w in enumerate(self.hidden):
+            _positive(w, f"{where}.hidden[{i}]")
+        for group, factor in self.group_width.items():
+            if factor <= 0:
+                raise SettingsError(f"{where}.group_width.{group} must be > 0, got {factor}")
+        if self.binary and self.num_classes != 2:
+            raise SettingsError(f"{where}.binary needs {where}.num_classes == 2, got {self.num_classes}")
+
+
+@dataclass
+class DataSpec:
+    dataset: str = "digits"
+    root: str = "data"
+    # none | crop (random crop) | standard (crop + horizontal flip) | more (standard + affine + erasing)
+    augment: Literal["none", "crop", "standard", "more"] = "none"
+    # Fraction of the training set kept (stratified is not promised; a seeded random subset).
+    subset: float = 1.0
+    # Fraction of training labels replaced by uniformly random labels.
+    random_labels: float = 0.0
+    # Seeds the subset and random-label draws (not the data order: see TrainSpec.seed).
+    seed: int = 0
+    download: bool = False
+    # torchvision datasets: compare the files with the official checksums. false reads local copies that
+    # were re-packed (a cluster's own copy, or the small files the tests write in the official formats).
+    verify_checksums: bool = True
+    # Spiral only: sizes and shape constants (docs/study.md §3, "The spiral").
+    spiral: dict[str, float] = field(default_factory=dict)
+    # Images only: side length after a bilinear resize of every image (0 keeps the dataset's own size).
+    resize: int = 0
+
+    def validate(self, where: str = "data") -> None:
+        _choice(self.dataset, tuple(DATASETS), f"{where}.dataset")
+        if self.resize < 0:
+            raise SettingsError(f"{where}.resize must be >= 0 (0 keeps the image size), got {self.resize}")
+        if self.resize and self.dataset == "spiral":
+            raise SettingsError(f"{where}.resize applies to images; data.dataset=spiral holds 2-D points")
+        _choice(self.augment, ("none", "crop", "standard", "more"), f"{where}.augment")
+        if not 0.0 < self.subset <= 1.0:
+            raise SettingsError(f"{where}.subset must be in (0, 1], got {self.subset}")
+        if not 0.0 <= self.random_labels <= 1.0:
+            raise SettingsError(f"{where}.random_labels must be in [0, 1], got {self.random_labels}")
+        if self.dataset == "spiral" and self.augment != "none":
+            raise SettingsError(f"{where}.augment must be 'none' for the spiral (2-D points), got {self.augment!r}")
+
+
+@dataclass
+class GroupOverride:
+    """Per-group optimiser settings (E11): absolute lr and/or weight decay."""
+
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+
+
+@dataclass
+class TrainSpec:
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    epochs: int = 10
+    # LR is multiplied by `gamma` at each of these epochs; empty = fixed LR.
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    # Train until this train accuracy (0-1) is reached, at most `epochs` epochs; ending
+    # below it is an error (no final.pt). Setting it evaluates every epoch (see eval_every).
+    until_train_acc: Optional[float] = None
+    # Seeds the data order and the augmentation (separate streams per epoch, see
+    # linpath.engine.augment); the init seed is InitSpec.seed.
+    seed: int = 0
+    # Epochs after which the state is kept as epoch_<k>.pt (for "epoch t -> final" paths).
+    save_epochs: list[int] = field(default_factory=list)
+    # Epochs after which the whole training state (weights, optimiser, LR schedule) is kept as
+    # spawn_<k>.pt, where children are spawned (instability analysis, linpath.study.spawn); 0 is θ₀ with a
+    # fresh optimiser. The workflow fills it from a setting's `spawn.epochs`.
+    spawn_epochs: list[int] = field(default_factory=list)
+    group_overrides: dict[str, GroupOverride] = field(default_factory=dict)
+    loss: Literal["ce", "bce"] = "ce"
+    device: str = "auto"
+    # CUDA only (CPU always trains in fp32): autocast precision of the training step.
+    # Per-epoch metrics are always computed in strict fp32. bf16 is a speed default for small runs on a
+    # GPU; config/paper.yaml sets fp32 (the paper's GPUs had no bf16, and no comparison was measured).
+    precision: Literal["fp32", "bf16"] = "bf16"
+    # CUDA only: channels_last memory layout for convolutional models while training.
+    channels_last: bool = True
+    # CUDA only: deterministic cuDNN algorithms instead of cudnn.benchmark autotuning.
+    deterministic: bool = False
+    # torch.compile the model for the training step, on any device (the first step, compilation
+    # included, is reported apart as compile_seconds; on CPU it takes tens of seconds).
+    compile: bool = False
+    # Write checkpoint.pt every this many epochs (the last epoch always ends the run cleanly).
+    checkpoint_every: int = 1
+    # Compute train/test metrics every this many epochs; epoch 0, milestones, save_epochs and
+    # the last epoch always, and every epoch while until_train_acc is set.
+    eval_every: int = 1
+
+    def validate(self, where: str = "train") -> None:
+        _choice(self.optimizer, ("sgd", "adam"), f"{where}.optimizer")
+        _choice(self.loss, ("ce", "bce"), f"{where}.loss")
+        if self.lr <= 0:
+            raise SettingsError(f"{where}.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise SettingsError(f"{where}.weight_decay must be >= 0, got {self.weight_decay}")
+        _positive(self.batch_size, f"{where}.batch_size")
+        _positive(self.epochs, f"{where}.epochs")
+        _choice(self.precision, ("fp32", "bf16"), f"{where}.precision")
+        _positive(self.checkpoint_every, f"{where}.checkpoint_every")
+        _positive(self.eval_every, f"{where}.eval_every")
+        if len(self.betas) != 2:
+            raise SettingsError(f"{where}.betas must have two numbers, got {self.betas}")
+        for m in self.milestones:
+            _positive(m, f"{where}.milestones")
+        for group, override in self.group_overrides.items():
+            for key in ("lr", "weight_decay"):
+                value = getattr(override, key)
+                if value is not None and value < 0:
+                    raise SettingsError(f"{where}.group_overrides.{group}.{key} must be >= 0, got {value}")
+        if self.until_train_acc is not None and not 0 < self.until_train_acc <= 1:
+            raise SettingsError(f"{where}.until_train_acc must be in (0, 1], got {self.until_train_acc}")
+        # torch.optim refuses these with a ValueError deep inside training; name the setting instead.
+        if not 0 <= self.momentum < 1:
+            raise SettingsError(f"{where}.momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise SettingsError(f"{where}.nesterov needs {where}.momentum > 0")
+        for i, beta in enumerate(self.betas):
+            if not 0 <= beta < 1:
+                raise SettingsError(f"{where}.betas[{i}] must be in [0, 1), got {beta}")
+        if self.gamma <= 0:
+            raise SettingsError(f"{where}.gamma must be > 0, got {self.gamma}")
+        for k in self.spawn_epochs:
+            if isinstance(k, bool) or not 0 <= k <= self.epochs:
+                raise SettingsError(f"{where}.spawn_epochs: {k!r} is not an epoch in 0..{where}.epochs={self.epochs}")
+        if self.spawn_epochs and self.until_train_acc is not None:
+            raise SettingsError(f"{where}.spawn_epochs: a run that stops at {where}.until_train_acc has no fixed last "
+                                "epoch for its children to train to")
+        check_device(self.device, f"{where}.device")
+
+
+@dataclass
+class InitSpec:
+    """Where θ₀ comes from.
+
+    The seeded random init is always drawn first; `source` then replaces the
+    whole state, and `groups` replaces named groups ("all from A but group k
+    from B", E6/E7). A source is "random" (this seed's init), "imagenet"
+    (torchvision weights, see `imagenet_weights`) or the path of a state_dict.
+    """
+
+    seed: int = 0
+    source: str = "random"
+    groups: dict[str, str] = field(default_factory=dict)
+    # Groups that keep the random init when `source` is loaded (a new head for another task).
+    exclude: list[str] = field(default_factory=list)
+    # torchvision weights enum name (e.g. IMAGENET1K_V1) or a local .pth file.
+    imagenet_weights: str = "IMAGENET1K_V1"
+    # A spawned child (linpath.study.spawn): its parent's spawn_<k>.pt. The child starts from that training
+    # state at epoch k and trains on to train.epochs; `source`, `groups` and `exclude` are not read.
+    spawn: str = ""
+    # What a child takes over besides the weights. Defaults: the whole state, as Frankle et al. (2020)
+    # spawn: the optimiser state (SGD momentum, Adam moments; false: a fresh optimiser), and the LR
+    # schedule's position (false: the schedule restarts at epoch k, its milestones counted from there).
+    spawn_optimizer: bool = True
+    spawn_schedule: bool = True
+
+
+@dataclass
+class SweepSpec:
+    """What `linpath interpolate` measures on one run (config `paths:`, per setting `paths:`)."""
+
+    # α grid: "start:stop:count" (inclusive) or a comma list; the paper's is 0, 0.02, ..., 1.
+    alphas: str = "0:1:51"
+    # Path starts: init (θ₀), other (another random init, seed 10000 + the run's init seed), other:<seed>,
+    # epoch:<t> (θ after epoch t; needs t in train.save_epochs), or <label>=<state file>.
+    # Group and parameter-group paths use the first start; later ones get the full path only.
+    starts: list[str] = field(default_factory=lambda: ["init"])
+    full: bool = True  # the full-model path of the first start
+    groups: bool = False  # the group-wise path of every group (eq. 2)
+    param_groups: bool = False  # inside each group: weights, BN affine, BN running stats alone
+    bn_modes: list[str] = field(default_factory=lambda: ["interpolate"])  # interpolate | recompute
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    bn_subset: int = 1024  # training samples for recomputed BN statistics
+    batch_size: int = 2048  # the evaluator's chunk: memory is bounded by it, not by the split
+    device: str = "auto"
+
+    def validate(self, where: str = "paths") -> None:
+        for i, start in enumerate(self.starts):
+            if not (start in ("init", "other") or start.startswith(("epoch:", "other:")) or "=" in start):
+                raise SettingsError(f"{where}.starts[{i}] must be init, other, other:<seed>, epoch:<t> or "
+                                    f"<label>=<file>, got {start!r}")
+        for i, mode in enumerate(self.bn_modes):
+            _choice(mode, ("interpolate", "recompute"), f"{where}.bn_modes[{i}]")
+        for i, split in enumerate(self.splits):
+            _choice(split, ("train", "test"), f"{where}.splits[{i}]")
+        _positive(self.bn_subset, f"{where}.bn_subset")
+        _positive(self.batch_size, f"{where}.batch_size")
+        check_alphas(self.alphas, f"{where}.alphas")
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "paths") -> "SweepSpec":
+        spec = from_dict(cls, raw, where)
+        spec.validate(where)
+        return spec
+
+
+@dataclass(frozen=True)
+class ShapeThresholds:
+    """The rule behind every NB / B / P label; each field is a config value (`shapes:`)."""
+
+    # Absolute floor of a barrier, in loss units: a rise at most this large is numerical noise.
+    barrier_tol: float = 0.01
+    # Scale-aware part: a rise must also exceed this fraction of the path's own range |L(0) - L(1)|,
+    # so a ripple on a curve that falls from chance level is not a barrier while the same rise on a
+    # nearly flat path is.
+    barrier_rel: float = 0.05
+    # A barrier-free path is a plateau (label P) when α_half is at least this.
+    plateau_alpha: float = 0.7
+
+    def barrier_threshold(self, loss_start: float, loss_end: float) -> float:
+        """The Δ a path must exceed to have a barrier."""
+        return max(self.barrier_tol, self.barrier_rel * abs(loss_start - loss_end))
+
+    def rule(self) -> str:
+        return (f"B: delta > max({self.barrier_tol:g}, {self.barrier_rel:g}*|L(0)-L(1)|); "
+                f"P: no B and alpha_half >= {self.plateau_alpha:g}; else NB")
+
+    @classmethod
+    def from_config(cls, shapes: dict | None, where: str = "shapes") -> "ShapeThresholds":
+        """The thresholds among a config's `shapes:` keys (which also hold the table rules)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        thresholds = from_dict(cls, {k: v for k, v in (shapes or {}).items() if k in names}, where)
+        for name in names:
+            if getattr(thresholds, name) < 0:
+                raise SettingsError(f"{where}.{name} must be >= 0, got {getattr(thresholds, name)}")
+        return thresholds
+
+
+@dataclass
+class RunSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    init: InitSpec = field(default_factory=InitSpec)
+    name: str = "run"
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunSpec":
+        spec = from_dict(cls, raw, "")
+        spec.validate()
+        return spec
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunSpec":
+        path = Path(path)
+        raw = read_yaml(path, "run settings file")
+        if raw is None:  # an empty file is more likely a mistake than a wish for every default
+            raise SettingsError(f"{path}: file is empty (write {{}} to mean every default)")
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{path}: expected a mapping of settings at top level, got {_shown(raw)}")
+        try:
+            return cls.from_dict(raw)
+        except SettingsError as err:
+            raise SettingsError(f"{path}: {err}") from None
+
+    def digest(self) -> str:
+        """Short hash of every setting except the free-text name."""
+        payload = self.to_dict()
+        payload.pop("name")
+        return digest(payload)
+
+
+# --- the instability analysis and the loss planes (config `instability`, `plane`, `planes`) ---------
+
+BN_MODES = ("interpolate", "recompute")
+SPLITS = ("train", "test")
+
+
+@dataclass
+class InstabilitySpec:
+    """Config `instability`: how the straight line between two end states is measured."""
+
+    # α grid from 0 to 1 (both ends: the barrier compares the path's maximum with the mean of its ends).
+    alphas: str = "0:1:26"
+    bn_modes: list[str] = field(default_factory=lambda: list(BN_MODES))
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    bn_subset: int = 1024  # training samples for the recomputed BN statistics
+    batch_size: int = 2048  # the evaluator's chunk (memory is bounded by it)
+    device: str = "auto"
+    # A spawn is stable when its error barrier is at most this (Frankle et al. 2020 use 2% error).
+    threshold: float = 0.02
+    # Also measure the run against the same setting's run of the next seed (other init and data order).
+    independent: bool = True
+
+    @classmethod
+    def from_config(cls, raw: dict | None, where: str = "instability") -> "InstabilitySpec":
+        spec = from_dict(cls, raw or {}, where)
+        check_alphas(spec.alphas, f"{where}.alphas")
+        grid = alpha_values(spec.alphas)
+        if len(grid) < 3 or grid[0] != 0 or grid[-1] != 1 or grid != sorted(grid):
+            raise SettingsError(f"{where}.alphas must rise from 0 to 1 with a point between (a barrier compares "
+                                f"the path's maximum with its ends), got {spec.alphas!r}")
+        _check_common(spec, where, spec.bn_modes)
+        if not 0 < spec.threshold < 1:
+            raise SettingsError(f"{where}.threshold must be an error in (0, 1), got {spec.threshold}")
+        return spec
+
+
+@dataclass
+class PlaneSpec:
+    """Config `plane` (defaults) merged with one `planes.<name>`."""
+
+    setting: str = ""  # whose runs
+    # A, B, C: init, final, other (another random init), other:<seed>, epoch:<t> (needs t in
+    # train.save_epochs), spawn:<k> (the state the children start from), child:<k>/<i> (a child's final).
+    states: list[str] = field(default_factory=lambda: ["init", "final", "other"])
+    range: list[float] = field(default_factory=lambda: [-0.2, 1.2])  # α and β from, to
+    points: int = 15  # per axis
+    bn_mode: str = "interpolate"
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    bn_subset: int = 1024
+    batch_size: int = 2048
+    seeds: list[int] = field(default_factory=list)  # empty: the config's first seed
+    device: str = "auto"
+
+    def grid(self) -> list[float]:
+        """The α (and β) values: `points` evenly spaced over `range`, rounded so that 0 and 1 are exact."""
+        lo, hi = self.range
+        return [round(lo + (hi - lo) * i / (self.points - 1), 12) for i in range(self.points)]
+
+    @classmethod
+    def from_config(cls, defaults: dict | None, own: dict, where: str) -> "PlaneSpec":
+        spec = from_dict(cls, {**(defaults or {}), **own}, where)
+        if not spec.setting:
+            raise SettingsError(f"{where}.setting: name the setting whose runs the plane goes through")
+        if len(spec.states) != 3:
+            raise SettingsError(f"{where}.states must name three states (A, B, C), got {spec.states}")
+        if len(set(spec.states)) != 3:
+            raise SettingsError(f"{where}.states must be three different states, got {spec.states}")
+        if len(spec.range) != 2 or not spec.range[0] < spec.range[1]:
+            raise SettingsError(f"{where}.range must be [from, to] with from < to, got {spec.range}")
+        if spec.points < 2:
+            raise SettingsError(f"{where}.points must be >= 2, got {spec.points}")
+        _check_common(spec, where, [spec.bn_mode])
+        return spec
+
+
+def _check_common(spec, where: str, bn_modes: list[str]) -> None:
+    for mode in bn_modes:
+        if mode not in BN_MODES:
+            raise SettingsError(f"{where}: BN mode must be one of {list(BN_MODES)}, got {mode!r}")
+    if not spec.splits or any(s not in SPLITS for s in spec.splits):
+        raise SettingsError(f"{where}.splits must be a non-empty list of {list(SPLITS)}, got {spec.splits}")
+    for name in ("bn_subset", "batch_size"):
+        if getattr(spec, name) < 1:
+            raise SettingsError(f"{where}.{name} must be >= 1, got {getattr(spec, name)}")
+    check_device(spec.device, f"{where}.device")
+
+
+def alpha_values(text: str) -> list[float]:
+    """The α grid of "start:stop:count" or a comma list (pure Python twin of linpath.paths.sweeps.alpha_grid)."""
+    parts = str(text).split(":")
+    if len(parts) == 3:
+        a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
+        return [a + (b - a) * i / (n - 1) for i in range(n)] if n > 1 else [a]
+    return [float(v) for v in str(text).split(",")]
+
+
+# --- generic dict -> dataclass conversion with named errors -----------------
+
+
+def json_argument(text: str | None, flag: str, kind: type = dict, what: str | None = None) -> Any:
+    """A JSON object (or list) given on the command line, {} or [] when absent: the one reader of
+    every settings, rule or run list a verb takes as JSON; errors name the flag."""
+    import json
+
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"{flag}: not valid JSON: {err}") from None
+    if not isinstance(value, kind):
+        raise SettingsError(f"{flag}: expected {what or ('a JSON object' if kind is dict else 'a JSON list')}, "
+                            f"got {type(value).__name__}")
+    return value
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`, mapping by mapping: how a setting overrides the base recipe."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def from_dict(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{where or 'settings'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names, key=str)  # YAML keys may be numbers or null
+    if unknown:
+        known = ", ".join(sorted(names))
+        raise SettingsError(f"unknown setting {_join(where, str(unknown[0]))!r} (known: {known})")
+    values = {k: _convert(hints[k], v, _join(where, k)) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise SettingsError(f"{where} must be one of {list(args)}, got {_shown(value)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise SettingsError(f"{where} must be a list, got {_shown(value)}")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where} must be a mapping, got {_shown(value)}")
+        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where} must be true or false, got {_shown(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{where} must be an integer, got {_shown(value)}")
+        return value
+    if tp is float:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)  # YAML reads 5e-4 as a string
+            except ValueError:
+                pass
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise SettingsError(f"{where} must be a number, got {_shown(value)}")
+        return finite(number, where)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{where} must be a string, got {_shown(value)}")
+        return value
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _choice(value: Any, options: tuple, where: str) -> None:
+    if value not in options:
+        raise SettingsError(f"{where} must be one of {list(options)}, got {_shown(value)}")
+
+
+def _positive(value: int, where: str) -> None:
+    if value <= 0:
+        raise SettingsError(f"{where} must be > 0, got {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as an error message quotes it: its repr, on one line and cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
+def finite(value: int | float, where: str) -> float:
+    """`value` as a finite float. NaN and ±inf pass every range check (NaN compares false with
+    everything), so they are refused where settings are read, not deep inside training."""
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise SettingsError(f"{where} must be a finite number, got {_shown(value)}")
+    return number
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+def check_device(value: str, where: str) -> None:
+    """A device name torch.device accepts (availability is checked where the device is used)."""
+    if not DEVICE.match(value):
+        raise SettingsError(f"{where} must be auto, cpu, mps or cuda[:<index>], got {_shown(value)}")
+
+
+def check_alphas(text: str, where: str) -> None:
+    """The α grid of a path setting: "start:stop:count" (count ≥ 1, both ends included) or a comma list;
+    every α finite. Pure Python, so that the planner refuses a bad grid before any job runs."""
+    parts = str(text).split(":")
+    try:
+        if len(parts) == 3:
+            ends, count = [float(parts[0]), float(parts[1])], int(parts[2])
+        elif len(parts) == 1:
+            ends, count = [float(a) for a in parts[0].split(",")], None
+        else:
+            raise ValueError(text)
+    except ValueError:
+        raise SettingsError(f"{where} must be \"start:stop:count\" or a comma list of numbers, got {_shown(text)}") from None
+    if count is not None and count < 1:
+        raise SettingsError(f"{where}: the count of {_shown(text)} must be at least 1")
+    if not all(math.isfinite(a) for a in ends):
+        raise SettingsError(f"{where} must hold finite numbers, got {_shown(text)}")
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; a missing, unreadable or malformed file is a one-line SettingsError naming it."""
+    if not path.is_file():
+        raise SettingsError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {err.start}): is it the right file?") from None
+    except OSError as err:
+        raise SettingsError(f"{path}: cannot read: {err.strerror or err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SettingsError(f"{path}: not valid YAML{where}: {err.problem or err.context}") from None
+    except (yaml.YAMLError, RecursionError) as err:
+        raise SettingsError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def check_plain_data(obj: Any, where: str = "") -> None:
+    """Nested settings hold only strings, booleans, finite numbers, null, lists and mappings with string
+    keys: what YAML can also say (dates, sets, binary, NaN, numeric keys) is refused, naming the key."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise SettingsError(f"{_join(where, str(key))}: a key must be a name (text), got {_shown(key)}")
+            check_plain_data(value, _join(where, key))
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            check_plain_data(value, f"{where}[{i}]")
+    elif isinstance(obj, float):
+        finite(obj, where or "settings")
+    elif not (obj is None or isinstance(obj, (str, bool, int))):
+        raise SettingsError(f"{where or 'settings'} must be text, a number, true/false, a list or a mapping, "
+                            f"got {type(obj).__name__} {_shown(obj)}")
+
+
+def check_override(raw: Any, where: str, cls: type | None = None) -> None:
+    """The mappings and integers of a partial RunSpec (a workflow config's `base`, a setting's `run`).
+
+    A planner merges such overrides section by section and adds seeds to them before the merged
+    recipe is validated as a whole (`RunSpec.from_dict`), so these two kinds are checked first;
+    every other value is left to that validation."""
+    cls = cls or RunSpec
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{where} must be a mapping, got {_shown(raw)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        if key in hints:
+            _check_shape(hints[key], value, _join(where, key))
+
+
+def _check_shape(tp: Any, value: Any, where: str) -> None:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        check_override(value, where, tp)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(f"{where} must be a mapping, got {_shown(value)}")
+        for key, item in value.items():
+            _check_shape(args[1], item, f"{where}.{key}")
+    elif tp is int:
+        _convert(int, value, where)

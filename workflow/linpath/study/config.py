@@ -1,0 +1,62 @@
+"""The workflow config, read and checked in one place before anything is planned.
+
+Three things check a config, each once: the JSON schema (`linpath/schemas/config.schema.yaml`: the shape
+of every section, and the defaults it fills in), the settings dataclasses (linpath.foundations.hparams:
+every value of a run, sweep, spawn or plane, with the dotted key in the error), and this module, which
+runs both over a whole config. What the schema cannot say is checked here: a schema `number` accepts
+NaN (NaN fails no `minimum`) and ±inf where only one bound is given, and `run: {type: object}` accepts
+anything, while the planner merges `run` sections into the base recipe, adds seeds and hashes the
+result. The planner then runs every merged recipe through `RunSpec.from_dict` (`Plan.check`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ..foundations.hparams import SettingsError, check_alphas, check_override, check_plain_data, deep_merge
+
+SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"  # shipped inside the package
+
+
+def load_config(paths: list[str]) -> dict:
+    """The configs merged in order, as Snakemake merges `configfile:` and each `--configfile`, checked
+    against the workflow's schema (which also fills its defaults)."""
+    if not paths:
+        raise SettingsError("--configfile: give at least one config file")
+    config: dict = {}
+    for path in paths:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except OSError as err:
+            raise SettingsError(f"--configfile {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise SettingsError(f"--configfile {path}: not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise SettingsError(f"--configfile {path}: expected a mapping of settings at top level")
+        config = deep_merge(config, raw)
+    import jsonschema
+    from snakemake.utils import validate
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise SettingsError(f"{' + '.join(paths)}: {where}: {error.message}")
+    validate(config, str(SCHEMA))  # as the workflow does: fills the schema's defaults
+    return config
+
+
+def check_config(config: dict) -> None:
+    """Raise SettingsError naming the dotted key of the first value the planner cannot take."""
+    check_plain_data(config)
+    check_override(config.get("base") or {}, "base")
+    path_settings = [("paths", config.get("paths"))]
+    for name, setting in (config.get("settings") or {}).items():
+        if isinstance(setting, dict):
+            check_override(setting.get("run") or {}, f"settings.{name}.run")
+            path_settings.append((f"settings.{name}.paths", setting.get("paths")))
+    for where, paths in path_settings:
+        if isinstance(paths, dict) and "alphas" in paths:
+            check_alphas(paths["alphas"], f"{where}.alphas")
