@@ -213,7 +213,7 @@ def test_a_later_success_removes_a_stale_failed_yaml(tmp_path, write_config, cap
 
 
 def test_settings_json_errors_name_the_flag(tmp_path, capsys):
-    for text, message in (("", "--settings-json: not valid JSON"), ("[1]", "--settings-json: settings must be a mapping"),
+    for text, message in (("", "--settings-json: not valid JSON"), ("[1]", "--settings-json: expected a JSON object of run settings, got list"),
                           ('{"train": {"lr": NaN}}', "--settings-json: train.lr must be a finite number")):
         assert cli.main(["train", "--settings-json", text, "--out", str(tmp_path / "d")]) == 2
         assert message in _one_error_line(capsys.readouterr().err)

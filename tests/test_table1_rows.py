@@ -205,7 +205,7 @@ def test_the_config_record_keeps_a_weight_decay_of_1e5_a_number(paper, tmp_path)
 
     import yaml
 
-    from linpath.cli.commands import read_config_record
+    from linpath.study.config import read_config_record
 
     record = tmp_path / "config.json"
     record.write_text(json.dumps(paper.config, sort_keys=True))

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..foundations.hparams import SettingsError
+from ..study.config import read_config_record
 
 def _cmd_plan(args: argparse.Namespace) -> None:
     from ..study.cost import estimate, format_estimate
@@ -26,20 +27,6 @@ REPORT_NEEDS = {
     "figure-a11": (("paths", "shapes", "table1", "runs"), 1),
     "so-far": ((), 0),
 }
-
-
-def read_config_record(path: Path) -> dict:
-    """The workflow config a table or figure job reads: JSON (the config record), else YAML. JSON is read as
-    JSON: YAML 1.1 takes a JSON number without a dot, such as 1e-05, for text, which changes run ids."""
-    import json
-
-    import yaml
-
-    text = path.read_text()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return yaml.safe_load(text)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:

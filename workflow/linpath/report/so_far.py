@@ -19,7 +19,7 @@ import yaml
 from ..study.plan import Plan
 from ..foundations.io import note, write_parquet, write_text
 from ..foundations.outcome import read_outcome
-from .tables import collect, runs_table, table1, table1_markdown
+from .tables import collect, run_columns, runs_table, table1, table1_markdown
 
 
 @dataclass
@@ -86,9 +86,7 @@ def write_so_far(plan: Plan, out_dir: str | Path, log: str | None = None) -> Pro
     p = progress(plan)
     runs = runs_table(plan, p.finished, p.skipped)
     if p.pending:
-        from .tables import _meta
-
-        pending = pd.DataFrame([{**_meta(plan, r), "status": "pending", "status_reason": why, "failure": ""}
+        pending = pd.DataFrame([{**run_columns(plan, r), "status": "pending", "status_reason": why, "failure": ""}
                                 for r, why in p.pending.items()])
         runs = pd.concat([runs, pending], ignore_index=True)
     swept = [r for r in p.finished if plan.swept(r)]  # spawned children are measured in pairs (linpath.paths.lmc)

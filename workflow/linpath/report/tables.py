@@ -86,7 +86,7 @@ def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path,
 # --- the long tables -----------------------------------------------------------
 
 
-def _meta(plan: Plan, run_id: str) -> dict:
+def run_columns(plan: Plan, run_id: str) -> dict:
     run = plan.runs[run_id]
     s = plan.settings[run.setting]
     return {"run_id": run_id, "experiment": s.experiment, "setting": s.name, "intervention": s.intervention or s.name,
@@ -102,7 +102,7 @@ def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = 
         if outcome is None:
             raise FileNotFoundError(f"{plan.layout.run_file(run_id, 'outcome')}: run {run_id} has not finished")
         spec = yaml.safe_load(plan.layout.run_file(run_id, "settings").read_text())
-        row = {**_meta(plan, run_id), "status": outcome.status, "status_reason": outcome.reason,
+        row = {**run_columns(plan, run_id), "status": outcome.status, "status_reason": outcome.reason,
                "failure": outcome.kind, "model": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
                "settings": json.dumps(spec, sort_keys=True)}
         if outcome.trained:
@@ -111,7 +111,7 @@ def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = 
             row.update(summary)
         rows.append(row)
     for run_id, reason in sorted((skipped or {}).items()):
-        rows.append({**_meta(plan, run_id), "status": "skipped", "status_reason": reason, "failure": "measured"})
+        rows.append({**run_columns(plan, run_id), "status": "skipped", "status_reason": reason, "failure": "measured"})
     return pd.DataFrame(rows)
 
 
@@ -158,7 +158,7 @@ def collect(plan: Plan, run_ids: list[str], files: list[str]) -> pd.DataFrame:
         frame = pd.read_parquet(f)
         if frame.empty:  # a run that did not train (its outcome says why)
             continue
-        meta = _meta(plan, run_id)
+        meta = run_columns(plan, run_id)
         frame["run_id"] = run_id
         for key in ("experiment", "setting", "seed"):
             frame.insert(1, key, meta[key])

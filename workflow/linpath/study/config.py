@@ -48,6 +48,20 @@ def load_config(paths: list[str]) -> dict:
     return config
 
 
+def read_config_record(path: Path) -> dict:
+    """The workflow config a table or figure job reads: JSON (the config record), else YAML. JSON is read as
+    JSON: YAML 1.1 takes a JSON number without a dot, such as 1e-05, for text, which changes run ids."""
+    import json
+
+    import yaml
+
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return yaml.safe_load(text)
+
+
 def check_config(config: dict) -> None:
     """Raise SettingsError naming the dotted key of the first value the planner cannot take."""
     check_plain_data(config)
