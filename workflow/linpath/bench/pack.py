@@ -56,15 +56,29 @@ from tqdm.auto import tqdm
 from ..engine import data as data_mod
 from ..engine import models
 from ..engine.augment import stream_seed
+from ..engine.objective import summed_loss
+from ..engine.train import (
+    RunResult,
+    StepSettings,
+    TargetNotReached,
+    TrainingDiverged,
+    _epoch_metrics,
+    _optimizer_and_schedule,
+    _optimizer_to,
+    _result,
+    evaluated,
+    make_optimizer,
+    missed_target,
+    open_run,
+    record_failure,
+    target_reached,
+    write_checkpoint,
+    write_outputs,
+)
 from ..foundations.device import synced_time
 from ..foundations.hparams import RunSpec, SettingsError
 from ..foundations.io import save_torch
-from ..engine.objective import summed_loss
 from ..foundations.outcome import Outcome, write_outcome
-from ..engine.train import (RunResult, StepSettings, TargetNotReached, TrainingDiverged, _epoch_metrics,
-                            _optimizer_and_schedule, _optimizer_to, _result, evaluated, make_optimizer,
-                            missed_target, open_run, record_failure, target_reached, write_checkpoint,
-                            write_outputs)
 
 SEED_KEYS = ("init.seed", "train.seed", "data.seed")  # the settings in which the runs of a pack may differ
 

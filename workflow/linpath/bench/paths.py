@@ -34,10 +34,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..engine import data as data_mod
 from ..engine import models
+from ..engine.objective import strict_fp32, summed_loss_and_correct
 from ..foundations.device import pick_device, synced_time
 from ..foundations.hparams import DataSpec, ModelSpec
 from ..foundations.io import write_text
-from ..engine.objective import strict_fp32, summed_loss_and_correct
 from ..paths.evaluator import FULL, EvalSplit, PathEvaluator
 from ..paths.sweeps import alpha_grid
 

@@ -24,14 +24,13 @@ import resource
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..engine import augment
+from ..engine import augment, models
 from ..engine import data as data_mod
-from ..engine import models
+from ..engine.objective import strict_fp32, summed_loss_and_correct
+from ..engine.train import StepSettings, train_step
 from ..foundations.device import pick_device, synced_time
 from ..foundations.hparams import ModelSpec
 from ..foundations.io import write_text
-from ..engine.objective import strict_fp32, summed_loss_and_correct
-from ..engine.train import StepSettings, train_step
 from .pack import StackedModel, packed_batches, packed_step
 
 

@@ -42,9 +42,9 @@ def _cpu(started: float) -> str:
 
 
 def _cmd_lmc_path(args: argparse.Namespace) -> None:
+    from ..foundations.hparams import InstabilitySpec
     from ..foundations.io import write_parquet
     from ..paths.lmc import pair_sweep
-    from ..foundations.hparams import InstabilitySpec
 
     started = time.process_time()
     if len(args.end) < 2:
@@ -59,8 +59,8 @@ def _cmd_lmc_path(args: argparse.Namespace) -> None:
 
 
 def _cmd_plane(args: argparse.Namespace) -> None:
-    from ..foundations.io import write_parquet
     from ..foundations.hparams import PlaneSpec
+    from ..foundations.io import write_parquet
     from ..paths.planes import plane_job
 
     started = time.process_time()

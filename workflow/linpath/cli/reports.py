@@ -9,9 +9,10 @@ from pathlib import Path
 from ..foundations.hparams import SettingsError
 from ..study.config import read_config_record
 
+
 def _cmd_plan(args: argparse.Namespace) -> None:
-    from ..study.cost import estimate, format_estimate
     from ..study.config import load_config
+    from ..study.cost import estimate, format_estimate
 
     files = ([args.workflow_config] if args.workflow_config != "none" else []) + (args.configfile or [])
     print(format_estimate(estimate(load_config(files), files)))

@@ -10,6 +10,7 @@ from ..foundations.hparams import SettingsError, check_alphas, check_device
 from ..foundations.io import write_yaml
 from .args import checked, count, flags_given, number
 
+
 def json_settings(text: str | None, flag: str) -> dict:
     """A settings mapping given as JSON on the command line ({} when absent)."""
     from ..foundations.hparams import json_argument
@@ -52,8 +53,8 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     import torch
 
     from ..foundations.io import write_parquet
-    from ..paths.sweeps import interpolate_run
     from ..paths.shapes import shape_table
+    from ..paths.sweeps import interpolate_run
 
     settings, thresholds = _sweep(args), _thresholds(args)
     out = Path(args.out)

@@ -22,7 +22,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if _skipped_for_upstream(spec, out, args.upstream):
         return
-    from ..engine.train import TargetNotReached, TrainingDiverged, train  # torch: only once the settings are known to be good
+    from ..engine.train import (  # torch: only once the settings are known to be good
+        TargetNotReached,
+        TrainingDiverged,
+        train,
+    )
 
     try:
         result = train(spec, out, threads=args.threads, progress=not args.no_progress, eval_cache=args.eval_cache,

@@ -20,11 +20,11 @@ import torch
 from torchvision import datasets as tvd
 from torchvision.transforms import v2
 
-from . import augment as augment_mod
-from ..foundations.ids import digest
 from ..foundations.hparams import DataSpec, SettingsError
-from ..foundations.registry import DATASETS, builder
+from ..foundations.ids import digest
 from ..foundations.io import load_checkpoint, save_torch
+from ..foundations.registry import DATASETS, builder
+from . import augment as augment_mod
 
 
 class DataError(SettingsError):

@@ -37,15 +37,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from . import models
-from .augment import seeded_global_rng, stream_seed
+from ..foundations.device import pick_device, synced_time
 from ..foundations.hparams import RunSpec, SettingsError, TrainSpec
 from ..foundations.io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
 from ..foundations.layout import spawn_file
-from ..foundations.device import pick_device, synced_time
-from .objective import strict_fp32, summed_loss, summed_loss_and_correct
 from ..foundations.outcome import Outcome, write_outcome
+from . import data as data_mod
+from . import models
+from .augment import seeded_global_rng, stream_seed
+from .objective import strict_fp32, summed_loss, summed_loss_and_correct
 
 
 class TrainingDiverged(RuntimeError):

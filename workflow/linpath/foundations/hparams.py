@@ -24,7 +24,6 @@ from .ids import digest
 from .registry import ARCHITECTURES, DATASETS
 
 
-
 @dataclass
 class ModelSpec:
     """Architecture; `build(spec)` in linpath.engine.models rebuilds it from this alone."""

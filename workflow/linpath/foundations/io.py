@@ -14,9 +14,12 @@ import pickle
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
+
+if TYPE_CHECKING:  # annotations only: torch is imported where it is used
+    import torch
 
 
 @contextmanager

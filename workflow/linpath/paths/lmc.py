@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..foundations.io import note, write_parquet
 from ..foundations.hparams import InstabilitySpec, alpha_values
+from ..foundations.io import note, write_parquet
 from ..foundations.outcome import read_outcome
 
 CURVE_KEYS = ["setting", "experiment", "seed", "pair_kind", "pair", "spawn_epoch", "run_id", "end_a", "end_b",

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..foundations.hparams import PlaneSpec
 from ..foundations.io import load_checkpoint, load_state, note, write_parquet
 from ..foundations.layout import epoch_file
-from ..foundations.hparams import PlaneSpec
 from ..foundations.outcome import read_outcome
 
 COLUMNS = ["plane", "setting", "experiment", "seed", "run_id", "kind", "label", "epoch", "alpha", "beta", "split",

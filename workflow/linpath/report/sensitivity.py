@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..study.plan import Plan
 from ..foundations.hparams import SettingsError, ShapeThresholds
 from ..foundations.io import note, write_parquet, write_text
+from ..study.plan import Plan
 
 NEEDED = ["delta", "loss_start", "loss_end", "alpha_half", "label"]  # what relabelling reads of a path
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..study.plan import Plan
 from ..foundations.io import note, write_parquet, write_text
 from ..foundations.outcome import read_outcome
+from ..study.plan import Plan
 from .tables import collect, run_columns, runs_table, table1, table1_markdown
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..study.plan import Plan
-from ..foundations.outcome import read_outcome
 from ..foundations.io import note, write_parquet, write_text, write_yaml
+from ..foundations.outcome import read_outcome
+from ..study.plan import Plan
 
 MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split": "train"}
 
@@ -62,9 +62,9 @@ def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path,
                          min_share: float | None = None, assume: list[str] = (),
                          layer_rule: dict | None = None) -> None:
     """`layer_rule`: config `shapes.layer_groups`, which groups of the model are candidates."""
+    from ..engine.models import widenable_groups
     from ..foundations.hparams import RunSpec
     from ..study.layer_groups import describe, layer_groups
-    from ..engine.models import widenable_groups
 
     frames = [frame for frame in map(pd.read_parquet, shape_files) if not frame.empty]  # empty: did not train
     if not frames:

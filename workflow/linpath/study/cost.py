@@ -15,9 +15,8 @@ import copy
 import math
 from dataclasses import dataclass, field
 
-
-from .plan import Plan
 from ..foundations.hparams import RunSpec, SettingsError
+from .plan import Plan
 
 TRAINING_RULES = ("pretrain", "pretrain_random_labels", "train", "retrain", "spawn")
 # (training, test) images of the datasets whose size is fixed by their files.
@@ -171,8 +170,8 @@ def format_estimate(est: Estimate) -> str:
 
 def add_lmc_costs(plan, estimate, throughput: dict) -> None:
     """Add the pair and plane sweeps of `plan` to an Estimate (rules lmc_path, plane)."""
-    from .lmc_plan import LmcPlan
     from ..foundations.hparams import alpha_values
+    from .lmc_plan import LmcPlan
 
     lmc = LmcPlan(plan)
     placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in plan.settings}

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .config import check_config
 from ..foundations.hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec, deep_merge
 from ..foundations.ids import digest
 from ..foundations.layout import Layout
-from .references import Reference, find, substitute
 from . import spawn as spawning
+from .config import check_config
+from .references import Reference, find, substitute
 
 
 @dataclass
