@@ -21,8 +21,7 @@ import pytest
 import torch
 import yaml
 from hypothesis import settings as hypothesis_settings
-
-from linpath.foundations.hparams import deep_merge
+from linpath.foundations.convert import deep_merge
 from linpath.foundations.hparams import RunSpec
 
 # Tiny models are dominated by per-op overhead; one intra-op thread is both the

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from linpath.study.plan import Plan
-from linpath.foundations.hparams import RunSpec, SettingsError, check_plain_data
+from linpath.foundations.convert import check_plain_data
+from linpath.foundations.hparams import RunSpec, SettingsError
 from linpath.foundations.registry import ARCHITECTURES, DATASETS
+from linpath.study.plan import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "linpath" / "schemas" / "config.schema.yaml").read_text())

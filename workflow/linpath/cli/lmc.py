@@ -13,7 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
-from ..foundations.hparams import SettingsError, json_argument
+from ..foundations.convert import json_argument
+from ..foundations.hparams import SettingsError
 from .args import count
 
 REPORTS = ("instability", "instability-figure", "planes", "plane-figure")

@@ -32,7 +32,7 @@ REPORT_NEEDS = {
 
 def _cmd_report(args: argparse.Namespace) -> None:
     """Tables and figures of the workflow, from the config record it wrote (Layout.config_record)."""
-    from ..foundations.hparams import json_argument
+    from ..foundations.convert import json_argument
     from ..study.plan import Plan
 
     needs, outputs = REPORT_NEEDS[args.what]

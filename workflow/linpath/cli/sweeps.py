@@ -6,21 +6,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..foundations.hparams import SettingsError, check_alphas, check_device
+from ..foundations.convert import check_alphas, check_device
+from ..foundations.hparams import SettingsError
 from ..foundations.io import write_yaml
 from .args import checked, count, flags_given, number
 
 
 def json_settings(text: str | None, flag: str) -> dict:
     """A settings mapping given as JSON on the command line ({} when absent)."""
-    from ..foundations.hparams import json_argument
+    from ..foundations.convert import json_argument
 
     return json_argument(text, flag, what="a JSON object of settings")
 
 
 def _thresholds(args: argparse.Namespace):
     """The shape thresholds: --thresholds-json, then single flags over it; the rest ShapeThresholds' defaults."""
-    from ..foundations.hparams import ShapeThresholds, from_dict
+    from ..foundations.convert import from_dict
+    from ..foundations.hparams import ShapeThresholds
 
     given = {**json_settings(args.thresholds_json, "--thresholds-json"),
              **flags_given(args, {"barrier_tol": "barrier_tol", "barrier_rel": "barrier_rel", "plateau_alpha": "plateau_alpha"})}
@@ -186,7 +188,7 @@ def _layer_rule(text: str | None) -> dict | None:
     """--layer-groups-json: config `shapes.layer_groups` (family -> roles), checked."""
     if text is None:
         return None
-    from ..foundations.hparams import json_argument
+    from ..foundations.convert import json_argument
     from ..study.layer_groups import check_rule
 
     return check_rule(json_argument(text, "--layer-groups-json", what="a mapping of family -> roles"), "--layer-groups-json")

@@ -45,7 +45,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _run_spec(config: str | None, settings_json: str | None):
     """A run's settings from --config (a YAML file) or --settings-json: the one reader of both."""
-    from ..foundations.hparams import RunSpec, json_argument
+    from ..foundations.convert import json_argument
+    from ..foundations.hparams import RunSpec
 
     if settings_json is None:
         return RunSpec.from_yaml(config)

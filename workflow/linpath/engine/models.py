@@ -178,7 +178,7 @@ def _outputs(spec: ModelSpec) -> int:
 def build(spec: ModelSpec | dict) -> nn.Module:
     """The architecture of `spec` (a ModelSpec or the `model` entry of run.yaml)."""
     if isinstance(spec, dict):
-        from ..foundations.hparams import from_dict
+        from ..foundations.convert import from_dict
 
         spec = from_dict(ModelSpec, spec, "model")
     spec.validate()

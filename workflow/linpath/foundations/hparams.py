@@ -3,22 +3,18 @@
 A run is fully described by a `RunSpec`; its `run.yaml` is `RunSpec.to_dict()`
 and `RunSpec.from_dict(yaml)` rebuilds it. Unknown keys, wrong types and
 non-finite numbers (NaN, ±inf) are refused with a one-line error that names the
-dotted setting, before any work starts; nothing else escapes from reading settings.
+dotted setting, before any work starts; nothing else escapes from reading settings
+(the conversion and the checks are linpath.foundations.convert).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-
+from .convert import check_alphas, check_device, from_dict, one_of, positive, read_yaml, shown
 from .errors import SettingsError  # also imported from here by the modules that check settings
 from .ids import digest
 from .registry import ARCHITECTURES, DATASETS
@@ -45,13 +41,13 @@ class ModelSpec:
     group_width: dict[str, float] = field(default_factory=dict)
 
     def validate(self, where: str = "model") -> None:
-        _choice(self.arch, tuple(ARCHITECTURES), f"{where}.arch")
-        _positive(self.num_classes, f"{where}.num_classes")
-        _positive(self.in_channels, f"{where}.in_channels")
-        _positive(self.input_size, f"{where}.input_size")
-        _positive(self.width, f"{where}.width")
+        one_of(self.arch, tuple(ARCHITECTURES), f"{where}.arch")
+        positive(self.num_classes, f"{where}.num_classes")
+        positive(self.in_channels, f"{where}.in_channels")
+        positive(self.input_size, f"{where}.input_size")
+        positive(self.width, f"{where}.width")
         for i, w in enumerate(self.hidden):
-            _positive(w, f"{where}.hidden[{i}]")
+            positive(w, f"{where}.hidden[{i}]")
         for group, factor in self.group_width.items():
             if factor <= 0:
                 raise SettingsError(f"{where}.group_width.{group} must be > 0, got {factor}")
@@ -81,12 +77,12 @@ class DataSpec:
     resize: int = 0
 
     def validate(self, where: str = "data") -> None:
-        _choice(self.dataset, tuple(DATASETS), f"{where}.dataset")
+        one_of(self.dataset, tuple(DATASETS), f"{where}.dataset")
         if self.resize < 0:
             raise SettingsError(f"{where}.resize must be >= 0 (0 keeps the image size), got {self.resize}")
         if self.resize and self.dataset == "spiral":
             raise SettingsError(f"{where}.resize applies to images; data.dataset=spiral holds 2-D points")
-        _choice(self.augment, ("none", "crop", "standard", "more"), f"{where}.augment")
+        one_of(self.augment, ("none", "crop", "standard", "more"), f"{where}.augment")
         if not 0.0 < self.subset <= 1.0:
             raise SettingsError(f"{where}.subset must be in (0, 1], got {self.subset}")
         if not 0.0 <= self.random_labels <= 1.0:
@@ -149,21 +145,21 @@ class TrainSpec:
     eval_every: int = 1
 
     def validate(self, where: str = "train") -> None:
-        _choice(self.optimizer, ("sgd", "adam"), f"{where}.optimizer")
-        _choice(self.loss, ("ce", "bce"), f"{where}.loss")
+        one_of(self.optimizer, ("sgd", "adam"), f"{where}.optimizer")
+        one_of(self.loss, ("ce", "bce"), f"{where}.loss")
         if self.lr <= 0:
             raise SettingsError(f"{where}.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise SettingsError(f"{where}.weight_decay must be >= 0, got {self.weight_decay}")
-        _positive(self.batch_size, f"{where}.batch_size")
-        _positive(self.epochs, f"{where}.epochs")
-        _choice(self.precision, ("fp32", "bf16"), f"{where}.precision")
-        _positive(self.checkpoint_every, f"{where}.checkpoint_every")
-        _positive(self.eval_every, f"{where}.eval_every")
+        positive(self.batch_size, f"{where}.batch_size")
+        positive(self.epochs, f"{where}.epochs")
+        one_of(self.precision, ("fp32", "bf16"), f"{where}.precision")
+        positive(self.checkpoint_every, f"{where}.checkpoint_every")
+        positive(self.eval_every, f"{where}.eval_every")
         if len(self.betas) != 2:
             raise SettingsError(f"{where}.betas must have two numbers, got {self.betas}")
         for m in self.milestones:
-            _positive(m, f"{where}.milestones")
+            positive(m, f"{where}.milestones")
         for group, override in self.group_overrides.items():
             for key in ("lr", "weight_decay"):
                 value = getattr(override, key)
@@ -242,11 +238,11 @@ class SweepSpec:
                 raise SettingsError(f"{where}.starts[{i}] must be init, other, other:<seed>, epoch:<t> or "
                                     f"<label>=<file>, got {start!r}")
         for i, mode in enumerate(self.bn_modes):
-            _choice(mode, ("interpolate", "recompute"), f"{where}.bn_modes[{i}]")
+            one_of(mode, ("interpolate", "recompute"), f"{where}.bn_modes[{i}]")
         for i, split in enumerate(self.splits):
-            _choice(split, ("train", "test"), f"{where}.splits[{i}]")
-        _positive(self.bn_subset, f"{where}.bn_subset")
-        _positive(self.batch_size, f"{where}.batch_size")
+            one_of(split, ("train", "test"), f"{where}.splits[{i}]")
+        positive(self.bn_subset, f"{where}.bn_subset")
+        positive(self.batch_size, f"{where}.batch_size")
         check_alphas(self.alphas, f"{where}.alphas")
 
     @classmethod
@@ -317,7 +313,7 @@ class RunSpec:
         if raw is None:  # an empty file is more likely a mistake than a wish for every default
             raise SettingsError(f"{path}: file is empty (write {{}} to mean every default)")
         if not isinstance(raw, dict):
-            raise SettingsError(f"{path}: expected a mapping of settings at top level, got {_shown(raw)}")
+            raise SettingsError(f"{path}: expected a mapping of settings at top level, got {shown(raw)}")
         try:
             return cls.from_dict(raw)
         except SettingsError as err:
@@ -424,227 +420,3 @@ def alpha_values(text: str) -> list[float]:
         a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
         return [a + (b - a) * i / (n - 1) for i in range(n)] if n > 1 else [a]
     return [float(v) for v in str(text).split(",")]
-
-
-# --- generic dict -> dataclass conversion with named errors -----------------
-
-
-def json_argument(text: str | None, flag: str, kind: type = dict, what: str | None = None) -> Any:
-    """A JSON object (or list) given on the command line, {} or [] when absent: the one reader of
-    every settings, rule or run list a verb takes as JSON; errors name the flag."""
-    import json
-
-    if text is None:
-        return kind()
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SettingsError(f"{flag}: not valid JSON: {err}") from None
-    if not isinstance(value, kind):
-        raise SettingsError(f"{flag}: expected {what or ('a JSON object' if kind is dict else 'a JSON list')}, "
-                            f"got {type(value).__name__}")
-    return value
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    """`over` merged into a copy of `base`, mapping by mapping: how a setting overrides the base recipe."""
-    import copy
-
-    out = copy.deepcopy(base)
-    for key, value in (over or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def from_dict(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SettingsError(f"{where or 'settings'} must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names, key=str)  # YAML keys may be numbers or null
-    if unknown:
-        known = ", ".join(sorted(names))
-        raise SettingsError(f"unknown setting {_join(where, str(unknown[0]))!r} (known: {known})")
-    values = {k: _convert(hints[k], v, _join(where, k)) for k, v in raw.items()}
-    return cls(**values)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin is Literal:
-        if value not in args:
-            raise SettingsError(f"{where} must be one of {list(args)}, got {_shown(value)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise SettingsError(f"{where} must be a list, got {_shown(value)}")
-        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SettingsError(f"{where} must be a mapping, got {_shown(value)}")
-        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SettingsError(f"{where} must be true or false, got {_shown(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{where} must be an integer, got {_shown(value)}")
-        return value
-    if tp is float:
-        number = value
-        if isinstance(value, str):
-            try:
-                number = float(value)  # YAML reads 5e-4 as a string
-            except ValueError:
-                pass
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise SettingsError(f"{where} must be a number, got {_shown(value)}")
-        return finite(number, where)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SettingsError(f"{where} must be a string, got {_shown(value)}")
-        return value
-    return value
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _choice(value: Any, options: tuple, where: str) -> None:
-    if value not in options:
-        raise SettingsError(f"{where} must be one of {list(options)}, got {_shown(value)}")
-
-
-def _positive(value: int, where: str) -> None:
-    if value <= 0:
-        raise SettingsError(f"{where} must be > 0, got {_shown(value)}")
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """A value as an error message quotes it: its repr, on one line and cut to `limit` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
-
-
-def finite(value: int | float, where: str) -> float:
-    """`value` as a finite float. NaN and ±inf pass every range check (NaN compares false with
-    everything), so they are refused where settings are read, not deep inside training."""
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond the float range
-        number = math.inf
-    if not math.isfinite(number):
-        raise SettingsError(f"{where} must be a finite number, got {_shown(value)}")
-    return number
-
-
-DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
-
-
-def check_device(value: str, where: str) -> None:
-    """A device name torch.device accepts (availability is checked where the device is used)."""
-    if not DEVICE.match(value):
-        raise SettingsError(f"{where} must be auto, cpu, mps or cuda[:<index>], got {_shown(value)}")
-
-
-def check_alphas(text: str, where: str) -> None:
-    """The α grid of a path setting: "start:stop:count" (count ≥ 1, both ends included) or a comma list;
-    every α finite. Pure Python, so that the planner refuses a bad grid before any job runs."""
-    parts = str(text).split(":")
-    try:
-        if len(parts) == 3:
-            ends, count = [float(parts[0]), float(parts[1])], int(parts[2])
-        elif len(parts) == 1:
-            ends, count = [float(a) for a in parts[0].split(",")], None
-        else:
-            raise ValueError(text)
-    except ValueError:
-        raise SettingsError(f"{where} must be \"start:stop:count\" or a comma list of numbers, got {_shown(text)}") from None
-    if count is not None and count < 1:
-        raise SettingsError(f"{where}: the count of {_shown(text)} must be at least 1")
-    if not all(math.isfinite(a) for a in ends):
-        raise SettingsError(f"{where} must hold finite numbers, got {_shown(text)}")
-
-
-def read_yaml(path: Path, what: str) -> Any:
-    """A YAML file's content; a missing, unreadable or malformed file is a one-line SettingsError naming it."""
-    if not path.is_file():
-        raise SettingsError(f"{what} not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise SettingsError(f"{path}: not UTF-8 text (byte {err.start}): is it the right file?") from None
-    except OSError as err:
-        raise SettingsError(f"{path}: cannot read: {err.strerror or err}") from None
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SettingsError(f"{path}: not valid YAML{where}: {err.problem or err.context}") from None
-    except (yaml.YAMLError, RecursionError) as err:
-        raise SettingsError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-
-
-def check_plain_data(obj: Any, where: str = "") -> None:
-    """Nested settings hold only strings, booleans, finite numbers, null, lists and mappings with string
-    keys: what YAML can also say (dates, sets, binary, NaN, numeric keys) is refused, naming the key."""
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise SettingsError(f"{_join(where, str(key))}: a key must be a name (text), got {_shown(key)}")
-            check_plain_data(value, _join(where, key))
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            check_plain_data(value, f"{where}[{i}]")
-    elif isinstance(obj, float):
-        finite(obj, where or "settings")
-    elif not (obj is None or isinstance(obj, (str, bool, int))):
-        raise SettingsError(f"{where or 'settings'} must be text, a number, true/false, a list or a mapping, "
-                            f"got {type(obj).__name__} {_shown(obj)}")
-
-
-def check_override(raw: Any, where: str, cls: type | None = None) -> None:
-    """The mappings and integers of a partial RunSpec (a workflow config's `base`, a setting's `run`).
-
-    A planner merges such overrides section by section and adds seeds to them before the merged
-    recipe is validated as a whole (`RunSpec.from_dict`), so these two kinds are checked first;
-    every other value is left to that validation."""
-    cls = cls or RunSpec
-    if not isinstance(raw, dict):
-        raise SettingsError(f"{where} must be a mapping, got {_shown(raw)}")
-    hints = typing.get_type_hints(cls)
-    for key, value in raw.items():
-        if key in hints:
-            _check_shape(hints[key], value, _join(where, key))
-
-
-def _check_shape(tp: Any, value: Any, where: str) -> None:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return
-        tp = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        check_override(value, where, tp)
-    elif origin is dict:
-        if not isinstance(value, dict):
-            raise SettingsError(f"{where} must be a mapping, got {_shown(value)}")
-        for key, item in value.items():
-            _check_shape(args[1], item, f"{where}.{key}")
-    elif tp is int:
-        _convert(int, value, where)

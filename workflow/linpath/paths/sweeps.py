@@ -18,8 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..engine import models
+from ..foundations.convert import check_alphas
 from ..foundations.device import pick_device
-from ..foundations.hparams import SweepSpec, check_alphas
+from ..foundations.hparams import SweepSpec
 from ..foundations.ids import digest
 from .evaluator import FULL, EvalSplit, PathEvaluator, tensor_kinds
 

@@ -18,8 +18,17 @@ from matplotlib.lines import Line2D  # noqa: E402
 from ..foundations.io import atomic_path, note  # noqa: E402
 from ..study.layer_groups import setting_layer_groups  # noqa: E402
 from ..study.plan import Plan  # noqa: E402
-from .tables import (MAIN_PATH, accuracy_change, collect, full_delta, group_barrier, row_comparisons,  # noqa: E402
-                     select, trained, trained_of_planned)
+from .tables import (  # noqa: E402
+    MAIN_PATH,
+    accuracy_change,
+    collect,
+    full_delta,
+    group_barrier,
+    row_comparisons,
+    select,
+    trained,
+    trained_of_planned,
+)
 
 
 def _save(fig, out: Path, pdf: bool = False) -> None:

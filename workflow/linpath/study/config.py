@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from ..foundations.hparams import SettingsError, check_alphas, check_override, check_plain_data, deep_merge
+from ..foundations.convert import check_alphas, check_override, check_plain_data, deep_merge
+from ..foundations.hparams import RunSpec, SettingsError
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"  # shipped inside the package
 
@@ -65,11 +66,11 @@ def read_config_record(path: Path) -> dict:
 def check_config(config: dict) -> None:
     """Raise SettingsError naming the dotted key of the first value the planner cannot take."""
     check_plain_data(config)
-    check_override(config.get("base") or {}, "base")
+    check_override(config.get("base") or {}, "base", RunSpec)
     path_settings = [("paths", config.get("paths"))]
     for name, setting in (config.get("settings") or {}).items():
         if isinstance(setting, dict):
-            check_override(setting.get("run") or {}, f"settings.{name}.run")
+            check_override(setting.get("run") or {}, f"settings.{name}.run", RunSpec)
             path_settings.append((f"settings.{name}.paths", setting.get("paths")))
     for where, paths in path_settings:
         if isinstance(paths, dict) and "alphas" in paths:

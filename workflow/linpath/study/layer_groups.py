@@ -10,7 +10,8 @@ Python: the planner and the table jobs use it without importing torch. The roles
 
 from __future__ import annotations
 
-from ..foundations.hparams import ModelSpec, SettingsError, from_dict
+from ..foundations.convert import from_dict
+from ..foundations.hparams import ModelSpec, SettingsError
 
 # model.arch -> family, the key of `shapes.layer_groups`
 ARCH_FAMILY = {"resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "vgg11": "vgg", "mlp": "mlp"}
@@ -77,7 +78,7 @@ def describe(rule: dict | None = None) -> str:
 
 def setting_layer_groups(plan, setting: str) -> list[str]:
     """The layer groups of a setting's model (its recipe over the base), by the plan's config rule."""
-    from ..foundations.hparams import deep_merge
+    from ..foundations.convert import deep_merge
 
     recipe = deep_merge(plan.base, plan.settings[setting].run)
     return layer_groups(recipe.get("model") or {}, (plan.config.get("shapes") or {}).get("layer_groups"))

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ..foundations.hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec, deep_merge
+from ..foundations.convert import deep_merge
+from ..foundations.hparams import RunSpec, SettingsError, ShapeThresholds, SweepSpec
 from ..foundations.ids import digest
 from ..foundations.layout import Layout
 from . import spawn as spawning

@@ -18,7 +18,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from ..foundations.hparams import SettingsError, from_dict
+from ..foundations.convert import from_dict
+from ..foundations.hparams import SettingsError
 
 # A child's data-order seed: its parent's plus this times (child index + 1). Any two children of one
 # spawn, and every child and its parent, draw different streams (for seeds below this step).
