@@ -62,15 +62,15 @@ from ..engine.train import (
     StepSettings,
     TargetNotReached,
     TrainingDiverged,
-    _epoch_metrics,
-    _optimizer_and_schedule,
-    _optimizer_to,
-    _result,
+    epoch_metrics,
     evaluated,
     make_optimizer,
     missed_target,
     open_run,
+    optimizer_and_schedule,
+    optimizer_to,
     record_failure,
+    run_result,
     target_reached,
     write_checkpoint,
     write_outputs,
@@ -203,13 +203,13 @@ class Pack:
         self.seats, self.how = seats, how
         spec = seats[0].spec
         self.model = StackedModel(spec.model, [s.model_state for s in seats], how.device)
-        self.optimizer, self.scheduler = _optimizer_and_schedule(spec, self.model.module)  # the single run's groups
+        self.optimizer, self.scheduler = optimizer_and_schedule(spec, self.model.module)  # the single run's groups
         resumed = [s.optimizer_state is not None for s in seats]
         assert all(resumed) or not any(resumed), "seats at one epoch are all fresh or all resumed"
         if all(resumed):
             self.optimizer.load_state_dict(stack_optimizer_states([s.optimizer_state for s in seats]))
             self.scheduler.load_state_dict(seats[0].scheduler_state)
-        _optimizer_to(self.optimizer, how.device)
+        optimizer_to(self.optimizer, how.device)
         self.forward = torch.compile(self.model) if how.compile else self.model
 
     def train_epoch(self, epoch: int, loss: str, progress: bool) -> tuple[torch.Tensor, float | None]:
@@ -299,7 +299,7 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
         if not seat.history:  # θ₀, with the LR a single run records for epoch 0 (its first group's)
             lr = make_optimizer(seat.spec, evaluator).param_groups[0]["lr"]
             evaluator.load_state_dict(seat.model_state)
-            seat.history.append(_epoch_metrics(evaluator, seat.eval_sets, t.loss, 0, lr, how))
+            seat.history.append(epoch_metrics(evaluator, seat.eval_sets, t.loss, 0, lr, how))
 
     pack: Pack | None = None
     compile_seconds = None
@@ -355,7 +355,7 @@ def _open_seats(specs: list[RunSpec], outs: list[Path], eval_cache) -> list[Seat
         loader.seed = spec.train.seed
         seat = Seat(spec, out, opened.init_state, loader, eval_sets)
         if opened.finished is not None:
-            seat.outcome = _result(out, opened.finished, time.perf_counter())
+            seat.outcome = run_result(out, opened.finished, time.perf_counter())
         elif opened.checkpoint is not None:
             ckpt = opened.checkpoint
             seat.history, seat.done = list(ckpt["metrics"]), int(ckpt["epoch"])
@@ -374,7 +374,7 @@ def _after_epoch(seat: Seat, pack: Pack, evaluator: nn.Module, epoch: int, lr: f
     k = pack.seats.index(seat)
     if evaluated(t, epoch):
         evaluator.load_state_dict(pack.model.state(k))
-        seat.history.append(_epoch_metrics(evaluator, seat.eval_sets, t.loss, epoch, lr, how))
+        seat.history.append(epoch_metrics(evaluator, seat.eval_sets, t.loss, epoch, lr, how))
     if epoch in t.save_epochs:
         save_torch(pack.model.state(k), seat.out / f"epoch_{epoch}.pt")
     if epoch % t.checkpoint_every == 0 and epoch < t.epochs:

@@ -301,7 +301,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
     if opened.finished is not None:
         if not (out / "outcome.yaml").is_file():  # finished before it could write its outcome
             write_outcome(Outcome("trained", run=spec.name, settings_digest=spec.digest()), out)
-        return _result(out, opened.finished, started)
+        return run_result(out, opened.finished, started)
     spec, device, init_state, ckpt = opened.spec, opened.device, opened.init_state, opened.checkpoint
     t = spec.train
     ckpt_path = out / "checkpoint.pt"
@@ -309,7 +309,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
     model = models.build(spec.model)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer, scheduler = _optimizer_and_schedule(spec, model)
+        optimizer, scheduler = optimizer_and_schedule(spec, model)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         history, done = list(ckpt["metrics"]), int(ckpt["epoch"])
@@ -318,7 +318,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
             torch.cuda.set_rng_state(ckpt["rng_cuda"])
     else:
         model.load_state_dict(init_state)
-        optimizer, scheduler = _optimizer_and_schedule(spec, model)
+        optimizer, scheduler = optimizer_and_schedule(spec, model)
         history, done = [], 0
         if spec.init.spawn:
             done = continue_from_spawn(spec, optimizer, scheduler)
@@ -326,7 +326,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
 
     how = StepSettings.of(t, device, spec.model.arch)
     model.to(device)
-    _optimizer_to(optimizer, device)
+    optimizer_to(optimizer, device)
     if how.channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
@@ -337,7 +337,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
                  "test": (prep.test_x.to(device), prep.test_y.to(device))}
     loader = data_mod.DeviceLoader(*eval_sets["train"], t.batch_size, t.seed, prep.augment, device, prep.pad_value)
     if not history:  # epoch 0, or a spawned child's epoch k
-        history.append(_epoch_metrics(model, eval_sets, t.loss, done, optimizer.param_groups[0]["lr"], how))
+        history.append(epoch_metrics(model, eval_sets, t.loss, done, optimizer.param_groups[0]["lr"], how))
         if done == 0 and 0 in t.spawn_epochs:
             _save_checkpoint(out / spawn_file(0), spec, 0, model, optimizer, scheduler, history, device)
 
@@ -360,7 +360,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
         scheduler.step()
         done = epoch
         if evaluated(t, epoch):
-            history.append(_epoch_metrics(model, eval_sets, t.loss, epoch, lr, how))
+            history.append(epoch_metrics(model, eval_sets, t.loss, epoch, lr, how))
             bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
         if epoch in t.save_epochs:
             save_torch(_cpu_state(model), out / f"epoch_{epoch}.pt")
@@ -438,7 +438,7 @@ def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, 
     save_torch(final, out / "final.pt")
     write_outcome(Outcome("trained", run=spec.name, epoch=int(history[-1]["epoch"]), settings_digest=spec.digest()), out)
     (out / "checkpoint.pt").unlink(missing_ok=True)
-    result = _result(out, metrics, started)
+    result = run_result(out, metrics, started)
     result.compile_seconds = compile_seconds
     return result
 
@@ -497,7 +497,8 @@ def _init_for_resume(spec: RunSpec, out: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _optimizer_and_schedule(spec: RunSpec, model: nn.Module):
+def optimizer_and_schedule(spec: RunSpec, model: nn.Module):
+    """The run's optimiser and its step schedule (milestones, gamma)."""
     optimizer = make_optimizer(spec, model)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
 
@@ -531,7 +532,7 @@ def _claim_directory(spec: RunSpec, out: Path) -> None:
     write_yaml(spec.to_dict(), settings)
 
 
-def _epoch_metrics(model: nn.Module, eval_sets: dict, loss: str, epoch: int, lr: float, how: StepSettings) -> dict:
+def epoch_metrics(model: nn.Module, eval_sets: dict, loss: str, epoch: int, lr: float, how: StepSettings) -> dict:
     """One metrics row, in strict fp32 and the default memory layout."""
     row = {"epoch": epoch, "lr": lr}
     layout = _default_layout(model) if how.channels_last else contextlib.nullcontext()
@@ -556,14 +557,16 @@ def _optimizer_cpu_state(optimizer: torch.optim.Optimizer) -> dict:
     return state
 
 
-def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+def optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """The optimiser's state tensors onto `device` (a checkpoint loads them on the CPU)."""
     for per_param in optimizer.state.values():
         for name, value in per_param.items():
             if torch.is_tensor(value) and name != "step":
                 per_param[name] = value.to(device)
 
 
-def _result(out: Path, metrics: pd.DataFrame, started: float) -> RunResult:
+def run_result(out: Path, metrics: pd.DataFrame, started: float) -> RunResult:
+    """What `train` returns: the last epoch's metrics and the wall time."""
     last = metrics.iloc[-1]
     return RunResult(out, int(last["epoch"]), float(last["train_loss"]), float(last["train_acc"]),
                      float(last["test_loss"]), float(last["test_acc"]), time.perf_counter() - started)
