@@ -284,6 +284,45 @@ class ShapeThresholds:
         return thresholds
 
 
+@dataclass(frozen=True)
+class GroupRule:
+    """Which groups of a setting are its barrier groups (E11, E13, E16): config `shapes.barrier_groups`.
+
+    `monotonic` is the paper's rule (App. E): a layer or block has a barrier when the loss along its own
+    group-wise path is not monotonically decreasing, i.e. its largest rise Δ exceeds `tol`, a float-noise
+    tolerance. `label` is the scale-aware B label of every path (`ShapeThresholds`), which lets a rise that
+    is small beside the path's own fall count as no barrier. A group is a barrier group when its path has
+    a barrier in at least `min_share` of the setting's seeds: the intervention is one choice for all seeds.
+    """
+
+    rule: Literal["monotonic", "label"] = "monotonic"
+    # Loss units. A rise this small is rounding, not a barrier: the same state θ_T, reached at α = 1 by every
+    # path of a run, is scored with a spread of at most ~1e-6 in the default's sweeps (docs/study.md,
+    # "Barrier groups"; `python -m linpath.bench noise` measures it on any finished sweeps).
+    tol: float = 1.0e-4
+    min_share: float = 0.5
+
+    def has_barrier(self, delta: float, label: str) -> bool:
+        """One path's decision; a loss that is not finite somewhere is not monotonically decreasing."""
+        if self.rule == "label":
+            return label == "B"
+        return not (delta <= self.tol)
+
+    def describe(self) -> str:
+        word = (f"not monotonically decreasing (delta > {self.tol:g})" if self.rule == "monotonic"
+                else "labelled B (the label rule of every path)")
+        return f"rule {self.rule}: a group's path has a barrier when it is {word}, in at least {self.min_share:g} of the seeds"
+
+    @classmethod
+    def from_config(cls, shapes: dict | None, where: str = "shapes.barrier_groups") -> "GroupRule":
+        rule = from_dict(cls, dict((shapes or {}).get("barrier_groups") or {}), where)  # checks `rule`
+        if not rule.tol >= 0:
+            raise SettingsError(f"{where}.tol must be >= 0, got {rule.tol}")
+        if not 0 < rule.min_share <= 1:
+            raise SettingsError(f"{where}.min_share must be in (0, 1], got {rule.min_share}")
+        return rule
+
+
 @dataclass
 class RunSpec:
     model: ModelSpec = field(default_factory=ModelSpec)

@@ -18,69 +18,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..foundations.io import note, write_parquet, write_text, write_yaml
+from ..foundations.io import note, write_parquet, write_text
 from ..foundations.outcome import read_outcome
 from ..study.plan import Plan
 
 MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split": "train"}
-
-
-# --- settings and measured groups (used by the workflow before training) ----
-
-
-def barrier_groups(shapes: pd.DataFrame, widenable: list[str], min_share: float = 0.5,
-                   assume: list[str] = (), candidates: list[str] | None = None) -> dict:
-    """Groups whose group-wise path (θ₀ → θ_T, train split) has a barrier in at least `min_share` of the
-    seeds; `ranked` orders those whose width can change by mean Δ, highest first (for "narrow the k
-    barrier layers" references: a head or stem that cannot be narrowed must not take one of the k places).
-    Only `candidates` (the model's layer groups, linpath.study.layer_groups; None: every group) enter either list.
-    `assume` (test-only, config `testing.barrier_groups`) adds groups as if they had barriers."""
-    sel = shapes[(shapes["path"] == "group") & (shapes["start"] == "init") & (shapes["split"] == "train")
-                 & (shapes["bn_mode"] == "interpolate")]
-    if sel.empty:
-        raise ValueError("no group-wise paths in these shapes: set paths.groups for the referenced setting")
-    if candidates is not None:
-        sel = sel[sel["group"].isin(list(candidates))]
-        if sel.empty:
-            raise ValueError(f"none of the layer groups {list(candidates)} has a group-wise path in these shapes")
-    by_group = sel.assign(b=sel["label"] == "B").groupby("group", sort=False)
-    share, delta = by_group["b"].mean(), by_group["delta"].mean()
-    with_barrier = [g for g, s in share.items() if s >= min_share or g in assume]
-    return {"with_barrier": with_barrier,
-            "without_barrier": [g for g in share.index if g not in with_barrier],
-            "ranked": sorted([g for g in with_barrier if g in widenable], key=lambda g: -delta[g]),
-            "barrier_share": {g: float(s) for g, s in share.items()},
-            "mean_delta": {g: float(d) for g, d in delta.items()},
-            "widenable": list(widenable),
-            "candidates": list(share.index),
-            "rule": f"label B (see label_rule) in at least {min_share:g} of the seeds; ranked: the widenable ones by mean delta"
-                    + (f"; ASSUMED for a test: {sorted(set(assume) & set(with_barrier))}" if assume else ""),
-            "label_rule": str(sel["label_rule"].iloc[0])}
-
-
-def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path, log: str | None = None,
-                         min_share: float | None = None, assume: list[str] = (),
-                         layer_rule: dict | None = None) -> None:
-    """`layer_rule`: config `shapes.layer_groups`, which groups of the model are candidates."""
-    from ..engine.models import widenable_groups
-    from ..foundations.hparams import RunSpec
-    from ..study.layer_groups import describe, layer_groups
-
-    frames = [frame for frame in map(pd.read_parquet, shape_files) if not frame.empty]  # empty: did not train
-    if not frames:
-        found = {"with_barrier": [], "without_barrier": [], "upstream_failed": True,
-                 "reason": f"none of the {len(shape_files)} runs trained"}
-        write_yaml(found, out)
-        note(log, f"{found['reason']} -> {out}")
-        return
-    shapes = pd.concat(frames, ignore_index=True)
-    share = SummaryRules().group_barrier_share if min_share is None else min_share
-    model = RunSpec.from_yaml(run_yaml).model
-    found = barrier_groups(shapes, widenable_groups(model), share, assume, layer_groups(model, layer_rule))
-    found["candidate_rule"] = describe(layer_rule)
-    found["runs_measured"] = f"{len(frames)}/{len(shape_files)}"
-    write_yaml(found, out)
-    note(log, f"groups with a barrier: {found['with_barrier']} -> {out}")
 
 
 # --- the long tables -----------------------------------------------------------
@@ -197,9 +139,6 @@ class SummaryRules:
     layer_barrier_floor: float = 0.01
     # better / worse when the confidence interval of the mean paired accuracy change excludes 0.
     acc_confidence: float = 0.95
-    # E11/E13/E16 treat a group as a barrier group when its group-wise path is B in at least this share of
-    # the reference setting's seeds (a majority: the intervention is one choice for all seeds).
-    group_barrier_share: float = 0.5
 
     @classmethod
     def from_config(cls, shapes: dict | None) -> "SummaryRules":
