@@ -88,5 +88,5 @@ def test_paper_plan_layer_groups_per_setting():
     paper = Plan(merged("paper.yaml"))
     assert setting_layer_groups(paper, "base") == ["block1", "block2", "block3", "block4"]
     assert setting_layer_groups(paper, "vgg_bn") == [f"conv{k}" for k in range(1, 9)]
-    assert setting_layer_groups(paper, "mlp_deep") == ["layer1", "layer2", "layer3", "layer4"]
-    assert setting_layer_groups(paper, "mlp_narrow_no_barrier") == ["layer1", "layer2", "layer3", "layer4"]
+    assert setting_layer_groups(paper, "mlp_deep") == ["layer1", "layer2"]  # App. A's 2x50 MLP (paper.yaml, E13)
+    assert setting_layer_groups(paper, "mlp_narrow_no_barrier") == ["layer1", "layer2"]

@@ -12,7 +12,8 @@ import torch
 
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import RunSpec
-from linpath.report.tables import agreement_counts, row_comparisons, table1
+from linpath.report.tables import (agreement_counts, row_comparisons, table1, table1_markdown,
+                                   unreachable_paper_labels)
 from linpath.engine.train import StepSettings
 from test_paper_config import merged, resolved
 from test_tables import SEEDS, config, run_row, shape_row
@@ -41,7 +42,12 @@ def rows_of(plan: Plan) -> dict[str, dict]:
 
 def test_the_mlp_row_widens_the_barrier_layers_and_narrowing_is_its_own_row(paper):
     rows = rows_of(paper)
-    assert rows["MLPs overparameterised"]["settings"] == ["mlp_widen_barrier"]
+    widen = rows["MLPs overparameterised"]["settings"]
+    assert widen == ["mlp_widen_barrier_2x", "mlp_widen_barrier", "mlp_widen_barrier_8x"]
+    groups = {"mlp_deep": {"with_barrier": ["layer1"], "without_barrier": ["layer2", "output"],
+                           "ranked": ["layer1"], "widenable": ["layer1", "layer2"]}}
+    factors = [resolved(paper, s, groups=groups)["model"]["group_width"] for s in widen]
+    assert factors == [{"layer1": 2.0}, {"layer1": 4.0}, {"layer1": 8.0}], "three widenings of the barrier layers"
     narrow = [r for r in rows.values() if "mlp_narrow_no_barrier" in r["settings"]]
     assert len(narrow) == 1 and narrow[0]["settings"] == ["mlp_narrow_no_barrier"]
     assert narrow[0]["paper_shape"] == "NB" and "paper_acc" not in narrow[0], "App. F states no accuracy"
@@ -143,8 +149,11 @@ def test_appendix_settings_have_their_own_rows(paper):
     assert rows["barrier-height init"]["settings"] == ["barrier_at"]
     assert rows["init before / after the barrier"]["settings"] == ["barrier_before", "barrier_after"]
     sources = {r["intervention"]: r.get("paper_source") for r in rows.values() if r.get("paper_source")}
-    assert set(sources) == {"init before / after the barrier", "partial random-label pre-training (no WD)",
-                            "less data and no augmentation", "MLP no-barrier layers narrowed"}
+    appendix = {i for i, s in sources.items() if not s.startswith("Table 1")}
+    assert appendix == {"init before / after the barrier", "partial random-label pre-training (no WD)",
+                        "less data and no augmentation", "MLP no-barrier layers narrowed"}
+    # The other sourced rows are Table 1's, with a second reading quoted from the text
+    assert {i for i in sources if i not in appendix} == {i for i, r in rows.items() if r.get("paper_shape_alt")}
 
 
 # --- 6. the weight-decay sweep has a "little" point -------------------------------------------------
@@ -216,3 +225,207 @@ def test_the_config_record_keeps_a_weight_decay_of_1e5_a_number(paper, tmp_path)
     assert yaml.safe_load(record.read_text())["settings"]["wd_1e5"]["run"]["train"]["weight_decay"] == "1e-05"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"seeds": [0]}))
     assert read_config_record(tmp_path / "config.yaml") == {"seeds": [0]}
+
+
+# --- 9. every row's paper labels can come out of its rules -----------------------------------------
+
+
+@pytest.mark.parametrize("plan_name", ["default", "paper"])
+def test_every_rows_paper_labels_are_reachable_by_its_rules(plan_name, request):
+    plan = request.getfixturevalue(plan_name)
+    compared = [r for r in plan.config["table1"] if r.get("paper_shape") or r.get("paper_acc")]
+    assert len(compared) >= 15
+    assert [p for r in compared for p in unreachable_paper_labels(plan, r)] == []
+
+
+def one_setting_plan(row: dict, seeds=SEEDS, paths: dict | None = None) -> Plan:
+    settings = {"base": {"experiment": "E2"}, "a": {"experiment": "E6", "baseline": "base", "paths": paths or {}},
+                "b": {"experiment": "E6", "baseline": "base"}, "c": {"experiment": "E6", "baseline": "base"}}
+    return Plan(config(settings, [{"intervention": "x", **row}], seeds=seeds, shapes={"label_min_share": 0.25}))
+
+
+@pytest.mark.parametrize("row,seeds,paths,problem", [
+    ({"settings": ["a"], "paper_shape": "B/NB/P"}, [0, 1], None, "needs 3 labels; its settings hold at most 2"),
+    ({"settings": ["a"], "paper_shape": "H-LB"}, SEEDS, {"groups": False}, "need 1 comparisons with group-wise paths"),
+    ({"settings": ["a"], "paper_shape": "H-LB/L-LB"}, SEEDS, None, "need 2 comparisons"),
+    ({"settings": ["a"], "paper_acc": "worse"}, [0], None, "cannot come from 1 comparison(s) of 1 seed(s)"),
+    ({"settings": ["a"], "paper_acc": "mixed"}, SEEDS, None, "cannot come from 1 comparison(s)"),
+    ({"settings": ["a"], "paper_shape": "NB/LB"}, SEEDS, None, "unknown labels ['LB']"),
+])
+def test_unreachable_paper_labels_are_named(row, seeds, paths, problem):
+    plan = one_setting_plan(row, seeds, paths)
+    found = unreachable_paper_labels(plan, plan.config["table1"][0])
+    assert len(found) == 1 and problem in found[0], found
+
+
+def test_often_is_read_as_the_word_where_a_row_cannot_say_often():
+    """One or two comparisons cannot say "often X": the paper's "often better" is compared as "better"
+    there; with three, "often better" itself is needed (all three better is not "often")."""
+    runs = pd.DataFrame([run_row(n, s, 0.90 + (0.01 + 0.001 * s) * (n != "base")) for n in ("base", "a", "b", "c")
+                         for s in SEEDS])
+    shapes = pd.DataFrame([shape_row(n, s, "NB", 0.0) for n in ("base", "a", "b", "c") for s in SEEDS])
+    one = table1(one_setting_plan({"settings": ["a"], "paper_acc": "often better"}), runs, shapes).iloc[0]
+    assert one["acc_word"] == "better" and one["paper_acc_compared"] == "better" and one["agrees_acc"] == True  # noqa: E712
+    assert "often better → better" in table1_markdown(pd.DataFrame([one]))
+    three = table1(one_setting_plan({"settings": ["a", "b", "c"], "paper_acc": "often better"}), runs, shapes).iloc[0]
+    assert three["acc_word"] == "better" and three["paper_acc_compared"] == "often better"
+    assert three["agrees_acc"] == False  # noqa: E712
+    unreachable = one_setting_plan({"settings": ["a"], "paper_acc": "often better"}, seeds=[0])
+    assert "compared as 'better'" in unreachable_paper_labels(unreachable, unreachable.config["table1"][0])[0]
+
+
+# --- 10. where the paper contradicts itself, both readings count -----------------------------------
+
+
+@pytest.mark.parametrize("plan_name", ["default", "paper"])
+def test_rows_the_paper_reads_two_ways_carry_both_readings_and_the_quote(plan_name, request):
+    rows = rows_of(request.getfixturevalue(plan_name))
+    fixed, rl = rows["fixed LR = 0.01"], rows["partial random-label pre-training"]
+    assert (fixed["paper_shape"], fixed["paper_shape_alt"]) == ("P", "B")
+    assert "induces a barrier" in fixed["paper_source"] and "App. E" in fixed["paper_source"]
+    assert (rl["paper_shape"], rl["paper_shape_alt"]) == ("B/NB", "B/P")
+    assert "App. C" in rl["paper_source"] and "plateau" in rl["paper_source"]
+
+
+def test_a_part_agrees_with_either_reading_and_the_markdown_marks_the_row():
+    plan = fixed_lr_plan()
+    plan.config["table1"][0].update(paper_shape_alt="B", paper_source="Table 1; Sec. 6: 'induces a barrier'")
+    plan.check()
+    runs = fixed_lr_runs(0.88)
+    for mid, agrees, which in (("B", True, "shape: alt"), ("P", True, "shape: main"), ("NB", False, "shape: neither")):
+        shapes = pd.DataFrame([shape_row(n, s, mid if n == "mid" else "NB", 0.3 * (mid == "B") * (n == "mid"))
+                               for n in ("mid", "high", "low") for s in SEEDS])
+        t1 = table1(plan, runs, shapes)
+        row = t1.iloc[0]
+        assert row["shape"] == mid and row["agrees_shape"] == agrees, mid
+        assert row["agrees_by_reading"] == f"{which}; acc: main, alt", "the alt states no word: the main one stands"
+        assert t1.iloc[1]["agrees_by_reading"] == "", "one reading: nothing to say"
+    text = table1_markdown(t1)
+    assert "| fixed LR = 0.01 † |" in text and "| P (alt: B) |" in text and "† The paper's own text" in text
+    assert agreement_counts(t1)["shape"] == (1, 2)
+
+
+def test_a_second_reading_needs_its_quote():
+    plan = fixed_lr_plan()
+    plan.config["table1"][0]["paper_shape_alt"] = "B"
+    with pytest.raises(Exception, match=r"table1\[0\] \(fixed LR = 0.01\): a second reading .* paper_source"):
+        plan.check()
+
+
+# --- 11. the small-LR row: the shape of the changed blocks' own paths --------------------------------
+
+
+def small_lr_plan(tmp_path=None) -> Plan:
+    settings = {"base": {"experiment": "E2"},
+                "small_lr": {"experiment": "E11", "baseline": "base",
+                             "run": {"train": {"group_overrides": {"@barrier_groups:base": {"lr": 0.005}}}}}}
+    cfg = config(settings, [{"intervention": "smaller initial LR for blocks with barriers", "settings": ["small_lr"],
+                             "shape_from": "barrier_groups", "paper_shape": "NB", "paper_acc": "worse"}])
+    cfg["paths"] = {"groups": True}
+    if tmp_path is not None:
+        cfg["results"] = str(tmp_path)
+    return Plan(cfg)
+
+
+def small_lr_shapes() -> pd.DataFrame:
+    """base: block1 has a barrier, block2 none. small_lr: its full path is B, block1's own path now NB,
+    block2's B (a block whose LR was not lowered)."""
+    rows = []
+    for s in SEEDS:
+        rows += [shape_row("base", s, "P", 0.0), shape_row("small_lr", s, "B", 0.4),
+                 shape_row("base", s, "B", 0.3, path="group", group="block1"),
+                 shape_row("base", s, "NB", 0.0, path="group", group="block2"),
+                 shape_row("small_lr", s, "NB", 0.0, path="group", group="block1"),
+                 shape_row("small_lr", s, "B", 0.5, path="group", group="block2")]
+    return pd.DataFrame(rows)
+
+
+def test_the_small_lr_rows_shape_comes_from_the_barrier_groups_own_paths():
+    plan = small_lr_plan()
+    plan.check()
+    assert plan.table1_group_references() == ["base"]
+    runs = pd.DataFrame([run_row(n, s, 0.9 - 0.02 * (n == "small_lr") + 0.001 * s) for n in ("base", "small_lr")
+                         for s in SEEDS])
+    groups = {"base": {"with_barrier": ["block1"], "without_barrier": ["stem", "block2", "head"]}}
+    row = table1(plan, runs, small_lr_shapes(), barrier_groups=groups).iloc[0]
+    assert row["shape"] == "NB" and row["shape_fractions"] == "NB 4/4", "block1 only, not the full path's B"
+    assert row["agrees_shape"] == True and row["agrees"] == True  # noqa: E712
+    assert row["shape_from"] == "group-wise paths of the barrier groups (small_lr: block1 of base)"
+    assert row["baseline_shape"] == "base: B", "the same block in the baseline had the barrier"
+    assert "one label per seed and barrier group" in row["shape_rule"]
+    # Both blocks changed: block2's own path keeps its barrier, and the row shows it.
+    both = {"base": {"with_barrier": ["block1", "block2"], "without_barrier": []}}
+    row = table1(plan, runs, small_lr_shapes(), barrier_groups=both).iloc[0]
+    assert row["shape"] == "NB/B" and row["shape_fractions"] == "NB 4/8, B 4/8" and row["agrees_shape"] == False  # noqa: E712
+
+
+def test_without_barrier_groups_the_row_says_so_and_invents_no_label(tmp_path):
+    plan = small_lr_plan(tmp_path)
+    skipped = [{"run_id": f"small_lr-s{s}", "setting": "small_lr", "seed": s, "status": "skipped",
+                "status_reason": "no barrier groups measured in base (@barrier_groups:base)"} for s in SEEDS]
+    runs = pd.DataFrame([{**run_row("base", s, 0.9), "status": "trained"} for s in SEEDS] + skipped)
+    shapes = small_lr_shapes().query("setting == 'base'")
+    row = table1(plan, runs, shapes, barrier_groups={"base": {"with_barrier": [], "without_barrier": ["block1"]}}).iloc[0]
+    assert row["shape"] == "no barrier groups in base" and pd.isna(row["agrees_shape"]) and pd.isna(row["agrees"])
+    assert "small_lr: 4 skipped (no barrier groups measured in base" in row["not_trained"]
+    # Not measured (no file): said so. The measured file, read from the results folder when not passed in.
+    assert table1(plan, runs, shapes).iloc[0]["shape_from"].endswith("(small_lr: barrier groups of base not measured)")
+    plan.layout.groups_file("base").parent.mkdir(parents=True)
+    plan.layout.groups_file("base").write_text("with_barrier: [block1]\nwithout_barrier: [block2]\n")
+    trained_runs = pd.DataFrame([run_row(n, s, 0.9) for n in ("base", "small_lr") for s in SEEDS])
+    assert table1(plan, trained_runs, small_lr_shapes()).iloc[0]["shape"] == "NB"
+
+
+def test_shape_from_barrier_groups_needs_a_barrier_group_reference_and_group_paths():
+    plan = small_lr_plan()
+    plan.config["settings"]["plain"] = {"experiment": "E11", "baseline": "base"}
+    plan = Plan(plan.config)
+    plan.config["table1"][0]["settings"] = ["small_lr", "plain"]
+    with pytest.raises(Exception, match="setting 'plain' changes no '@barrier_groups:<setting>' groups"):
+        plan.check()
+    plan.config["table1"][0]["settings"] = ["small_lr"]
+    plan.config["settings"]["small_lr"]["paths"] = {"groups": False}
+    with pytest.raises(Exception, match="setting 'small_lr' measures no group-wise paths"):
+        Plan(plan.config).check()
+
+
+@pytest.mark.parametrize("plan_name", ["default", "paper"])
+def test_the_small_lr_row_of_each_config_reads_the_barrier_groups(plan_name, request):
+    plan = request.getfixturevalue(plan_name)
+    row = rows_of(plan)["smaller initial LR for blocks with barriers"]
+    assert row["shape_from"] == "barrier_groups"
+    assert "base" in plan.table1_group_references()
+    assert all(r.get("shape_from", "full") == "full" for r in plan.config["table1"] if r is not row)
+
+
+# --- 12. E13 at paper scale: App. A's MLP where the paper shows MLP barriers ---------------------------
+
+
+def test_the_paper_scale_e13_baseline_is_app_a_mlp_on_the_spiral(paper):
+    deep, spiral = resolved(paper, "mlp_deep"), resolved(paper, "mlp_spiral")
+    assert deep["model"]["hidden"] == [50, 50] and deep["data"]["dataset"] == "spiral"
+    for key in ("optimizer", "lr", "weight_decay", "milestones", "batch_size", "loss", "epochs"):
+        assert deep["train"][key] == spiral["train"][key], key  # E1's recipe of Fig. 1A (App. A)
+    assert (deep["train"]["optimizer"], deep["train"]["lr"], deep["train"]["batch_size"]) == ("adam", 5e-4, 500)
+    assert paper.sweep_spec("mlp_deep").groups, "its layers' own paths decide the barrier groups"
+
+
+def test_a_widening_row_whose_baseline_has_no_barrier_layer_says_so():
+    """No barrier layer in the baseline: the widened runs are skipped (not trained as copies of the
+    baseline), so the row has no label to agree with; it shows the baseline's shape and why."""
+    settings = {"mlp_deep": {"experiment": "E13", "run": {"model": {"arch": "mlp", "hidden": [8, 8]}}},
+                "mlp_widen_barrier": {"experiment": "E13", "baseline": "mlp_deep", "like": "mlp_deep",
+                                      "run": {"model": {"group_width": {"@barrier_groups:mlp_deep": 4.0}}}}}
+    plan = Plan(config(settings, [{"intervention": "MLPs overparameterised", "settings": ["mlp_widen_barrier"],
+                                   "paper_shape": "NB", "paper_acc": "often better"}]))
+    groups = {"mlp_deep": {"with_barrier": [], "without_barrier": ["layer1", "layer2", "output"]}}
+    reason = plan.skip_reason(plan.run_of("mlp_widen_barrier", 0), groups, {})
+    assert reason == "no barrier groups measured in mlp_deep (@barrier_groups:mlp_deep)"
+    runs = pd.DataFrame([{**run_row("mlp_deep", s, 0.9, "mlp"), "status": "trained"} for s in SEEDS]
+                        + [{"run_id": f"w-s{s}", "setting": "mlp_widen_barrier", "seed": s, "status": "skipped",
+                            "status_reason": reason} for s in SEEDS])
+    shapes = pd.DataFrame([shape_row("mlp_deep", s, "NB", 0.0) for s in SEEDS])
+    row = table1(plan, runs, shapes).iloc[0]
+    assert row["shape"] == "n/a" and row["n"] == "0/4" and pd.isna(row["agrees"])
+    assert row["not_trained"] == f"mlp_widen_barrier: 4 skipped ({reason})"
+    assert row["baseline_shape"] == "mlp_deep: NB"

@@ -13,7 +13,7 @@ import pytest
 from linpath.study.plan import Plan
 from linpath.report.figures import rank_correlations, shape_vs_accuracy
 from linpath.paths.shapes import ShapeThresholds, curve_metrics
-from linpath.report.tables import (SummaryRules, accuracy_word, agreement_counts, barrier_groups, combined_word,
+from linpath.report.tables import (SummaryRules, accuracy_word, agreement_counts, combined_word,
                                    experiment_table, label_fractions, label_set, layer_barrier_tag, mean_interval,
                                    paper_parts, table1, table1_markdown)
 
@@ -201,27 +201,6 @@ def test_agreement_counts_and_the_summary_line():
     assert "NB 8/8" in text
 
 
-# --- measured barrier groups ----------------------------------------------------------------
-
-
-def test_barrier_groups_by_share_of_seeds_and_ranked_by_delta():
-    rows = []
-    for s in SEEDS:
-        rows.append(shape_row("vgg", s, "B", 0.2, path="group", group="conv1"))
-        rows.append(shape_row("vgg", s, "B", 0.6, path="group", group="conv2"))
-        rows.append(shape_row("vgg", s, "B" if s == 0 else "NB", 0.9 if s == 0 else 0.0, path="group", group="conv3"))
-    found = barrier_groups(pd.DataFrame(rows), ["conv1", "conv2", "conv3"], 0.5)
-    assert found["with_barrier"] == ["conv1", "conv2"] and found["without_barrier"] == ["conv3"]
-    assert found["ranked"] == ["conv2", "conv1"]
-    # conv3: one seed of four, with a high Δ: a barrier group at a share of 0.25, ranked by its mean Δ.
-    widenable = ["conv1", "conv2", "conv3"]
-    assert barrier_groups(pd.DataFrame(rows), widenable, 0.25)["ranked"] == ["conv2", "conv3", "conv1"]
-    # A barrier in a group whose width cannot change (the head) never takes one of the k places.
-    rows += [shape_row("vgg", s, "B", 2.0, path="group", group="classifier") for s in SEEDS]
-    found = barrier_groups(pd.DataFrame(rows), widenable, 0.5)
-    assert "classifier" in found["with_barrier"] and found["ranked"] == ["conv2", "conv1"]
-
-
 # --- experiment tables -----------------------------------------------------------------------
 
 
@@ -300,14 +279,6 @@ def test_a_real_barrier_is_b_at_any_grid_that_contains_it(points):
     assert m["label"] == "B" and m["delta"] == pytest.approx(0.8)
     assert m["rise_alpha"] == pytest.approx(0.5) and m["rise_start_alpha"] == pytest.approx(0.25)
     assert m["above_start"] is False and m["barrier_alpha"] == 0.0, "the global maximum is L(0), not the barrier"
-
-
-def test_test_only_assumed_barrier_groups_are_added_and_named():
-    rows = [shape_row("base", s, "NB", 0.0, path="group", group=g) for s in SEEDS for g in ("stem", "block1")]
-    found = barrier_groups(pd.DataFrame(rows), [], 0.5, assume=["block1", "conv9"])
-    assert found["with_barrier"] == ["block1"] and found["without_barrier"] == ["stem"]
-    assert "ASSUMED for a test: ['block1']" in found["rule"]
-    assert "ASSUMED" not in barrier_groups(pd.DataFrame(rows), [], 0.5)["rule"]
 
 
 def test_shipped_configs_hold_no_test_only_settings():

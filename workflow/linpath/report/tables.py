@@ -151,7 +151,9 @@ class SummaryRules:
 
     def acc_rule(self) -> str:
         return (f"better / worse: the {100 * self.acc_confidence:g}% Student-t interval of the mean paired change "
-                "lies above / below 0; else same")
+                "lies above / below 0; else same. A row of several comparisons: their common word, \"often X\" "
+                "for a majority (at least 2 of 3), else mixed; the paper's \"often X\" is compared as X in a row "
+                "of fewer than 3 comparisons")
 
     def label_rule(self) -> str:
         return f"a label holds for a setting when at least {self.label_min_share:g} of its seeds show it"
@@ -260,6 +262,11 @@ def combined_word(words: list[str]) -> str:
 
 # --- the paper's labels ----------------------------------------------------------------
 
+PAPER_TOKENS = ("NB", "B", "P", "H-LB", "L-LB")
+ACC_WORDS = ("better", "worse", "same")
+# combined_word says "often X" only for a majority that is not all: at least 2 of 3 comparisons.
+OFTEN_MIN_COMPARISONS = 3
+
 
 def paper_parts(paper_shape: str) -> tuple[set[str] | None, set[str] | None]:
     """The paper's Table 1 label split into (full-path shapes, layer-barrier tags); None = not stated."""
@@ -269,11 +276,92 @@ def paper_parts(paper_shape: str) -> tuple[set[str] | None, set[str] | None]:
     return (full or None), (layer or None)
 
 
+def paper_acc_compared(paper_acc: str, n_words: int) -> str:
+    """The word a row's accuracy word is compared with. A row of fewer than OFTEN_MIN_COMPARISONS
+    comparisons can never say "often X"; the paper's "often X" (most of the settings it summarises show X)
+    is read there as X, each compared setting taken to be one of that majority."""
+    if paper_acc.startswith("often ") and n_words < OFTEN_MIN_COMPARISONS:
+        return paper_acc[len("often "):]
+    return paper_acc
+
+
+@dataclass(frozen=True)
+class PaperReading:
+    """One reading of the paper's words for a row: its Table 1 (or `paper_source` text), or the other
+    reading (`paper_shape_alt` / `paper_acc_alt`) where its own text says otherwise."""
+
+    name: str  # main | alt
+    full: set[str] | None
+    layer: set[str] | None
+    acc: str
+
+
+def paper_readings(row: dict) -> list[PaperReading]:
+    """The row's readings of the paper: the main one, and an alternative where the row carries one. The
+    alternative replaces only the parts it states (a shape-only alternative keeps the main accuracy word)."""
+    full, layer = paper_parts(row.get("paper_shape", ""))
+    acc = str(row.get("paper_acc", "") or "")
+    out = [PaperReading("main", full, layer, acc)]
+    if row.get("paper_shape_alt") or row.get("paper_acc_alt"):
+        alt_full, alt_layer = paper_parts(row.get("paper_shape_alt", ""))
+        out.append(PaperReading("alt", alt_full or full, alt_layer or layer, str(row.get("paper_acc_alt") or acc)))
+    return out
+
+
 def _agrees(ours: set[str], theirs: set[str] | None):
     """Exact set agreement; pd.NA where the paper states nothing to compare with, or we measured nothing."""
     if theirs is None or not ours:
         return pd.NA
     return ours == theirs
+
+
+def _either(values: list):
+    """A part agrees when it agrees with either reading; pd.NA where no reading could be compared."""
+    stated = [v for v in values if v is not pd.NA]
+    return pd.NA if not stated else any(stated)
+
+
+def unreachable_paper_labels(plan: Plan, row: dict, rules: SummaryRules | None = None) -> list[str]:
+    """Why the row's rules could never produce the paper's labels (empty: every part is reachable), from the
+    plan alone: the labels a row can hold (seeds × the share a label needs), the comparisons that measure
+    group-wise paths on both sides (a layer tag each), and the words its comparisons can make."""
+    rules = rules or SummaryRules.from_config(plan.config.get("shapes"))
+    where = f"table1 row {row['intervention']!r}"
+    problems = []
+    for key in ("paper_shape", "paper_shape_alt"):
+        unknown = [t.strip() for t in str(row.get(key, "")).replace(",", "/").split("/")
+                   if t.strip() and t.strip() not in PAPER_TOKENS]
+        if unknown:
+            problems.append(f"{where}: {key} has unknown labels {unknown} (known: {', '.join(PAPER_TOKENS)})")
+    for key in ("paper_acc", "paper_acc_alt"):
+        word = str(row.get(key, "") or "")
+        if word and word.removeprefix("often ") not in ACC_WORDS and word != "mixed":
+            problems.append(f"{where}: {key} {word!r} is not an accuracy word (better, worse, same, often X, mixed)")
+    per_setting = int(math.floor(1 / rules.label_min_share + 1e-9))  # labels one setting can hold at once
+    if row.get("shape_from", "full") == "full":
+        per_setting = min(per_setting, len(plan.seeds))
+    capacity = per_setting * len(row["settings"])
+    comparisons = [(s, b) for s, b in row_comparisons(plan, row) if b]
+    layered = [(s, b) for s, b in comparisons if plan.sweep_spec(s).groups and plan.sweep_spec(b).groups]
+    seeds = len(plan.seeds)
+    for reading in paper_readings(row):
+        if reading.full and len(reading.full) > capacity:
+            problems.append(f"{where}: the paper's {'/'.join(_ordered(reading.full))} ({reading.name}) needs "
+                            f"{len(reading.full)} labels; its settings hold at most {capacity}")
+        if reading.layer and len(reading.layer) > len(layered):
+            problems.append(f"{where}: the paper's layer tags {'/'.join(_ordered(reading.layer))} ({reading.name}) "
+                            f"need {len(reading.layer)} comparisons with group-wise paths on both sides; "
+                            f"the row has {len(layered)}")
+        if reading.acc:
+            n = len(comparisons)
+            singles = set(ACC_WORDS) if seeds > 1 else {"same"}  # one seed: no interval, always same
+            possible = (set() if n == 0 else singles if n == 1 else singles | {"mixed"} if n < OFTEN_MIN_COMPARISONS
+                        else singles | {"mixed"} | {f"often {w}" for w in singles})
+            word = paper_acc_compared(reading.acc, n)
+            if word not in possible:
+                problems.append(f"{where}: the paper's {reading.acc!r} ({reading.name}, compared as {word!r}) "
+                                f"cannot come from {n} comparison(s) of {seeds} seed(s)")
+    return problems
 
 
 # --- Table 1 ---------------------------------------------------------------------
@@ -304,12 +392,80 @@ def row_comparisons(plan: Plan, row: dict) -> list[tuple[str, str | None]]:
             for b in (compare.get(s) or [row.get("baseline") or getattr(plan.settings.get(s), "baseline", None)])]
 
 
-def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryRules | None = None) -> pd.DataFrame:
-    """One row per config `table1` entry. `rules` replaces the config's summary rules (linpath.report.sensitivity)."""
+def read_barrier_groups(plan: Plan) -> dict[str, dict]:
+    """The measured barrier-groups files (barrier_groups/<setting>.yaml) of the settings whose groups decide
+    a `shape_from: barrier_groups` row; a setting without its file yet is left out (its row says so)."""
+    out = {}
+    for setting in plan.table1_group_references():
+        path = plan.layout.groups_file(setting)
+        if path.is_file():
+            out[setting] = yaml.safe_load(path.read_text()) or {}
+    return out
+
+
+def changed_groups(plan: Plan, setting: str, measured: dict[str, dict]) -> tuple[list[str] | None, str]:
+    """The layer groups a setting's `@barrier_groups:` references name (the groups its intervention acts on),
+    and where they come from; None when a reference's groups are not measured (the text says why)."""
+    groups, sources = [], []
+    for ref in (r for r in plan.settings[setting].references() if r.kind == "barrier_groups"):
+        found = measured.get(ref.setting)
+        if found is None:
+            return None, f"barrier groups of {ref.setting} not measured"
+        if found.get("upstream_failed"):
+            return None, f"barrier groups of {ref.setting} not measured ({found.get('reason', 'upstream failed')})"
+        groups += [g for g in ref.value(plan.layout, plan.run_of, plan.seeds[0], measured) if g not in groups]
+        sources.append(ref.setting)
+    return groups, ", ".join(dict.fromkeys(sources))
+
+
+def group_label_counts(shapes: pd.DataFrame, setting: str, groups: list[str]) -> Counter:
+    """Labels of the group-wise paths (θ₀ → θ_T, train split, BN interpolated) of these groups in the
+    setting's runs: one per seed and group."""
+    sel = select(shapes, setting=setting, path="group", start="init", bn_mode="interpolate", split="train")
+    sel = sel[sel["group"].isin(list(groups))]
+    return Counter(str(label) for label in sel["label"].fillna("NaN"))
+
+
+def group_shape(plan: Plan, shapes: pd.DataFrame, settings: list[str], row: dict, measured: dict[str, dict],
+                rules: SummaryRules) -> dict:
+    """A `shape_from: barrier_groups` row's shape: the labels of its settings' own paths along the groups its
+    intervention changed (the barrier groups of the setting its `@barrier_groups:` reference names), per seed
+    and group. A setting whose reference has no barrier group contributes no label, and says so."""
+    counts, labels, notes, empty = Counter(), set(), [], []
+    for s in row["settings"]:
+        groups, source = changed_groups(plan, s, measured)
+        if groups is None:
+            notes.append(f"{s}: {source}")
+        elif not groups:
+            notes.append(f"{s}: no barrier groups in {source}")
+            empty.append(source)
+        else:
+            notes.append(f"{s}: {', '.join(groups)} of {source}")
+            if s in settings:
+                own = group_label_counts(shapes, s, groups)
+                counts += own
+                labels |= set(label_set(own, rules.label_min_share))
+    if labels:
+        shape = "/".join(_ordered(labels))
+    elif empty and len(empty) == len(notes):
+        shape = "no barrier groups in " + ", ".join(dict.fromkeys(empty))
+    else:
+        shape = "n/a"
+    return {"counts": counts, "labels": labels, "shape": shape,
+            "shape_from": "group-wise paths of the barrier groups (" + "; ".join(notes) + ")"}
+
+
+def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryRules | None = None,
+           barrier_groups: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per config `table1` entry. `rules` replaces the config's summary rules (linpath.report.sensitivity).
+    `barrier_groups`: setting -> its barrier-groups file, for the rows whose shape comes from the barrier
+    groups (`shape_from: barrier_groups`); None reads the measured files (read_barrier_groups)."""
     from ..paths.shapes import ShapeThresholds
 
     rules = rules or SummaryRules.from_config(plan.config.get("shapes"))
     label_rule = str(shapes["label_rule"].iloc[0]) if len(shapes) else ShapeThresholds().rule()
+    if barrier_groups is None and plan.table1_group_references():
+        barrier_groups = read_barrier_groups(plan)
     all_runs, runs = runs, trained(runs)
     rows = []
     for row in plan.config["table1"]:
@@ -318,31 +474,46 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryR
                  if s in settings]
         named = {p["setting"] + (f" vs {p['baseline']}" if p["setting"] in (row.get("compare") or {}) else ""): p
                  for p in parts}
-        counts = sum(({p["setting"]: p for p in parts}[s]["label_counts"] for s in settings), Counter())
-        labels = set().union(*(p["labels"] for p in parts)) if parts else set()
+        if row.get("shape_from") == "barrier_groups":
+            found = group_shape(plan, shapes, settings, row, barrier_groups or {}, rules)
+            counts, labels, shape, shape_from = found["counts"], found["labels"], found["shape"], found["shape_from"]
+            shape_rule = (f"{label_rule}; one label per seed and barrier group, and a label holds for a setting "
+                          f"when at least {rules.label_min_share:g} of them show it")
+            baseline_counts = {b: group_label_counts(shapes, b, changed_groups(plan, s, barrier_groups or {})[0] or [])
+                               for s, b in row_comparisons(plan, row) if b}
+        else:
+            counts = sum(({p["setting"]: p for p in parts}[s]["label_counts"] for s in settings), Counter())
+            labels = set().union(*(p["labels"] for p in parts)) if parts else set()
+            shape, shape_from = ("/".join(_ordered(labels)) if labels else "n/a"), "full path"
+            shape_rule = f"{label_rule}; {rules.label_rule()}"
+            baseline_counts = {b: label_counts(shapes, [b]) for _, b in row_comparisons(plan, row) if b}
         tags = {p["layer_tag"] for p in parts if p["layer_tag"]}
         words = [p["word"] for p in parts if p["word"]]
         diffs = np.concatenate([p["diffs"] for p in parts]) if parts else np.array([])
         low, high = (parts[0]["ci"] if len(parts) == 1 else mean_interval(diffs, rules.acc_confidence))
-        paper_full, paper_layer = paper_parts(row.get("paper_shape", ""))
-        paper_acc = str(row.get("paper_acc", ""))
+        readings = paper_readings(row)
         word = combined_word(words)
-        agrees = {
-            "agrees_shape": _agrees(labels, paper_full),
-            "agrees_layer": _agrees(tags, paper_layer),
-            "agrees_acc": pd.NA if word == "n/a" or not paper_acc else word == paper_acc,
+        compared_words = [paper_acc_compared(r.acc, len(words)) if r.acc else None for r in readings]
+        by_reading = {
+            "shape": [_agrees(labels, r.full) for r in readings],
+            "layer": [_agrees(tags, r.layer) for r in readings],
+            "acc": [pd.NA if word == "n/a" or not w else word == w for w in compared_words],
         }
+        agrees = {f"agrees_{part}": _either(values) for part, values in by_reading.items()}
         stated = [v for v in agrees.values() if v is not pd.NA]
+        paper_acc = readings[0].acc
         rows.append({
             "category": row.get("category", ""), "intervention": row["intervention"],
             "figure": ", ".join(dict.fromkeys(plan.paper_figure(s) for s in row["settings"] if s in plan.settings)),
             "settings": ", ".join(settings),
-            "shape": "/".join(_ordered(labels)) if labels else "n/a",
+            "shape": shape, "shape_from": shape_from,
             "shape_fractions": label_fractions(counts),
+            "baseline_shape": "; ".join(f"{b}: {'/'.join(label_set(c, rules.label_min_share)) or 'n/a'}"
+                                        for b, c in baseline_counts.items()),
             "layer_barrier": "/".join(_ordered(tags)) if tags else "n/a",
             "group_delta": "; ".join(f"{k}: {p['group_delta']:.3g} vs {p['baseline_group_delta']:.3g}"
                                      for k, p in named.items() if p["layer_tag"]),
-            "shape_rule": f"{label_rule}; {rules.label_rule()}", "layer_rule": rules.layer_rule(),
+            "shape_rule": shape_rule, "layer_rule": rules.layer_rule(),
             "acc_change_pp_mean": float(diffs.mean()) if len(diffs) else np.nan,
             "acc_change_pp_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
             "acc_ci_low": low if len(diffs) else np.nan, "acc_ci_high": high if len(diffs) else np.nan,
@@ -353,11 +524,20 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryR
             "n": trained_of_planned(all_runs, row["settings"]),
             "not_trained": not_trained(all_runs, row["settings"]),
             "paper_shape": str(row.get("paper_shape", "")), "paper_acc": paper_acc,
+            "paper_shape_alt": str(row.get("paper_shape_alt", "")), "paper_acc_alt": str(row.get("paper_acc_alt", "")),
+            # The word the row's word is compared with ("often X" read as X where the row cannot say "often").
+            "paper_acc_compared": " or ".join(dict.fromkeys(w for w in compared_words if w)),
             # Where the paper's labels of the row come from: its Table 1, or (rows it has no Table 1 row for)
-            # the text the config names; empty = no paper labels (the row is this pipeline's own).
+            # the text the config names; empty = no paper labels (the row is this pipeline's own). A row with
+            # two readings quotes the text behind the second.
             "paper_source": str(row.get("paper_source", "Table 1" if row.get("paper_shape") or paper_acc else "")),
             **agrees,
             "agrees": pd.NA if not stated else all(stated),
+            # Rows with two readings: per part, the readings that agree (main, alt).
+            "agrees_by_reading": "; ".join(
+                f"{part}: {', '.join(r.name for r, v in zip(readings, values) if v is True) or 'neither'}"
+                for part, values in by_reading.items() if any(v is not pd.NA for v in values))
+            if len(readings) > 1 else "",
         })
     frame = pd.DataFrame(rows)
     for col in ("agrees_shape", "agrees_layer", "agrees_acc", "agrees"):
@@ -375,13 +555,27 @@ def agreement_counts(t1: pd.DataFrame) -> dict[str, tuple[int, int]]:
             for part in ("shape", "layer", "acc")}
 
 
+def _column(t1: pd.DataFrame, name: str) -> pd.Series:
+    return t1[name].fillna("").astype(str) if name in t1.columns else pd.Series([""] * len(t1), index=t1.index)
+
+
 def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
     cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
             "n", "paper_shape", "paper_acc", "paper_source", "agrees_shape", "agrees_layer", "agrees_acc"]
+    alt_shape, alt_acc = _column(t1, "paper_shape_alt"), _column(t1, "paper_acc_alt")
+    compared, shape_from = _column(t1, "paper_acc_compared"), _column(t1, "shape_from")
+    two = (alt_shape != "") | (alt_acc != "")
+    groups = shape_from.str.startswith("group-wise")
     t = t1.assign(acc=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if pd.notna(m) else "n/a"
                        for m, lo, hi in zip(t1["acc_change_pp_mean"], t1["acc_ci_low"], t1["acc_ci_high"])])
     t = t.assign(**{c: t[c].map(lambda v: "–" if v is pd.NA else ("yes" if v else "no"))
                     for c in ("agrees_shape", "agrees_layer", "agrees_acc")})
+    # Marks: † two readings of the paper (either counts); * shape from the barrier groups' own paths.
+    t = t.assign(intervention=[f"{i}{' †' if a else ''}{' *' if g else ''}"
+                               for i, a, g in zip(t["intervention"], two, groups)],
+                 paper_shape=[f"{p} (alt: {a})" if a else p for p, a in zip(t["paper_shape"].astype(str), alt_shape)],
+                 paper_acc=[p + (f" (alt: {a})" if a else "") + (f" → {c}" if c and c not in (p, a, f"{p} or {a}") else "")
+                            for p, a, c in zip(t["paper_acc"].astype(str), alt_acc, compared)])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in t.iterrows():
         lines.append("| " + " | ".join(str(r[c]) for c in cols) + " |")
@@ -399,8 +593,19 @@ def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
         "by seed. `n`: runs trained / runs planned for the row (a row with none trained stays, with n/a and the "
         "reason below). `paper_*`: the paper's own labels (reference); `paper_source`: where "
         "they come from (its Table 1, or the text the row names where Table 1 has no such row; empty: this "
-        "pipeline's own row, not compared).",
+        "pipeline's own row, not compared). `often X → X`: a row of fewer than 3 comparisons cannot say "
+        "\"often\", so the paper's \"often X\" is compared as X.",
     ]
+    if two.any():
+        by_reading = _column(t1, "agrees_by_reading")
+        notes += ["", "† The paper's own text reads this row otherwise than its Table 1 (the quote is in "
+                  "`paper_source`): both readings are shown (alt: the text's) and a part agrees when it agrees "
+                  "with either. " + "; ".join(f"{i}: {b}" for i, b, a in zip(t1["intervention"], by_reading, two)
+                                             if a and b) + "."]
+    if groups.any():
+        notes += ["", "* `shape` from the group-wise paths of the groups the intervention changed, one label per "
+                  "seed and group (not the full path): " + "; ".join(
+                      f"{i}: {s}" for i, s, g in zip(t1["intervention"], shape_from, groups) if g) + "."]
     if first is not None:
         notes += [f"Shape labels: {first['shape_rule']}.", f"Layer barriers: {first['layer_rule']}.",
                   f"Accuracy words: {first['acc_rule']}."]

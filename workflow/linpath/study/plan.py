@@ -335,6 +335,7 @@ class Plan:
                 if name not in row.get("settings", []):
                     raise SettingsError(f"table1[{i}] ({row.get('intervention', '')}).compare: {name!r} is not "
                                         "one of the row's settings")
+            self._check_table1_readings(i, row)
         self.thresholds()
         from .layer_groups import check_rule
 
@@ -347,6 +348,34 @@ class Plan:
                 RunSpec.from_dict(self.resolve(run_id, placeholder))
             except SettingsError as err:
                 raise SettingsError(f"settings.{self.runs[run_id].setting} (run {run_id}): {err}") from None
+
+    def _check_table1_readings(self, i: int, row: dict) -> None:
+        """A second reading of the paper quotes its text; a row whose shape comes from the barrier groups'
+        own paths (`shape_from: barrier_groups`) names, in each setting, the barrier groups it changes, and
+        measures group-wise paths."""
+        where = f"table1[{i}] ({row.get('intervention', '')})"
+        if (row.get("paper_shape_alt") or row.get("paper_acc_alt")) and not row.get("paper_source"):
+            raise SettingsError(f"{where}: a second reading (paper_shape_alt / paper_acc_alt) needs the paper's "
+                                "words behind it in paper_source")
+        if row.get("shape_from", "full") != "barrier_groups":
+            return
+        for name in row.get("settings", []):
+            if not any(r.kind == "barrier_groups" for r in self.settings[name].references()):
+                raise SettingsError(f"{where}: shape_from barrier_groups, but setting {name!r} changes no "
+                                    "'@barrier_groups:<setting>' groups")
+            if not self.sweep_spec(name).groups:
+                raise SettingsError(f"{where}: shape_from barrier_groups, but setting {name!r} measures no "
+                                    "group-wise paths (paths.groups)")
+
+    def table1_group_references(self) -> list[str]:
+        """The settings whose barrier groups decide a Table 1 row's shape (`shape_from: barrier_groups`):
+        those its settings' `@barrier_groups:<setting>` references name."""
+        out = []
+        for row in self.config.get("table1", []):
+            if row.get("shape_from") == "barrier_groups":
+                out += [r.setting for s in row["settings"] if s in self.settings
+                        for r in self.settings[s].references() if r.kind == "barrier_groups"]
+        return sorted(set(out))
 
 
 def as_json(spec) -> str:
