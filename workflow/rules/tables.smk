@@ -72,6 +72,8 @@ rule table1:
         shapes=LAYOUT.table("shapes"),
         sensitivity=LAYOUT.table("table1_sensitivity"),
         config=CONFIG_RECORD,
+        # the barrier groups whose own paths make a row's shape (`shape_from: barrier_groups`)
+        groups=[str(LAYOUT.groups_file(s)) for s in PLAN.table1_group_references()],
     output:
         table=LAYOUT.table("table1"),
         markdown=LAYOUT.table("table1", ".md"),

@@ -618,7 +618,7 @@ def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Pa
                  log: str | None = None, robustness: str | None = None) -> None:
     """`robustness`: the line (linpath.report.sensitivity.robustness_line) that table1.md states after its agreement."""
     runs_frame = pd.read_parquet(runs)
-    t1 = table1(plan, runs_frame, pd.read_parquet(shapes))
+    t1 = table1(plan, runs_frame, pd.read_parquet(shapes), barrier_groups=read_barrier_groups(plan))
     write_parquet(t1, out)
     text = table1_markdown(t1, runs_frame)
     if robustness is not None:
