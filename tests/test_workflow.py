@@ -395,7 +395,7 @@ PATH_KEY = ["run_id", "path", "start", "group", "param_group", "bn_mode", "split
 def test_mini_workflow_writes_every_final_output(mini_run):
     results = results_of(mini_run)
     names = ["runs.parquet", "paths.parquet", "shapes.parquet", "table1.parquet", "table1.md", "table_A2.parquet",
-             "table1_sensitivity.parquet", "table1_sensitivity.md"]
+             "table1_sensitivity.parquet", "table1_sensitivity.md", "table1_sensitivity_groups.parquet"]
     for name in names:
         f = results / "tables" / name
         assert f.is_file() and f.stat().st_size > 0, f
@@ -591,13 +591,22 @@ def test_table1_sensitivity_holds_table1_at_the_configured_thresholds(mini_run):
     from linpath.report.sensitivity import robustness_line
 
     t1, sens = tables(mini_run, "table1"), tables(mini_run, "table1_sensitivity")
-    assert sens["row"].nunique() == len(t1) and len(sens) == len(t1) * 15  # 5 barrier_rel x 3 barrier_tol
+    # 5 barrier_rel x 3 barrier_tol, then plateau_alpha 3, layer_barrier_ratio 3, label_min_share 2 one at a time
+    assert sens["row"].nunique() == len(t1) and len(sens) == len(t1) * 23
     conf = sens[sens["configured"]].set_index("row")
     assert (conf["barrier_rel"].unique().tolist(), conf["barrier_tol"].unique().tolist()) == ([0.05], [0.01])
     for col in ("shape", "layer_barrier", "agrees"):
         assert list(conf[col].astype(str)) == list(t1[col].astype(str)), col
     assert robustness_line(sens) in (results_of(mini_run) / "tables" / "table1.md").read_text()
     assert "Lucas et al." in (results_of(mini_run) / "tables" / "table1_sensitivity.md").read_text()
+    # The barrier groups of every setting others read: the configured rule picks what the workflow used.
+    groups = tables(mini_run, "table1_sensitivity_groups")
+    workdir, plan, _ = mini_run
+    assert set(groups["setting"]) == {s for r in plan.runs.values() for s in r.groups_from}
+    conf = groups[groups["configured"].fillna(False)].set_index("setting")
+    for setting, row in conf.iterrows():
+        assert row["with_barrier"] == ", ".join(groups_file(mini_run, setting)["with_barrier"]), setting
+        assert row["same_as_used"] and not row["runs_differ"], setting
 
 
 @pytest.mark.slow

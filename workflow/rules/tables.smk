@@ -43,16 +43,25 @@ rule core_tables:
         "--skipped-json {params.skipped:q} > {log} 2>&1"
 
 
+# The settings whose barrier groups other settings read (E11, E13, E16).
+GROUP_LISTS = sorted({s for run in PLAN.runs.values() for s in run.groups_from})
+
+
 rule table1_sensitivity:
-    # Table 1 relabelled over a grid of barrier thresholds (config `shapes.sensitivity`), from shapes.parquet
-    # alone: no new sweep. table1.md states how many rows it finds robust.
+    # Table 1 relabelled over a grid of thresholds (config `shapes.sensitivity`), from shapes.parquet alone: no
+    # new sweep. table1.md states how many rows it finds robust. Beside it, the barrier groups each group rule
+    # of the grid picks in every setting whose groups others read, against the barrier-groups files used.
     input:
         runs=LAYOUT.table("runs"),
         shapes=LAYOUT.table("shapes"),
         config=CONFIG_RECORD,
+        groups=[str(LAYOUT.groups_file(s)) for s in GROUP_LISTS],
     output:
         table=LAYOUT.table("table1_sensitivity"),
         markdown=LAYOUT.table("table1_sensitivity", ".md"),
+        groups=LAYOUT.table("table1_sensitivity_groups"),
+    params:
+        groups=json.dumps({s: str(LAYOUT.groups_file(s)) for s in GROUP_LISTS}, sort_keys=True),
     log:
         LAYOUT.log("tables", "table1_sensitivity"),
     resources:
@@ -63,7 +72,7 @@ rule table1_sensitivity:
         CONDA_ENV
     shell:
         LINPATH + " report table1-sensitivity --config {input.config} --runs {input.runs} --shapes {input.shapes} "
-        "--out {output.table} {output.markdown} > {log} 2>&1"
+        "--groups-json {params.groups:q} --out {output.table} {output.markdown} {output.groups} > {log} 2>&1"
 
 
 rule table1:

@@ -22,7 +22,7 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 REPORT_NEEDS = {
     "core-tables": (("runs_json", "skipped_json"), 0),
     "table1": (("runs", "shapes"), 2),
-    "table1-sensitivity": (("runs", "shapes"), 2),
+    "table1-sensitivity": (("runs", "shapes"), 3),
     "table": (("name", "runs_json", "skipped_json"), 1),
     "figure": (("name", "runs_json"), 1),
     "figure-a11": (("paths", "shapes", "table1", "runs"), 1),
@@ -84,9 +84,14 @@ def _report_table1(plan, args, runs, skipped) -> None:
 
 
 def _report_sensitivity(plan, args, runs, skipped) -> None:
+    from ..foundations.convert import json_argument
     from ..report.sensitivity import write_sensitivity
 
-    write_sensitivity(plan, args.runs, args.shapes, args.out[0], args.out[1])
+    groups = json_argument(args.groups_json, "--groups-json", dict, "a JSON object of setting -> barrier-groups file") or {}
+    for setting, path in groups.items():
+        if not Path(path).is_file():
+            raise SettingsError(f"--groups-json: the barrier-groups file of {setting} not found: {path}")
+    write_sensitivity(plan, args.runs, args.shapes, args.out[0], args.out[1], args.out[2], groups)
 
 
 def _report_table(plan, args, runs, skipped) -> None:
@@ -127,8 +132,11 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", help="shapes.parquet (table1, figure-a11)")
     p.add_argument("--paths", help="paths.parquet (figure-a11)")
     p.add_argument("--table1", help="table1.parquet (figure-a11)")
+    p.add_argument("--groups-json", help="table1-sensitivity: setting -> its barrier-groups file (results/derived/"
+                   "barrier_groups/<setting>.yaml), as a JSON object, for every setting whose groups others read")
     p.add_argument("--sensitivity", help="table1_sensitivity.parquet (table1: its robustness count goes into table1.md)")
-    p.add_argument("--out", nargs="+", default=[], help="output file(s); table1: the parquet and the markdown")
+    p.add_argument("--out", nargs="+", default=[], help="output file(s); table1: the parquet and the markdown; "
+                   "table1-sensitivity: those and the barrier-group parquet")
     p.set_defaults(func=_cmd_report)
 
     p = verbs.add_parser("plan", parents=[debug], help="runs, epochs, path sweeps and estimated hours of a config, before submitting")
