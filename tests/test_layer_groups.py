@@ -15,7 +15,9 @@ from linpath.foundations.hparams import ModelSpec, SettingsError
 from linpath.study.layer_groups import (DEFAULT_LAYER_GROUPS, check_rule, group_roles, layer_groups,
                                         setting_layer_groups)
 from linpath.paths.shapes import ShapeThresholds
-from linpath.report.tables import barrier_groups, group_barrier, table1
+from linpath.report.tables import group_barrier, table1
+from linpath.study.barrier_groups import barrier_groups
+from linpath.foundations.hparams import GroupRule
 from test_paper_config import merged
 
 SEEDS = [0, 1, 2, 3]
@@ -55,14 +57,18 @@ def group_rows(setting: str, deltas: dict[str, float], barrier: set[str]) -> lis
              "label_rule": ShapeThresholds().rule()} for s in SEEDS for g, d in deltas.items()]
 
 
-def test_a_barrier_in_the_stem_or_head_enters_no_barrier_list():
+def test_a_barrier_in_the_stem_or_head_makes_no_barrier_group_and_they_train_on_the_no_barrier_side():
     deltas = {"stem": 0.9, "block1": 0.3, "block2": 0.0, "block3": 0.0, "block4": 0.0, "head": 0.8}
     shapes = pd.DataFrame(group_rows("base", deltas, {"stem", "block1", "head"}))
-    found = barrier_groups(shapes, [], 0.5, candidates=layer_groups({"arch": "resnet18"}))
+    rule = GroupRule("label")
+    found = barrier_groups(shapes, [], rule, candidates=layer_groups({"arch": "resnet18"}),
+                           model_groups=list(group_roles({"arch": "resnet18"})))
     assert found["with_barrier"] == ["block1"]
-    assert found["without_barrier"] == ["block2", "block3", "block4"], "stem and head get no small LR either"
+    assert found["without_barrier"] == ["stem", "block2", "block3", "block4", "head"], \
+        "stem and head were not found to have barriers: they train with the layers that have none"
+    assert found["without_barrier_layers"] == ["block2", "block3", "block4"]
     assert found["candidates"] == ["block1", "block2", "block3", "block4"]
-    every = barrier_groups(shapes, [], 0.5)
+    every = barrier_groups(shapes, [], rule)
     assert every["with_barrier"] == ["stem", "block1", "head"], "without candidates every group counts"
 
 

@@ -24,10 +24,10 @@ from linpath.paths.barrier import find_barrier, interpolate_state, write_barrier
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import SettingsError
 from linpath.paths.shapes import ShapeThresholds, shape_table
-from linpath.report.tables import (SummaryRules, _ordered, accuracy_change, agreement_counts, barrier_groups,
-                                   combined_word, experiment_table, full_delta, group_barrier, label_counts,
+from linpath.report.tables import (SummaryRules, _ordered, accuracy_change, agreement_counts, combined_word,
+                                   experiment_table, full_delta, group_barrier, label_counts,
                                    layer_barrier_tag, mean_interval, not_trained, paper_parts, setting_summary,
-                                   table1, table1_markdown, trained, write_barrier_groups, write_core_tables,
+                                   table1, table1_markdown, trained, write_core_tables,
                                    write_experiment_table, write_table1)
 
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -452,68 +452,6 @@ def test_agreement_counts_count_only_stated_parts():
     assert agreement_counts(t1) == {"shape": (1, 2), "layer": (0, 0), "acc": (2, 3)}
 
 
-# --- measured barrier groups -------------------------------------------------------------------------
-
-
-def test_barrier_groups_reads_only_group_paths_from_init_on_the_train_split():
-    rows = []
-    for seed in (0, 1):
-        rows.append(shape("v", "NB", 0.0, seed=seed, path="group", group="conv2"))
-        rows.append(shape("v", "B", 0.5, seed=seed, path="group", group="conv1"))
-        # the same groups on other paths, splits, starts and BN modes: barriers everywhere, never read
-        rows += [shape("v", "B", 9.0, seed=seed, path="group", group="conv2", **where) for where in DISTRACTORS]
-        rows.append(shape("v", "B", 9.0, seed=seed, path="full"))
-    found = barrier_groups(pd.DataFrame(rows), ["conv1", "conv2", "conv3"])
-    assert found["with_barrier"] == ["conv1"] and found["without_barrier"] == ["conv2"]
-    assert found["barrier_share"] == {"conv2": 0.0, "conv1": 1.0}, "groups in the order they were measured"
-    assert list(found["barrier_share"]) == ["conv2", "conv1"]
-    assert found["mean_delta"] == {"conv2": 0.0, "conv1": 0.5}
-    assert found["widenable"] == ["conv1", "conv2", "conv3"]
-    assert found["label_rule"] == "rule"
-    assert found["rule"] == ("label B (see label_rule) in at least 0.5 of the seeds; ranked: the widenable ones by "
-                             "mean delta")
-
-
-def test_barrier_groups_default_share_is_a_majority_and_keeps_measured_order():
-    rows = [shape("v", "B", 0.5, seed=0, path="group", group=g) for g in ("layer3", "layer1", "layer2")]
-    rows += [shape("v", "NB", 0.0, seed=1, path="group", group=g) for g in ("layer3", "layer1", "layer2")]
-    rows += [shape("v", "B", 0.5, seed=2, path="group", group="layer1")]
-    rows += [shape("v", "NB", 0.0, seed=2, path="group", group=g) for g in ("layer3", "layer2")]
-    found = barrier_groups(pd.DataFrame(rows), [])
-    assert found["with_barrier"] == ["layer1"], "2 of 3 seeds: a majority; 1 of 3 is not"
-    found = barrier_groups(pd.DataFrame(rows), ["layer1", "layer2", "layer3"], 1 / 3)
-    assert found["with_barrier"] == ["layer3", "layer1", "layer2"]
-    assert found["ranked"] == ["layer1", "layer3", "layer2"], "by mean Δ, ties in measured order"
-    assert barrier_groups(pd.DataFrame(rows), ["layer2"], 1 / 3)["ranked"] == ["layer2"], "only widenable groups rank"
-
-
-def test_barrier_groups_without_group_paths():
-    with pytest.raises(ValueError, match=r"^no group-wise paths in these shapes: set paths.groups for the "
-                                         r"referenced setting$"):
-        barrier_groups(pd.DataFrame([shape("v", "B", 1.0)]), [])
-
-
-def test_write_barrier_groups(tmp_path, write_config):
-    shapes_a, shapes_b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    pd.DataFrame([shape("m", "B", 0.5, seed=0, path="group", group="layer1"),
-                  shape("m", "NB", 0.0, seed=0, path="group", group="layer2")]).to_parquet(shapes_a)
-    pd.DataFrame([shape("m", "NB", 0.0, seed=1, path="group", group="layer1"),
-                  shape("m", "NB", 0.0, seed=1, path="group", group="layer2")]).to_parquet(shapes_b)
-    raw = run_dict("mlp")
-    raw["model"]["hidden"] = [16, 16]
-    run_yaml = write_config(raw)
-    out, log = tmp_path / "groups" / "m.yaml", tmp_path / "log.txt"
-    write_barrier_groups([str(shapes_a), str(shapes_b)], str(run_yaml), out, str(log))
-    found = yaml.safe_load(out.read_text())
-    assert found["with_barrier"] == ["layer1"] and found["widenable"] == ["layer1", "layer2"]
-    assert "at least 0.5 of the seeds" in found["rule"]
-    assert log.read_text() == f"groups with a barrier: ['layer1'] -> {out}\n"
-    write_barrier_groups([str(shapes_a), str(shapes_b)], str(run_yaml), out, None, min_share=0.75, assume=["layer2"])
-    found = yaml.safe_load(out.read_text())
-    assert found["with_barrier"] == ["layer2"] and "ASSUMED for a test: ['layer2']" in found["rule"]
-    assert "at least 0.75 of the seeds" in found["rule"]
-
-
 def test_table1_single_setting_rows_and_the_ci_of_pooled_rows():
     settings = {"base": {"experiment": "E2"}, "a": {"experiment": "E9", "baseline": "base"},
                 "b": {"experiment": "E9", "baseline": "base"}, "other": {"experiment": "E9"}}
@@ -621,11 +559,6 @@ def test_experiment_table_file_follows_the_config_rules_and_names_its_table(stud
     ref.write_text(yaml.safe_dump({"other": 1}))
     with pytest.raises(KeyError, match="has no table 't'"):
         write_experiment_table(plan, "t", run_ids, skipped, tmp / "bad.parquet")
-
-
-def test_barrier_groups_of_a_single_measured_group():
-    found = barrier_groups(pd.DataFrame([shape("v", "B", 0.5, path="group", group="layer1")]), ["layer1"])
-    assert found["with_barrier"] == ["layer1"] and found["label_rule"] == "rule"
 
 
 def test_experiment_table_without_shapes_has_no_path_numbers():

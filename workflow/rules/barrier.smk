@@ -32,7 +32,8 @@ checkpoint barrier_groups:
     output:
         LAYOUT.groups_file("{setting}"),
     params:
-        share=f"--min-share {SHAPES['group_barrier_share']}" if "group_barrier_share" in SHAPES else "",
+        # The rule that decides (config `shapes.barrier_groups`; {}: linpath.foundations.hparams.GroupRule's defaults).
+        rule=json.dumps(SHAPES.get("barrier_groups", {}), sort_keys=True),
         # Test-only (config `testing`, never in a shipped config).
         assume=" ".join(f"--assume {g}" for g in TESTING.get("barrier_groups", [])),
         # Which groups are candidates, per architecture family (config `shapes.layer_groups`; {}: the defaults).
@@ -44,4 +45,4 @@ checkpoint barrier_groups:
         CONDA_ENV
     shell:
         LINPATH + " barrier-groups --shapes {input.shapes} --run-yaml {input.settings} --out {output} "
-        "--layer-groups-json {params.layer_groups:q} {params.share} {params.assume} > {log} 2>&1"
+        "--layer-groups-json {params.layer_groups:q} --rule-json {params.rule:q} {params.assume} > {log} 2>&1"

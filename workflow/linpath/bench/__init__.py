@@ -3,6 +3,7 @@ timed tests, and nothing here runs in the workflow.
 
     python -m linpath.bench paths [--cifar]   the path evaluator (linpath.bench.paths)
     python -m linpath.bench train             training steps and seed packs (linpath.bench.train)
+    python -m linpath.bench noise --run DIR   rounding noise of a measured path (linpath.bench.noise)
 
 linpath.bench.pack trains K seeds of one setting as one vmapped model: a candidate for the GPU,
 used by no rule until `python -m linpath.bench train --device cuda` shows that a pack pays.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import paths, train
+from . import noise, paths, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,5 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     paths.add_parser(sub)
     train.add_parser(sub)
+    noise.add_parser(sub)
     args = parser.parse_args(argv)
     return 0 if args.run(args)["ok"] else 1

@@ -194,16 +194,27 @@ def _layer_rule(text: str | None) -> dict | None:
     return check_rule(json_argument(text, "--layer-groups-json", what="a mapping of family -> roles"), "--layer-groups-json")
 
 
+def _group_rule(text: str | None):
+    """--rule-json: config `shapes.barrier_groups`, checked."""
+    from ..foundations.convert import json_argument
+    from ..foundations.hparams import GroupRule
+
+    if text is None:
+        return GroupRule()
+    raw = json_argument(text, "--rule-json", what="a mapping (config shapes.barrier_groups)")
+    return GroupRule.from_config({"barrier_groups": raw}, "--rule-json")
+
+
 def _cmd_barrier_groups(args: argparse.Namespace) -> None:
-    from ..report.tables import write_barrier_groups
+    from ..study.barrier_groups import write_barrier_groups
 
     for f in args.shapes:  # an empty table is the shapes of a run that did not train
         _read_table(Path(f), "--shapes", SHAPE_COLUMNS, "a shape table of `linpath interpolate --shapes`", empty_ok=True)
     if not Path(args.run_yaml).is_file():
         raise SettingsError(f"--run-yaml: file not found: {args.run_yaml}")
     try:
-        write_barrier_groups(args.shapes, args.run_yaml, args.out, min_share=args.min_share, assume=args.assume or [],
-                             layer_rule=_layer_rule(args.layer_groups_json))
+        write_barrier_groups(args.shapes, args.run_yaml, args.out, rule=_group_rule(args.rule_json),
+                             assume=args.assume or [], layer_rule=_layer_rule(args.layer_groups_json))
     except SettingsError:
         raise
     except ValueError as err:  # no group-wise paths in the tables
@@ -257,7 +268,9 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", nargs="+", required=True, help="shape tables of every seed's run of the setting")
     p.add_argument("--run-yaml", required=True, help="run.yaml of one of those runs (for the widenable groups)")
     p.add_argument("--out", required=True, help="YAML with the groups with / without a barrier")
-    p.add_argument("--min-share", type=number(maximum=1, above=0), default=None, help="share of seeds with a barrier that makes a group")
+    p.add_argument("--rule-json", default=None,
+                   help='config shapes.barrier_groups as JSON: {"rule": "monotonic" | "label", "tol": ..., "min_share": ...} '
+                        "(linpath.foundations.hparams.GroupRule; missing keys: its defaults)")
     p.add_argument("--assume", action="append", help="TESTS ONLY: treat this group as a barrier group; repeatable")
     p.add_argument("--layer-groups-json", default=None,
                    help="which groups are candidates, per architecture family (config shapes.layer_groups, as JSON); "

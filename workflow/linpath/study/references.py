@@ -2,8 +2,11 @@
 
     "@<setting>/<file>"                 a file of that setting's run of the same seed (final.pt, init.pt)
     "@barrier:<setting>/<point>"        a barrier-height init (before | at | after) of that run (E5)
-    "@barrier_groups:<setting>"         as a key of a group mapping: the groups whose group-wise path shows
-    "@no_barrier_groups:<setting>"      (or does not show) a barrier in that setting's runs, over all seeds
+    "@barrier_groups:<setting>"         as a key of a group mapping: the layer groups whose group-wise path
+                                        has a barrier in that setting's runs (linpath.study.barrier_groups)
+    "@no_barrier_groups:<setting>"      every other group of the model (stem and head included): with the
+                                        line above, the two sides split the whole network (Table A3)
+    "@no_barrier_groups:<setting>/layers"  only the measured layer groups without a barrier (narrowing)
     "@barrier_groups:<setting>/top<k>"  the k widenable barrier groups with the highest mean Δ
     "@spawn:<setting>/<k>"              the training state of that run after epoch k (spawn_<k>.pt), where
                                         children are spawned (linpath.study.spawn)
@@ -47,9 +50,12 @@ class Reference:
             raise SettingsError(f"{where}: {text!r}: a barrier point is one of {', '.join(BARRIER_POINTS)}")
         if ref.kind == "spawn" and not (ref.part or "").isdigit():
             raise SettingsError(f"{where}: {text!r}: a spawn point is an epoch (e.g. @spawn:{ref.setting}/3)")
-        if ref.kind in GROUP_KINDS and ref.part and not (ref.kind == "barrier_groups" and _TOP.match(ref.part)):
-            raise SettingsError(f"{where}: {text!r}: a group list takes no file, or /top<k> after @barrier_groups "
-                                "(the k groups with the highest barriers)")
+        if ref.kind in GROUP_KINDS and ref.part and not (
+                (ref.kind == "barrier_groups" and _TOP.match(ref.part))
+                or (ref.kind == "no_barrier_groups" and ref.part == "layers")):
+            raise SettingsError(f"{where}: {text!r}: a group list takes no file; /top<k> after @barrier_groups "
+                                "(the k groups with the highest barriers), /layers after @no_barrier_groups "
+                                "(the measured layers without a barrier)")
         return ref
 
     @property
@@ -85,6 +91,8 @@ class Reference:
         if not groups or self.setting not in groups:
             raise SettingsError(f"{self.text}: the barrier groups of {self.setting} are not measured yet")
         found = groups[self.setting]
+        if self.part == "layers":
+            return list(found.get("without_barrier_layers", found["without_barrier"]))
         if self.part:
             return list(found.get("ranked", found["with_barrier"]))[: int(_TOP.match(self.part)[1])]
         return list(found["with_barrier" if self.kind == "barrier_groups" else "without_barrier"])
