@@ -137,3 +137,12 @@ def test_a_plane_of_a_run_that_did_not_train_is_one_skipped_row(tmp_path):
     frame, summary = plane_job(run, [run], ["init", "final=x", "other"], tmp_path, spec, tmp_path, {"plane": "p"})
     assert len(frame) == 1 and frame["status"].iloc[0] == "skipped"
     assert "training loss nan in epoch 2" in frame["status_reason"].iloc[0] and "diverged" in summary
+
+
+@pytest.mark.parametrize("points, span", [(15, [-0.2, 1.2]), (29, [-0.2, 1.2]), (5, [-0.5, 1.5]), (7, [-1.0, 2.0])])
+def test_the_grid_holds_zero_and_one_exactly_and_no_negative_zero(points, span):
+    """-0.2 + 1.4 * 2/14 is -2.8e-17 before rounding: rounded it would be stored as α = -0.0."""
+    grid = PlaneSpec.from_config({}, {"setting": "x", "points": points, "range": span}, "plane").grid()
+    assert 0.0 in grid and 1.0 in grid
+    assert all(np.copysign(1.0, v) > 0 for v in grid if v == 0), grid
+    assert grid == sorted(grid) and len(set(grid)) == points

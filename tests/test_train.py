@@ -160,7 +160,8 @@ def test_step_settings_apply_on_cuda_only():
     assert cuda.record()["step_precision"] == "bf16"
     assert not StepSettings.of(t, torch.device("cuda"), "mlp").channels_last, "an MLP has no image layout"
     fp32 = run_spec(train={"precision": "fp32", "channels_last": False}).train
-    assert StepSettings.of(fp32, torch.device("cuda"), "resnet18").record()["step_precision"] == "fp32"
+    with strict_fp32():  # where the steps run: TF32 off (outside it, the record follows the flags: below)
+        assert StepSettings.of(fp32, torch.device("cuda"), "resnet18").record()["step_precision"] == "fp32"
 
 
 def test_strict_fp32_restores_the_tf32_flags():
@@ -183,7 +184,8 @@ def test_missed_target_is_an_error_without_final_state(tmp_path, write_config, c
         train(spec, out, progress=False)
     assert isinstance(err.value, SettingsError), "the CLI reports it as a one-line error"
     assert (err.value.run, err.value.target, err.value.epochs) == ("too-short", 0.99, 2) and err.value.reached < 0.99
-    assert re.fullmatch(r"run too-short: train accuracy 0\.\d{4} < train\.until_train_acc=0\.99 after "
+    assert re.fullmatch(r"run too-short: train accuracy 0\.\d{4} \(\d+ of 1438 training images wrong\) < "
+                        r"train\.until_train_acc=0\.99 after "
                         r"train\.epochs=2; no final\.pt written", str(err.value))
     for name in ("final.pt", "metrics.parquet", "summary.yaml"):
         assert not (out / name).exists(), name
@@ -411,3 +413,110 @@ def test_compiled_steps_report_compile_time(tmp_path):
     assert summary["compile_seconds"] == pytest.approx(result.compile_seconds) and result.compile_seconds > 0
     assert "torch.compile: first step" in result.summary() and eager.compile_seconds is None
     assert result.train_loss == pytest.approx(eager.train_loss, rel=1e-3), "the same training, compiled"
+
+
+# --- the precision of the steps, read from the backend flags ---------------------------------------
+
+_KNOBS = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv")
+
+
+@pytest.fixture
+def precision_flags():
+    """Set torch's public fp32_precision switches inside a test; every one is restored after."""
+    b = torch.backends
+    knob = {name: getattr(getattr(b, name.split(".")[0]), name.split(".")[1]) for name in _KNOBS}
+    saved = b.fp32_precision, {name: k.fp32_precision for name, k in knob.items()}
+
+    def set_(**values):
+        for name, value in values.items():
+            setattr(knob[name.replace("__", ".")], "fp32_precision", value)
+
+    yield set_
+    b.fp32_precision = saved[0]
+    for name, value in saved[1].items():
+        knob[name].fp32_precision = value
+
+
+def test_the_recorded_precision_follows_the_backend_flags(precision_flags):
+    """summary.yaml's step_precision is read from the flags, so TF32 on a GPU cannot be recorded as fp32
+    (torch.device('cuda') names the device without needing one: the flags are process state)."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    fp32 = StepSettings(cuda, False, False, False)
+    precision_flags(cuda__matmul="ieee", cudnn__conv="ieee", mkldnn__matmul="ieee", mkldnn__conv="ieee")
+    assert fp32.record()["step_precision"] == "fp32"
+    precision_flags(cudnn__conv="tf32")  # PyTorch's own default for cuDNN convolutions
+    assert fp32.record()["step_precision"] == "tf32"
+    assert StepSettings(cpu, False, False, False).record()["step_precision"] == "fp32", "CUDA flags leave the CPU alone"
+    precision_flags(cudnn__conv="ieee", cuda__matmul="tf32")
+    assert fp32.precision() == "tf32"
+    precision_flags(cuda__matmul="ieee", mkldnn__conv="bf16")
+    assert (fp32.precision(), StepSettings(cpu, False, False, False).precision()) == ("fp32", "bf16")
+    assert StepSettings(cuda, True, False, False).precision() == "bf16", "bf16 autocast is recorded as such"
+    with strict_fp32():  # switches the CUDA flags too, whatever device it is given
+        assert fp32.precision() == "fp32" and StepSettings(cpu, False, False, False).precision() == "fp32"
+
+
+def test_training_steps_run_in_ieee_fp32_whatever_flags_are_set_outside(tmp_path, precision_flags):
+    """With reduced-precision matmuls and convolutions switched on around it (oneDNN bf16 on the CPU, TF32 on
+    CUDA), a run trains bit for bit as without them, records fp32, and leaves the flags as it found them."""
+    spec = run_dict(train={"epochs": 2, "lr": 0.1})
+    train(RunSpec.from_dict(spec), tmp_path / "plain", progress=False)
+    precision_flags(mkldnn__matmul="bf16", mkldnn__conv="bf16", cuda__matmul="tf32", cudnn__conv="tf32")
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    reduced = x @ x  # what the switched flags make of an fp32 product here (bf16 where oneDNN has it)
+    train(RunSpec.from_dict(spec), tmp_path / "flags_set", progress=False)
+    assert torch.backends.mkldnn.matmul.fp32_precision == "bf16" and torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert yaml.safe_load((tmp_path / "flags_set" / "summary.yaml").read_text())["step_precision"] == "fp32"
+    assert_states_equal(load_tensors(tmp_path / "plain" / "final.pt"), load_tensors(tmp_path / "flags_set" / "final.pt"))
+    with strict_fp32():
+        exact = x @ x
+    if not torch.equal(reduced, exact):  # this CPU honours oneDNN bf16: the equality above is not trivial
+        assert (reduced - exact).abs().max() > 1e-3
+
+
+# --- the random-label target: how many images stayed wrong -----------------------------------------
+
+
+def wrong_in_eval_mode(run_dir, spec: RunSpec) -> tuple[int, int]:
+    """Training images the checkpointed model gets wrong in eval mode, counted from torch alone."""
+    resolved = RunSpec.from_yaml(run_dir / "run.yaml")
+    prep = data.prepare(resolved.data)
+    model = models.build(resolved.model)
+    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"])
+    model.eval()
+    with torch.no_grad(), strict_fp32():
+        predicted = model(prep.train_x).argmax(1)
+    return int((predicted != prep.train_y).sum()), len(prep.train_y)
+
+
+def test_a_missed_random_label_target_records_how_many_images_were_wrong(tmp_path):
+    out = tmp_path / "random-labels"
+    spec = run_spec(name="rl", data={"random_labels": 1.0, "subset": 0.2},
+                    train={"epochs": 2, "lr": 0.05, "until_train_acc": 1.0})
+    with pytest.raises(TargetNotReached) as err:
+        train(spec, out, progress=False)
+    wrong, images = wrong_in_eval_mode(out, spec)
+    assert 0 < wrong < images and (err.value.wrong, err.value.images) == (wrong, images)
+    assert f"({wrong} of {images} training images wrong)" in str(err.value)
+    outcome = yaml.safe_load((out / "outcome.yaml").read_text())
+    assert outcome["status"] == "failed" and outcome["kind"] == "target_not_reached"
+    assert (outcome["metrics"]["train_wrong"], outcome["metrics"]["train_images"]) == (wrong, images)
+    assert outcome["metrics"]["train_wrong_allowed"] == 0, "until_train_acc 1.0 allows no wrong image"
+    assert f"{wrong} of {images}" in outcome["reason"]
+    assert pickle.loads(pickle.dumps(err.value)).wrong == wrong
+
+
+def test_a_reached_target_records_the_wrong_images_it_allowed(tmp_path):
+    out = tmp_path / "half"
+    train(run_spec(train={"epochs": 30, "lr": 0.1, "until_train_acc": 0.5}), out, progress=False)
+    outcome = yaml.safe_load((out / "outcome.yaml").read_text())
+    counts, last = outcome["metrics"], read_metrics(out).iloc[-1]
+    assert outcome["status"] == "trained"
+    assert counts["train_wrong"] == round((1 - last["train_acc"]) * counts["train_images"])
+    assert counts["train_wrong_allowed"] == counts["train_images"] // 2
+    assert counts["train_wrong"] <= counts["train_wrong_allowed"]
+
+
+def test_a_run_without_a_target_records_no_counts(trained_mlp):
+    out, _, _ = trained_mlp
+    assert "metrics" not in yaml.safe_load((out / "outcome.yaml").read_text())

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from ..engine import data as data_mod
 from ..engine import models
 from ..engine.augment import stream_seed
-from ..engine.objective import summed_loss
+from ..engine.objective import strict_fp32, summed_loss
 from ..engine.train import (
     RunResult,
     StepSettings,
@@ -276,7 +276,14 @@ def train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | N
                eval_cache: str | Path | None = None) -> list[RunEnd]:
     """Train the runs `specs` into the directories `outs` as one pack, resuming each seed from its
     checkpoint.pt. Returns per run its RunResult or the error that ended it alone (TrainingDiverged,
-    TargetNotReached); settings errors are raised before any step."""
+    TargetNotReached); settings errors are raised before any step. The steps run in IEEE fp32 (bf16 autocast
+    inside where train.precision asks), as a single run's do (linpath.engine.train)."""
+    with strict_fp32():  # sets the flags of every backend; autocast is switched per step (packed_step)
+        return _train_pack(specs, outs, threads=threads, progress=progress, eval_cache=eval_cache)
+
+
+def _train_pack(specs: list[RunSpec], outs: list[str | Path], *, threads: int | None, progress: bool,
+                eval_cache: str | Path | None) -> list[RunEnd]:
     outs = [Path(o) for o in outs]
     check_packable(specs, outs)
     started = time.perf_counter()

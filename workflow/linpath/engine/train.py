@@ -21,6 +21,13 @@ augmentation of epoch e are redrawn from (train.seed, e) (linpath.engine.augment
 from init.pt or, if a workflow manager deleted it, recomputed (it is deterministic).
 On CPU a resumed run is bit-identical to an uninterrupted one. Metrics are computed in
 strict fp32 whatever `train.precision` the steps use.
+
+Precision of the steps: they run inside `strict_fp32` (linpath.engine.objective), so an fp32 step is IEEE
+fp32 on every device: on Ampere and later GPUs PyTorch would otherwise run fp32 convolutions in TF32 (its
+cuDNN default), and on a CPU oneDNN may be set to reduced precision. The paper trained on V100s, which have
+no TF32, so fp32 there meant IEEE fp32. `train.precision: bf16` autocasts the step's forward pass inside
+that context on CUDA. summary.yaml's `step_precision` is read from the backend flags in force during the
+steps (linpath.foundations.device.fp32_precision_in_force), not copied from the settings.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..foundations.device import pick_device, synced_time
+from ..foundations.device import fp32_precision_in_force, pick_device, synced_time
 from ..foundations.hparams import RunSpec, SettingsError, TrainSpec
 from ..foundations.io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
 from ..foundations.layout import spawn_file
@@ -61,16 +68,41 @@ class TrainingDiverged(RuntimeError):
 
 
 class TargetNotReached(SettingsError):
-    """`train.until_train_acc` was not reached within `train.epochs`: the run has no θ_T."""
+    """`train.until_train_acc` was not reached within `train.epochs`: the run has no θ_T. `images` is the
+    size of the training split the accuracy was measured on; with it the error names how many images were
+    wrong (one wrong image of 50 000 reads 1.0000 at four decimals)."""
 
-    def __init__(self, run: str, reached: float, target: float, epochs: int, metrics: dict | None = None):
+    def __init__(self, run: str, reached: float, target: float, epochs: int, metrics: dict | None = None,
+                 images: int | None = None):
         self.run, self.reached, self.target, self.epochs = run, float(reached), float(target), int(epochs)
         self.metrics = dict(metrics or {})
-        super().__init__(f"run {run}: train accuracy {self.reached:.4f} < train.until_train_acc={self.target} "
-                         f"after train.epochs={self.epochs}; no final.pt written")
+        self.images = None if images is None else int(images)
+        super().__init__(f"run {run}: train accuracy {self.reached:.4f}{self._wrong_words()} < "
+                         f"train.until_train_acc={self.target} after train.epochs={self.epochs}; no final.pt written")
+
+    @property
+    def wrong(self) -> int | None:
+        """Training images still classified wrongly (eval mode), where the split's size is known."""
+        return None if self.images is None else wrong_images(self.reached, self.images)
+
+    def _wrong_words(self) -> str:
+        return "" if self.images is None else f" ({self.wrong} of {self.images} training images wrong)"
 
     def __reduce__(self):
-        return type(self), (self.run, self.reached, self.target, self.epochs, self.metrics)
+        return type(self), (self.run, self.reached, self.target, self.epochs, self.metrics, self.images)
+
+
+def wrong_images(accuracy: float, images: int) -> int:
+    """How many of `images` a measured accuracy leaves wrong. `evaluate` divides an exact count of correct
+    images by the split's size in float64, so this recovers that count exactly."""
+    return int(round((1.0 - accuracy) * images))
+
+
+def target_counts(t: TrainSpec, accuracy: float, images: int) -> dict:
+    """What outcome.yaml records of a run with `train.until_train_acc`: the wrong images at its last epoch
+    and how many the target allows (0 at the paper's 100 %)."""
+    return {"train_images": int(images), "train_wrong": wrong_images(accuracy, images),
+            "train_wrong_allowed": int(images - np.ceil(t.until_train_acc * images - 1e-9))}
 
 
 def failure_outcome(err: TrainingDiverged | TargetNotReached, spec: RunSpec) -> Outcome:
@@ -79,9 +111,11 @@ def failure_outcome(err: TrainingDiverged | TargetNotReached, spec: RunSpec) -> 
     if isinstance(err, TrainingDiverged):
         return Outcome("diverged", kind="diverged", run=err.run, epoch=err.epoch, metrics=metrics,
                        reason=f"training loss {err.loss} in epoch {err.epoch}", settings_digest=spec.digest())
+    if err.images is not None:
+        metrics.update(target_counts(spec.train, err.reached, err.images))
     return Outcome("failed", kind="target_not_reached", run=err.run, epoch=err.epochs, metrics=metrics,
-                   reason=f"train accuracy {err.reached:.4f} < train.until_train_acc={err.target} after "
-                          f"{err.epochs} epochs", settings_digest=spec.digest())
+                   reason=f"train accuracy {err.reached:.4f}{err._wrong_words()} < train.until_train_acc="
+                          f"{err.target} after {err.epochs} epochs", settings_digest=spec.digest())
 
 
 def record_failure(out: Path, spec: RunSpec, err: TrainingDiverged | TargetNotReached) -> Outcome:
@@ -100,9 +134,6 @@ def record_failure(out: Path, spec: RunSpec, err: TrainingDiverged | TargetNotRe
     write_yaml(record, out / "failed.yaml")
     write_outcome(outcome, out)
     return outcome
-
-    def __reduce__(self):
-        return type(self), (self.run, self.reached, self.target, self.epochs)
 
 
 @dataclass
@@ -139,8 +170,14 @@ class StepSettings:
         cuda = device.type == "cuda"
         return cls(device, cuda and t.precision == "bf16", cuda and t.channels_last and arch != "mlp", t.compile)
 
+    def precision(self) -> str:
+        """The precision the steps run in, read from the backend flags in force now: bf16 (autocast), else
+        what the flags make of fp32 products on this device (fp32, or tf32 where TF32 is allowed)."""
+        return "bf16" if self.bf16 else fp32_precision_in_force(self.device)
+
     def record(self) -> dict:
-        return {"step_device": str(self.device), "step_precision": "bf16" if self.bf16 else "fp32",
+        """summary.yaml's account of the steps; call it where the steps ran (inside `strict_fp32`)."""
+        return {"step_device": str(self.device), "step_precision": self.precision(),
                 "step_channels_last": self.channels_last}
 
 
@@ -341,41 +378,46 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
         if done == 0 and 0 in t.spawn_epochs:
             _save_checkpoint(out / spawn_file(0), spec, 0, model, optimizer, scheduler, history, device)
 
-    target, checkpointed, compile_seconds = t.until_train_acc, done, None
-    last_checkpoint = time.monotonic()
-    bar = tqdm(range(done + 1, t.epochs + 1), desc=spec.name, unit="epoch", disable=not progress,
-               initial=done, total=t.epochs)
-    for epoch in bar:
-        if target_reached(t, history):
-            break
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        losses, t0 = [], synced_time(device)
-        for xb, yb in tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch}", leave=False,
-                           disable=not progress, unit="batch"):
-            losses.append(train_step(forward, optimizer, xb, yb, t.loss, how))
-            if how.compile and compile_seconds is None:
-                compile_seconds = synced_time(device) - t0
-        _check_finite(torch.stack(losses), spec.name, epoch, history[-1])
-        scheduler.step()
-        done = epoch
-        if evaluated(t, epoch):
-            history.append(epoch_metrics(model, eval_sets, t.loss, epoch, lr, how))
-            bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
-        if epoch in t.save_epochs:
-            save_torch(_cpu_state(model), out / f"epoch_{epoch}.pt")
-        if epoch in t.spawn_epochs:
-            _save_checkpoint(out / spawn_file(epoch), spec, epoch, model, optimizer, scheduler, history, device)
-        overdue = checkpoint_minutes is not None and time.monotonic() - last_checkpoint >= 60 * checkpoint_minutes
-        if (epoch % t.checkpoint_every == 0 or overdue) and epoch < t.epochs:
-            _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)
-            checkpointed, last_checkpoint = epoch, time.monotonic()
+    # Every step in IEEE fp32 (no TF32, no reduced-precision oneDNN), bf16 autocast inside it where
+    # train.precision asks; summary.yaml reads the precision from the flags in force here.
+    with strict_fp32(device):
+        target, checkpointed, compile_seconds = t.until_train_acc, done, None
+        last_checkpoint = time.monotonic()
+        bar = tqdm(range(done + 1, t.epochs + 1), desc=spec.name, unit="epoch", disable=not progress,
+                   initial=done, total=t.epochs)
+        for epoch in bar:
+            if target_reached(t, history):
+                break
+            lr = optimizer.param_groups[0]["lr"]
+            model.train()
+            losses, t0 = [], synced_time(device)
+            for xb, yb in tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch}", leave=False,
+                               disable=not progress, unit="batch"):
+                losses.append(train_step(forward, optimizer, xb, yb, t.loss, how))
+                if how.compile and compile_seconds is None:
+                    compile_seconds = synced_time(device) - t0
+            _check_finite(torch.stack(losses), spec.name, epoch, history[-1])
+            scheduler.step()
+            done = epoch
+            if evaluated(t, epoch):
+                history.append(epoch_metrics(model, eval_sets, t.loss, epoch, lr, how))
+                bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
+            if epoch in t.save_epochs:
+                save_torch(_cpu_state(model), out / f"epoch_{epoch}.pt")
+            if epoch in t.spawn_epochs:
+                _save_checkpoint(out / spawn_file(epoch), spec, epoch, model, optimizer, scheduler, history, device)
+            overdue = checkpoint_minutes is not None and time.monotonic() - last_checkpoint >= 60 * checkpoint_minutes
+            if (epoch % t.checkpoint_every == 0 or overdue) and epoch < t.epochs:
+                _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)
+                checkpointed, last_checkpoint = epoch, time.monotonic()
 
-    if missed_target(t, history):
-        if checkpointed < done:  # a retry then fails at once instead of training again
-            _save_checkpoint(ckpt_path, spec, done, model, optimizer, scheduler, history, device)
-        raise TargetNotReached(spec.name, history[-1]["train_acc"], target, t.epochs, history[-1])
-    return write_outputs(spec, out, model, init_state, _cpu_state(model), history, how, compile_seconds, started)
+        if missed_target(t, history):
+            if checkpointed < done:  # a retry then fails at once instead of training again
+                _save_checkpoint(ckpt_path, spec, done, model, optimizer, scheduler, history, device)
+            raise TargetNotReached(spec.name, history[-1]["train_acc"], target, t.epochs, history[-1],
+                                   images=len(prep.train_y))
+        return write_outputs(spec, out, model, init_state, _cpu_state(model), history, how, compile_seconds,
+                             started, train_images=len(prep.train_y))
 
 
 @dataclass
@@ -425,9 +467,11 @@ def target_reached(t: TrainSpec, history: list[dict]) -> bool:
 
 
 def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, final: dict, history: list[dict],
-                  how: StepSettings, compile_seconds: float | None, started: float) -> RunResult:
+                  how: StepSettings, compile_seconds: float | None, started: float,
+                  train_images: int | None = None) -> RunResult:
     """metrics.parquet, summary.yaml, then final.pt (its presence marks a finished run); removes
-    checkpoint.pt. `model` names the parameters (its values are not read)."""
+    checkpoint.pt. `model` names the parameters (its values are not read). With `train.until_train_acc`
+    and the training split's size (`train_images`), outcome.yaml records how many images were wrong."""
     metrics = pd.DataFrame(history)
     metrics.insert(0, "run", spec.name)
     write_parquet(metrics, out / "metrics.parquet")
@@ -436,7 +480,10 @@ def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, 
         summary["compile_seconds"] = compile_seconds
     write_yaml(summary, out / "summary.yaml")
     save_torch(final, out / "final.pt")
-    write_outcome(Outcome("trained", run=spec.name, epoch=int(history[-1]["epoch"]), settings_digest=spec.digest()), out)
+    counts = (target_counts(spec.train, history[-1]["train_acc"], train_images)
+              if spec.train.until_train_acc is not None and train_images else {})
+    write_outcome(Outcome("trained", run=spec.name, epoch=int(history[-1]["epoch"]), metrics=counts,
+                          settings_digest=spec.digest()), out)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     result = run_result(out, metrics, started)
     result.compile_seconds = compile_seconds

@@ -23,6 +23,18 @@ def pick_device(name: str, setting: str = "train.device") -> torch.device:
     return torch.device(name)
 
 
+def fp32_precision_in_force(device: torch.device) -> str:
+    """What the backend flags in force make of an fp32 matmul or convolution on `device`, read through
+    torch's public `fp32_precision` switches (each reports its effective value, inherited from
+    `torch.backends.fp32_precision` where it is left at "none"): "fp32" when every product of that device
+    runs in IEEE fp32, else the reduced precisions in force ("tf32" on CUDA when cuBLAS or cuDNN may use
+    TF32; "bf16" or "tf32" on a CPU where oneDNN may), joined by "+" when they differ."""
+    b = torch.backends
+    knobs = (b.cuda.matmul, b.cudnn.conv) if device.type == "cuda" else (b.mkldnn.matmul, b.mkldnn.conv)
+    reduced = sorted({k.fp32_precision for k in knobs} - {"ieee", "none"})
+    return "+".join(reduced) if reduced else "fp32"
+
+
 def synced_time(device: torch.device) -> float:
     """perf_counter once the work queued on `device` has finished."""
     if device.type == "cuda":

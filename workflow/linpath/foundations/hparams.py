@@ -30,6 +30,8 @@ class ModelSpec:
     input_size: int = 32
     # ResNet / VGG: channels of the first stage (paper: 64); later stages scale from it.
     width: int = 64
+    # ResNet / VGG: BatchNorm after each conv. An MLP has none (linpath.engine.models builds no BN layer for
+    # it), so an MLP's spec always says false, and its run.yaml says what its network is.
     batchnorm: bool = True
     # ResNet: keep the max-pool after the stem (torchvision keeps it; CIFAR variants drop it).
     maxpool: bool = False
@@ -39,6 +41,12 @@ class ModelSpec:
     binary: bool = False
     # Width multipliers per group (VGG conv<k>, MLP hidden layer<k>): widen or narrow single layers.
     group_width: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Not a setting an MLP has: the default (true, for the conv networks) would record a BN it lacks.
+        # The run id hashes the config's recipe, not this spec, so no run id changes with it.
+        if self.arch == "mlp":
+            self.batchnorm = False
 
     def validate(self, where: str = "model") -> None:
         one_of(self.arch, tuple(ARCHITECTURES), f"{where}.arch")
@@ -53,6 +61,9 @@ class ModelSpec:
                 raise SettingsError(f"{where}.group_width.{group} must be > 0, got {factor}")
         if self.binary and self.num_classes != 2:
             raise SettingsError(f"{where}.binary needs {where}.num_classes == 2, got {self.num_classes}")
+
+
+SPIRAL_COUNTS = ("n_train", "n_test", "seed")  # data.spiral values that count something: integers
 
 
 @dataclass
@@ -71,10 +82,22 @@ class DataSpec:
     # torchvision datasets: compare the files with the official checksums. false reads local copies that
     # were re-packed (a cluster's own copy, or the small files the tests write in the official formats).
     verify_checksums: bool = True
-    # Spiral only: sizes and shape constants (docs/study.md §3, "The spiral").
+    # Spiral only: sizes and shape constants (docs/study.md §3, "The spiral"). The counts (SPIRAL_COUNTS)
+    # are whole numbers and are kept as integers, so run.yaml writes n_train: 10000, not 10000.0.
     spiral: dict[str, float] = field(default_factory=dict)
     # Images only: side length after a bilinear resize of every image (0 keeps the dataset's own size).
     resize: int = 0
+
+    def __post_init__(self) -> None:
+        counts = {}
+        for key in SPIRAL_COUNTS:
+            value = self.spiral.get(key)
+            if value is None or isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if isinstance(value, bool) or not isinstance(value, float) or not value.is_integer():
+                raise SettingsError(f"data.spiral.{key} must be a whole number, got {shown(value)}")
+            counts[key] = int(value)
+        self.spiral = {**self.spiral, **counts}
 
     def validate(self, where: str = "data") -> None:
         one_of(self.dataset, tuple(DATASETS), f"{where}.dataset")
@@ -114,6 +137,13 @@ class TrainSpec:
     gamma: float = 0.1
     # Train until this train accuracy (0-1) is reached, at most `epochs` epochs; ending
     # below it is an error (no final.pt). Setting it evaluates every epoch (see eval_every).
+    # It is the tolerance itself: 1.0 allows no wrong training image (the paper fits random labels "until
+    # 100% training accuracy"); 1 - k/N allows k of N. outcome.yaml records train_wrong (the images still
+    # wrong at the last epoch), train_wrong_allowed and train_images, for a run that reached it and one that
+    # did not. The accuracy is measured in eval mode (BN running statistics, no dropout) on the training
+    # split without augmentation, like every metric: that is the network θ_T that later runs start from
+    # and every path scores. Train mode would score each batch with its own batch statistics while the
+    # weights still move within the epoch, a network that is never saved.
     until_train_acc: Optional[float] = None
     # Seeds the data order and the augmentation (separate streams per epoch, see
     # linpath.engine.augment); the init seed is InitSpec.seed.
@@ -130,6 +160,9 @@ class TrainSpec:
     # CUDA only (CPU always trains in fp32): autocast precision of the training step.
     # Per-epoch metrics are always computed in strict fp32. bf16 is a speed default for small runs on a
     # GPU; config/paper.yaml sets fp32 (the paper's GPUs had no bf16, and no comparison was measured).
+    # fp32 is IEEE fp32: the steps run with TF32 off (PyTorch's cuDNN default would use TF32 on Ampere and
+    # later GPUs; the paper's V100s have no TF32). summary.yaml's step_precision is read from the backend
+    # flags in force during the steps (linpath.engine.train.StepSettings.precision).
     precision: Literal["fp32", "bf16"] = "bf16"
     # CUDA only: channels_last memory layout for convolutional models while training.
     channels_last: bool = True
@@ -228,7 +261,9 @@ class SweepSpec:
     param_groups: bool = False  # inside each group: weights, BN affine, BN running stats alone
     bn_modes: list[str] = field(default_factory=lambda: ["interpolate"])  # interpolate | recompute
     splits: list[str] = field(default_factory=lambda: ["train", "test"])
-    bn_subset: int = 1024  # training samples for recomputed BN statistics
+    # Recomputed BN statistics: the first bn_subset images of the training split without augmentation, in
+    # batches of the run's own train.batch_size (linpath.paths.sweeps.bn_recompute_inputs).
+    bn_subset: int = 1024
     batch_size: int = 2048  # the evaluator's chunk: memory is bounded by it, not by the split
     device: str = "auto"
 
@@ -379,7 +414,7 @@ class InstabilitySpec:
     alphas: str = "0:1:26"
     bn_modes: list[str] = field(default_factory=lambda: list(BN_MODES))
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
-    bn_subset: int = 1024  # training samples for the recomputed BN statistics
+    bn_subset: int = 1024  # training images for recomputed BN statistics, in batches of train.batch_size
     batch_size: int = 2048  # the evaluator's chunk (memory is bounded by it)
     device: str = "auto"
     # A spawn is stable when its error barrier is at most this (Frankle et al. 2020 use 2% error).
@@ -413,15 +448,16 @@ class PlaneSpec:
     points: int = 15  # per axis
     bn_mode: str = "interpolate"
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
-    bn_subset: int = 1024
+    bn_subset: int = 1024  # training images for recomputed BN statistics, in batches of train.batch_size
     batch_size: int = 2048
     seeds: list[int] = field(default_factory=list)  # empty: the config's first seed
     device: str = "auto"
 
     def grid(self) -> list[float]:
-        """The α (and β) values: `points` evenly spaced over `range`, rounded so that 0 and 1 are exact."""
+        """The α (and β) values: `points` evenly spaced over `range`, rounded so that 0 and 1 are exact
+        (and 0 is +0.0: a rounded -2.8e-17 would otherwise be stored as α = -0.0)."""
         lo, hi = self.range
-        return [round(lo + (hi - lo) * i / (self.points - 1), 12) for i in range(self.points)]
+        return [round(lo + (hi - lo) * i / (self.points - 1), 12) + 0.0 for i in range(self.points)]
 
     @classmethod
     def from_config(cls, defaults: dict | None, own: dict, where: str) -> "PlaneSpec":

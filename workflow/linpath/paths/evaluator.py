@@ -13,7 +13,9 @@ cache of the whole split's prefix activations, without its memory.
 
 BatchNorm modes: "interpolate" treats running_mean/var like parameters;
 "recompute" replaces them at every α by statistics recomputed on a fixed,
-non-augmented training subset with the semantics of
+non-augmented training subset (`bn_data`, in batches of `bn_batch_size`: the
+sweeps pass the run's own train.batch_size, linpath.paths.sweeps.bn_recompute_inputs)
+with the semantics of
 torch.optim.swa_utils.update_bn: every BN is reset, momentum is None (a
 cumulative average with equal weight per batch: the mean of the per-batch means
 and unbiased variances), and the whole network runs in training mode, so each

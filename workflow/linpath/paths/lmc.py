@@ -29,6 +29,15 @@ PATH_COLUMNS = [*CURVE_KEYS, "alpha", "loss", "accuracy", "error", "distance_l2"
 LINE_COLUMNS = [*CURVE_KEYS, "loss_barrier", "error_barrier", "error_barrier_alpha", "accuracy_a", "accuracy_b",
                 "loss_a", "loss_b", "distance_l2", "distance_rel"]
 ROW_KEYS = ["setting", "experiment", "seed", "pair_kind", "pair", "spawn_epoch", "bn_mode", "split"]
+# Which BN statistics the ends of a line (α = 0, 1) are scored with, per BN mode: the instability table's
+# `end_statistics`. The two modes measure the same two states, but recompute replaces their running
+# statistics as at every other α, so its end accuracies (accuracy_a, accuracy_b) differ from the
+# interpolate rows', which are the trained networks' own.
+END_STATISTICS = {
+    "interpolate": "the ends' own running statistics (the trained networks)",
+    "recompute": "statistics recomputed on the training subset, as at every alpha (not the trained networks' "
+                 "own, so the end accuracies differ from the interpolate rows')",
+}
 
 
 # --- definitions -------------------------------------------------------------------------------
@@ -94,18 +103,15 @@ def sweep_pairs(end_dirs: list[str | Path], cache_dir: str | Path, spec: Instabi
     from ..foundations.hparams import RunSpec
     from ..foundations.io import load_state
     from .evaluator import PathEvaluator
-    from .sweeps import run_eval_splits
+    from .sweeps import bn_recompute_inputs, run_eval_splits
 
     end_dirs = [Path(d) for d in end_dirs]
     run_spec = RunSpec.from_yaml(end_dirs[0] / "run.yaml")
     model = models.build(run_spec.model)
     splits = run_eval_splits(end_dirs[0], cache_dir, spec.splits)
-    bn_data = None
-    if "recompute" in spec.bn_modes:
-        train = [s for s in splits if s.name == "train"] or run_eval_splits(end_dirs[0], cache_dir, ("train",))
-        bn_data = train[0].x[: spec.bn_subset].clone()
+    bn = bn_recompute_inputs(end_dirs[0], cache_dir, splits, run_spec, spec.bn_subset, "recompute" in spec.bn_modes)
     evaluator = PathEvaluator(model, splits, run_spec.train.loss, device=pick_device(spec.device, "instability.device"),
-                              batch_size=spec.batch_size, bn_data=bn_data, progress=progress)
+                              batch_size=spec.batch_size, progress=progress, **bn)
     sources = {s.name: s.source for s in splits}
     del splits
     states = [load_state(d / "final.pt") for d in end_dirs]
@@ -173,7 +179,8 @@ def stability_rule(threshold: float) -> str:
 
 def instability_table(paths: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """One row per (setting, seed, pair, BN mode, split): barriers (mean over the lines of the pair),
-    end accuracies, distance between the ends, whether it is stable, and the setting's stable_from_k."""
+    end accuracies, distance between the ends, whether it is stable, and the setting's stable_from_k.
+    `end_statistics` says which BN statistics the end accuracies were scored with (END_STATISTICS)."""
     paths = paths.assign(spawn_epoch=pd.to_numeric(paths["spawn_epoch"]))  # NaN for independent pairs
     lines = pd.DataFrame(curve_rows(paths), columns=LINE_COLUMNS)
     by_row = dict(list(lines.groupby(_row_key(lines), sort=False)))
@@ -205,6 +212,7 @@ def instability_table(paths: pd.DataFrame, threshold: float) -> pd.DataFrame:
     for _, group in table[spawned].groupby(["setting", "bn_mode", "split"], sort=False):
         table.loc[group.index, "stable_from_k"] = stable_from(group, threshold)
     table["stability_rule"] = stability_rule(threshold)
+    table["end_statistics"] = table["bn_mode"].map(END_STATISTICS)
     return table
 
 

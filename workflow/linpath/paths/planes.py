@@ -106,7 +106,7 @@ def plane_run(run_dir: str | Path, starts: list[str], cache_dir: str | Path, spe
     from ..foundations.device import pick_device
     from ..foundations.hparams import RunSpec
     from .evaluator import PathEvaluator
-    from .sweeps import resolve_start, run_eval_splits
+    from .sweeps import bn_recompute_inputs, resolve_start, run_eval_splits
 
     run_dir = Path(run_dir)
     run_spec = RunSpec.from_yaml(run_dir / "run.yaml")
@@ -114,12 +114,9 @@ def plane_run(run_dir: str | Path, starts: list[str], cache_dir: str | Path, spe
     a, b, c = (load_any_state(path) for _, path in labelled)
     model = models.build(run_spec.model)
     splits = run_eval_splits(run_dir, cache_dir, spec.splits)
-    bn_data = None
-    if spec.bn_mode == "recompute":
-        train = [s for s in splits if s.name == "train"] or run_eval_splits(run_dir, cache_dir, ("train",))
-        bn_data = train[0].x[: spec.bn_subset].clone()
+    bn = bn_recompute_inputs(run_dir, cache_dir, splits, run_spec, spec.bn_subset, spec.bn_mode == "recompute")
     evaluator = PathEvaluator(model, splits, run_spec.train.loss, device=pick_device(spec.device, "plane.device"),
-                              batch_size=spec.batch_size, bn_data=bn_data, progress=progress)
+                              batch_size=spec.batch_size, progress=progress, **bn)
     sources = {s.name: s.source for s in splits}
     del splits
     keys = moving_keys(b)

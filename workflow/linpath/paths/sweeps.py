@@ -118,6 +118,22 @@ def run_eval_splits(run_dir: str | Path, cache_dir: str | Path, splits=("train",
     return out
 
 
+def bn_recompute_inputs(run_dir: str | Path, cache_dir: str | Path, splits: list[EvalSplit], spec, subset: int,
+                        needed: bool) -> dict:
+    """The PathEvaluator's inputs for recomputed BN statistics (`bn_data`, `bn_batch_size`), or none where
+    no sweep recomputes them: the first `subset` images of the run's training split without augmentation,
+    in batches of the run's own `train.batch_size`. The statistics a BN layer keeps while training are
+    averages over batches of that size (a variance estimated from 64 images is not the one estimated from
+    256). Lucas et al. recompute them over the training data; doing so in training batches, as
+    torch.optim.swa_utils.update_bn does over a training loader, gives the estimate the layer would have
+    kept at that point of the path. `bn_subset: 256` with `train.batch_size: 64` means 4 batches of 64."""
+    if not needed:
+        return {}
+    train = [s for s in splits if s.name == "train"] or run_eval_splits(run_dir, cache_dir, ("train",))
+    return {"bn_data": train[0].x[:subset].clone(),  # a view would keep the whole split alive
+            "bn_batch_size": spec.train.batch_size}
+
+
 def resolve_start(run_dir: Path, start: str, spec, scratch: Path) -> tuple[str, str]:
     """(label, state file) of a start point; `other:<seed>` writes that random init into `scratch`."""
     from ..foundations.io import save_torch
@@ -158,12 +174,9 @@ def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: SweepS
     scratch = Path(scratch) if scratch else run_dir
     model = models.build(spec.model)
     splits = run_eval_splits(run_dir, cache_dir, settings.splits)
-    bn_data = None
-    if "recompute" in settings.bn_modes:
-        train = [s for s in splits if s.name == "train"] or run_eval_splits(run_dir, cache_dir, ("train",))
-        bn_data = train[0].x[: settings.bn_subset].clone()  # a view would keep the whole split alive
+    bn = bn_recompute_inputs(run_dir, cache_dir, splits, spec, settings.bn_subset, "recompute" in settings.bn_modes)
     evaluator = PathEvaluator(model, splits, spec.train.loss, device=pick_device(settings.device, "paths.device"),
-                              batch_size=settings.batch_size, bn_data=bn_data, progress=progress)
+                              batch_size=settings.batch_size, progress=progress, **bn)
     del splits  # the evaluator holds its own device / memory-format copies; at CIFAR size each is 0.7 GB
     requests = []
     for i, start in enumerate(settings.starts):

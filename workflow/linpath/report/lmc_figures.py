@@ -19,6 +19,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from ..foundations.io import atomic_path, note  # noqa: E402
+from ..paths.lmc import END_STATISTICS  # noqa: E402
 from ..paths.planes import affine_note, log_range  # noqa: E402
 
 BN_STYLE = {"interpolate": "-", "recompute": "--"}
@@ -109,8 +110,10 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
     if not settings:
         axes[0, 0].text(0.5, 0.5, "no spawned pairs measured", ha="center")
+    ends = "; ".join(f"BN {m}: {END_STATISTICS[m]}" for m in modes)
     fig.suptitle("Instability: error barrier between two children spawned after epoch k "
-                 "(Frankle et al. 2020); mean ± sd over seeds", fontsize=9)
+                 f"(Frankle et al. 2020); mean ± sd over seeds\nends (α = 0, 1) scored with {ends}",
+                 fontsize=9 if len(modes) < 2 else 7)
     fig.tight_layout()
     return fig, pd.DataFrame(plotted, columns=["setting", "split", "bn_mode", "spawn_epoch", "mean", "sd", "n"])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import yaml
@@ -337,6 +338,8 @@ class Plan:
                                         "one of the row's settings")
             self._check_table1_readings(i, row)
         self.thresholds()
+        for mismatch in path_set_mismatches(self):  # a warning: such a config still plans and runs
+            warnings.warn(mismatch, stacklevel=2)
         from .layer_groups import check_rule
 
         check_rule((self.config.get("shapes") or {}).get("layer_groups"))
@@ -376,6 +379,42 @@ class Plan:
                 out += [r.setting for s in row["settings"] if s in self.settings
                         for r in self.settings[s].references() if r.kind == "barrier_groups"]
         return sorted(set(out))
+
+
+def swept_paths(spec: SweepSpec) -> set[str]:
+    """The paths a sweep measures, by kind, start, BN mode and split: full paths from every start, group and
+    parameter-group paths from the first (linpath.paths.sweeps.interpolate_run)."""
+    kinds = [f"full path from {s}" for i, s in enumerate(spec.starts) if spec.full or i > 0]
+    kinds += [f"{kind} from {spec.starts[0]}" for kind, on in (("group paths", spec.groups),
+                                                               ("parameter-group paths", spec.param_groups))
+              if on and spec.starts]
+    return {f"{k} ({mode} BN, {split})" for k in kinds for mode in spec.bn_modes for split in spec.splits}
+
+
+def path_set_mismatches(plan: Plan) -> list[str]:
+    """Table 1 rows with a setting that sweeps paths which a setting it is compared with does not sweep.
+
+    Each setting of a row is compared with the settings its row's `compare` names, else with the row's or
+    its own baseline (linpath.report.tables.row_comparisons). A path measured on one side only has nothing
+    to be compared with: its Δ makes no layer tag, and the figure shows it without its baseline. A setting
+    may sweep fewer paths than what it is compared with (a baseline also serves other rows and figures,
+    e.g. base's parameter-group paths for E14, and no-BN or E5 settings show the full path only, as the
+    paper does), so only paths beyond the other side's are flagged."""
+    out = []
+    for i, row in enumerate(plan.config.get("table1", [])):
+        compare = row.get("compare") or {}
+        for name in row.get("settings", []):
+            if name not in plan.settings:
+                continue
+            for other in compare.get(name) or [row.get("baseline") or plan.settings[name].baseline]:
+                if other not in plan.settings:
+                    continue
+                extra = swept_paths(plan.sweep_spec(name)) - swept_paths(plan.sweep_spec(other))
+                if extra:
+                    out.append(f"table1[{i}] ({row.get('intervention', '')}): settings.{name} sweeps "
+                               f"{', '.join(sorted(extra))}, which settings.{other} (what it is compared with) "
+                               f"does not; give both the same `paths:` or drop those paths from {name}")
+    return out
 
 
 def as_json(spec) -> str:
