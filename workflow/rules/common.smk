@@ -15,6 +15,8 @@ from linpath.study.plan import Plan, as_json  # noqa: E402
 from linpath.foundations.hparams import SettingsError  # noqa: E402
 from linpath.foundations.layout import JOB_VARIABLES, job_environment  # noqa: E402
 from linpath.study.lmc_plan import LmcPlan  # noqa: E402
+from linpath.study.config import job_reads  # noqa: E402
+from linpath.foundations.ids import digest  # noqa: E402
 
 # A bad config stops here, before any job runs, with the offending key named.
 validate(config, "../linpath/schemas/config.schema.yaml")
@@ -107,8 +109,30 @@ def run_pattern(role):
 # --- measurements that decide which runs exist (checkpoints) ------------------------------------
 
 
+# A measurement that decides a run is a checkpoint output, rewritten whenever the paths are relabelled (a
+# changed threshold). A run must follow the decision, not the file: the files are ancient inputs, and the
+# decision itself is among the run's params (its resolved settings; E5's barrier point), so the run is
+# trained again only when the decision changed.
+
+
 def barrier_group_files(wildcards):
-    return [checkpoints.barrier_groups.get(setting=s).output[0] for s in PLAN.runs[wildcards.run_id].groups_from]
+    return [ancient(checkpoints.barrier_groups.get(setting=s).output[0]) for s in PLAN.runs[wildcards.run_id].groups_from]
+
+
+def state_files(wildcards):
+    """What a run starts from: upstream outcome.yaml files, and the barrier.yaml of E5 (ancient, see above)."""
+    run = PLAN.runs[wildcards.run_id]
+    barrier = str(LAYOUT.barrier_yaml(run.barrier_from)) if run.barrier_from else None
+    return [ancient(f) if f == barrier else f for f in PLAN.state_inputs(wildcards.run_id)]
+
+
+def barrier_decision(wildcards):
+    """E5: where the parent's barrier is (empty for other runs), as the run's params see it."""
+    run = PLAN.runs[wildcards.run_id]
+    if not run.barrier_from:
+        return ""
+    info = measured_yaml(checkpoints.barrier_init.get(run_id=run.barrier_from).output.yaml)
+    return json.dumps({k: info.get(k) for k in ("has_barrier", "alpha_star", "alphas")}, sort_keys=True)
 
 
 def measurement_files(run_ids):
@@ -163,6 +187,15 @@ def run_settings_json(wildcards):
 
 
 # --- what a table or figure reads -----------------------------------------------------------------
+
+
+def reads(job, wildcard=None):
+    """A table or figure job's param: the digest of the config parts it reads (linpath.study.config.job_reads).
+    The config record itself is an ancient input, so the job reruns for those parts and nothing else."""
+    if wildcard is None:
+        return digest(job_reads(PLAN, job))
+    return lambda w: digest(job_reads(PLAN, job, getattr(w, wildcard)))
+
 
 
 def run_files(run_ids):

@@ -1,4 +1,5 @@
-# Loss and accuracy along the linear paths of every run (its sweep), with their shape metrics.
+# Loss and accuracy along the linear paths of every run (its sweep), and apart from it their shape labels:
+# a changed threshold under `shapes:` relabels every stored sweep in seconds and measures nothing again.
 
 
 rule interpolate:
@@ -7,12 +8,10 @@ rule interpolate:
         settings=LAYOUT.run_file("{run_id}", "settings"),
     output:
         sweep=LAYOUT.sweep("{run_id}"),
-        shapes=LAYOUT.shapes("{run_id}"),
     params:
         run=lambda w: str(LAYOUT.run_dir(w.run_id)),
         cache=str(LAYOUT.eval_cache()),
         sweep=lambda w: as_json(PLAN.sweep_spec(PLAN.runs[w.run_id].setting)),
-        thresholds=as_json(PLAN.thresholds()),
     log:
         LAYOUT.log("interpolate", "{run_id}"),
     benchmark:
@@ -27,6 +26,24 @@ rule interpolate:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " interpolate --run {params.run} --eval-cache {params.cache} --run-id {wildcards.run_id} "
-        "--out {output.sweep} --shapes {output.shapes} --sweep-json {params.sweep:q} "
-        "--thresholds-json {params.thresholds:q} --threads {threads} --no-progress > {log} 2>&1"
+        f"{LINPATH} interpolate --run {{params.run}} --eval-cache {{params.cache}} --run-id {{wildcards.run_id}} "
+        "--out {output.sweep} --sweep-json {params.sweep:q} --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule label:
+    # Δ, α_half and the NB / B / P label of every path of a run, with the thresholds beside each label.
+    input:
+        sweep=LAYOUT.sweep("{run_id}"),
+    output:
+        shapes=LAYOUT.shapes("{run_id}"),
+    params:
+        thresholds=as_json(PLAN.thresholds()),
+    log:
+        LAYOUT.log("label", "{run_id}"),
+    priority: lambda w: PLAN.waiting_generations(w.run_id)
+    localrule: True  # seconds, no torch work: runs where Snakemake runs
+    conda:
+        CONDA_ENV
+    shell:
+        f"{LINPATH} label --sweep {{input.sweep}} --out {{output.shapes}} --thresholds-json {{params.thresholds:q}} "
+        "> {log} 2>&1"

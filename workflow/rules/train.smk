@@ -8,13 +8,14 @@
 
 rule train:
     input:
-        states=lambda w: PLAN.state_inputs(w.run_id),
+        states=state_files,
         groups=barrier_group_files,
     output:
         **{what: str(LAYOUT.run_file("{run_id}", what)) for what in ("outcome", "settings")},
     params:
         out=lambda w: str(LAYOUT.run_dir(w.run_id)),
         settings=run_settings_json,
+        barrier=barrier_decision,
     wildcard_constraints:
         run_id=run_pattern("train"),
     log:

@@ -71,12 +71,27 @@ def _cmd_interpolate(args: argparse.Namespace) -> None:
     except (FileNotFoundError, ValueError) as err:
         raise SettingsError(str(err)) from None
     write_parquet(table, out)
-    shapes = shape_table(table, thresholds)
-    if args.shapes:
-        write_parquet(shapes, args.shapes)
-    summary = shapes[shapes["split"] == "train"][["path", "start", "group", "param_group", "bn_mode", "label", "delta"]]
     print(f"{len(table)} rows -> {out}")
-    print(summary.to_string(index=False))
+    if args.shapes:  # the workflow labels in a step of its own (`linpath label`), so thresholds rerun no sweep
+        shapes = shape_table(table, thresholds)
+        write_parquet(shapes, args.shapes)
+        summary = shapes[shapes["split"] == "train"][["path", "start", "group", "param_group", "bn_mode", "label", "delta"]]
+        print(summary.to_string(index=False))
+
+
+def _cmd_label(args: argparse.Namespace) -> None:
+    """Shapes from a stored sweep: the labelling step, apart from the measurement, so that a changed
+    threshold relabels every path in seconds without measuring one again."""
+    import pandas as pd
+
+    from ..foundations.io import write_parquet
+    from ..paths.shapes import shape_table
+
+    thresholds = _thresholds(args)
+    sweep = _read_table(Path(args.sweep), "--sweep", PATH_COLUMNS, "a sweep of `linpath interpolate`", empty_ok=True)
+    shapes = shape_table(sweep, thresholds) if len(sweep) else pd.DataFrame({"run_id": pd.Series(dtype="str")})
+    write_parquet(shapes, args.out)
+    print(f"{len(shapes)} shapes ({thresholds.rule()}) -> {args.out}")
 
 
 def _sweep_of_untrained_run(run: Path, out: Path, shapes: str | None) -> bool:
@@ -251,6 +266,12 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     _add_threshold_args(p)
     p.set_defaults(func=_cmd_interpolate)
+
+    p = verbs.add_parser("label", parents=[debug], help="shape labels of a stored sweep (no measuring) -> parquet")
+    p.add_argument("--sweep", required=True, help="parquet from `linpath interpolate`")
+    p.add_argument("--out", required=True, help="one shape row (delta, label, thresholds) per path and split")
+    _add_threshold_args(p)
+    p.set_defaults(func=_cmd_label)
 
     p = verbs.add_parser("barrier-init", parents=[debug], help="states at the barrier peak of a run's full path, and before/after it")
     p.add_argument("--sweep", required=True, help="parquet from `linpath interpolate` holding the full path")

@@ -75,3 +75,52 @@ def check_config(config: dict) -> None:
     for where, paths in path_settings:
         if isinstance(paths, dict) and "alphas" in paths:
             check_alphas(paths["alphas"], f"{where}.alphas")
+
+
+# --- what each table and figure job reads of the config -------------------------------------------------
+
+# The presentation of a setting in tables and figures. Its recipe is not among them: a run's recipe is in
+# its run id, so a changed recipe reaches a table through the table's input files (other runs).
+_SHOWN = ("experiment", "intervention", "baseline", "aux", "figure")
+# Table 1's summary rules (linpath.report.tables.SummaryRules) and the thresholds its text prints.
+_TABLE1_SHAPES = ("label_min_share", "layer_barrier_ratio", "layer_barrier_floor", "acc_confidence", "layer_groups",
+                  "barrier_groups", "sensitivity", "barrier_tol", "barrier_rel", "plateau_alpha")
+
+
+def job_reads(plan, job: str, name: str | None = None) -> dict:
+    """The parts of the config a table or figure job reads besides its input files (the runs, sweeps and
+    shapes it is given). The workflow passes their digest as a param, so a job reruns when these change and
+    for nothing else in the config: a relabelling threshold reaches Table 1 and not the experiment figures,
+    an experiment added in an overlay leaves the others' figures and tables as they are."""
+    config = plan.config
+    shapes = config.get("shapes") or {}
+
+    def shown(settings) -> dict:
+        return {s: {k: v for k, v in config["settings"][s].items() if k in _SHOWN}
+                for s in sorted(set(settings)) if s in config["settings"]}
+
+    def row_settings(rows) -> list[str]:
+        out = []
+        for row in rows:
+            out += list(row.get("settings", []))
+            for of, against in (row.get("compare") or {}).items():
+                out += [of, *against]
+        return out + [plan.settings[s].baseline for s in out if s in plan.settings and plan.settings[s].baseline]
+
+    if job == "core_tables":
+        return {"settings": shown(config["settings"])}
+    if job in ("table1", "table1_sensitivity", "figure_a11"):
+        rows = list(config.get("table1") or [])
+        reads = {"table1": rows, "settings": shown(row_settings(rows))}
+        if job != "figure_a11":  # Figure A11 reads Table 1's own table, not its rules
+            reads["shapes"] = {k: v for k, v in shapes.items() if k in _TABLE1_SHAPES}
+        else:
+            reads["experiments"] = config.get("experiments")
+        return reads
+    if job == "experiment_table":
+        table = plan.reference()["tables"][name]
+        rows = [plan.row_setting(row, name) for row in table["rows"]]
+        return {"table": table, "settings": shown(rows), "label_min_share": shapes.get("label_min_share")}
+    if job == "experiment_figure":
+        return {"experiment": config["experiments"][name], "settings": shown(plan.experiment_settings(name))}
+    raise ValueError(f"unknown job {job!r}")
