@@ -426,8 +426,8 @@ def robustness_line(frame: pd.DataFrame) -> str:
     c = robust_counts(frame)
     grid = frame["grid"].iloc[0] if len(frame) else SensitivityGrid().describe()
     return (f"Robust to the thresholds: {c['labels']} of {c['measured']} rows keep their labels (full path and "
-            f"layer) at every grid point, {c['agreement']} of the {c['compared']} with a paper label their "
-            f"agreement with it (grid: {grid}; table1_sensitivity.md).")
+            f"layer) at every grid point, and {c['agreement']} of the {c['compared']} rows with a paper label keep "
+            f"their agreement with it (grid: {grid}; see table1_sensitivity.md).")
 
 
 def _word(v) -> str:
