@@ -190,11 +190,17 @@ def run_settings_json(wildcards):
 
 
 def reads(job, wildcard=None):
-    """A table or figure job's param: the digest of the config parts it reads (linpath.study.config.job_reads).
-    The config record itself is an ancient input, so the job reruns for those parts and nothing else."""
-    if wildcard is None:
-        return digest(job_reads(PLAN, job))
-    return lambda w: digest(job_reads(PLAN, job, getattr(w, wildcard)))
+    """A table or figure job's input that holds the parts of the config it reads (rule config_reads). The
+    config record itself is an ancient input, so the job reruns when those parts change and for nothing else
+    in the config. A file rather than a param: these jobs also read checkpoint outputs, and Snakemake checks
+    the params of such a job only when a checkpoint it reads reruns."""
+    return str(LAYOUT.config_reads(job if wildcard is None else f"{job}-{{{wildcard}}}"))
+
+
+def config_reads_of(name):
+    """job_reads for a config_reads file name: '<job>' or '<job>-<experiment or table>'."""
+    job, _, which = name.partition("-")
+    return job_reads(PLAN, job, which or None)
 
 
 

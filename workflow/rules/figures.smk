@@ -10,13 +10,13 @@ rule experiment_figure:
     input:
         **runs_input(figure_runs),
         config=ancient(CONFIG_RECORD),
+        reads=reads("experiment_figure", "experiment"),
     output:
         report(LAYOUT.figure("{experiment}"), caption="../report/experiment.rst", category="Experiments",
                labels=lambda w: {"experiment": w.experiment}),
     params:
         **runs_params(figure_runs),
         drawing=FIGURES_VERSION,
-        reads=reads("experiment_figure", "experiment"),
     wildcard_constraints:
         experiment=one_of(EXPERIMENT_FIGURES),
     log:
@@ -39,12 +39,12 @@ rule figure_a11:
         table1=LAYOUT.table("table1"),
         runs=LAYOUT.table("runs"),
         config=ancient(CONFIG_RECORD),
+        reads=reads("figure_a11"),
     output:
         png=report(LAYOUT.figure("figure_A11"), caption="../report/figure_a11.rst", category="Overview"),
         pdf=LAYOUT.figure("figure_A11", ".pdf"),
     params:
         drawing=FIGURES_VERSION,
-        reads=reads("figure_a11"),
     log:
         LAYOUT.log("figures", "figure_a11"),
     resources:

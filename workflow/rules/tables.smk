@@ -5,7 +5,7 @@
 
 rule config_record:
     # Rewritten when the config changes (its digest is the param). Tables and figures read it as an ancient
-    # input and rerun only when the parts they read change (their `reads` param, common.smk).
+    # input and rerun only when the parts they read change (their `reads` input, rule config_reads).
     output:
         CONFIG_RECORD,
     params:
@@ -20,18 +20,39 @@ rule config_record:
         note(log[0], f"the workflow config (digest {params.config}) -> {output[0]}")
 
 
+rule config_reads:
+    # What one table or figure job reads of the config; rewritten only when that part changes (its digest
+    # is the param), and an input of that job.
+    output:
+        LAYOUT.config_reads("{job}"),
+    params:
+        digest=lambda w: digest(config_reads_of(w.job)),
+    wildcard_constraints:
+        job=one_of(["core_tables", "table1", "table1_sensitivity", "figure_a11",
+                    *(f"experiment_table-{t}" for t in EXPERIMENT_TABLES),
+                    *(f"experiment_figure-{e}" for e in EXPERIMENT_FIGURES)]),
+    log:
+        LAYOUT.log("config_reads", "{job}"),
+    localrule: True
+    run:
+        from linpath.foundations.io import note, write_text
+
+        write_text(json.dumps(config_reads_of(wildcards.job), sort_keys=True, default=str) + "\n", output[0])
+        note(log[0], f"config parts read by {wildcards.job} (digest {params.digest}) -> {output[0]}")
+
+
 rule core_tables:
     # runs / paths / shapes over every run: Table 1 and Figure A11 are the only targets that need them.
     input:
         **runs_input(all_runs),
         config=ancient(CONFIG_RECORD),
+        reads=reads("core_tables"),
     output:
         runs=LAYOUT.table("runs"),
         paths=LAYOUT.table("paths"),
         shapes=LAYOUT.table("shapes"),
     params:
         **runs_params(all_runs),
-        reads=reads("core_tables"),
     log:
         LAYOUT.log("tables", "core_tables"),
     resources:
@@ -57,6 +78,7 @@ rule table1_sensitivity:
         runs=LAYOUT.table("runs"),
         shapes=LAYOUT.table("shapes"),
         config=ancient(CONFIG_RECORD),
+        reads=reads("table1_sensitivity"),
         groups=[str(LAYOUT.groups_file(s)) for s in GROUP_LISTS],
     output:
         table=LAYOUT.table("table1_sensitivity"),
@@ -64,7 +86,6 @@ rule table1_sensitivity:
         groups=LAYOUT.table("table1_sensitivity_groups"),
     params:
         groups=json.dumps({s: str(LAYOUT.groups_file(s)) for s in GROUP_LISTS}, sort_keys=True),
-        reads=reads("table1_sensitivity"),
     log:
         LAYOUT.log("tables", "table1_sensitivity"),
     resources:
@@ -84,13 +105,12 @@ rule table1:
         shapes=LAYOUT.table("shapes"),
         sensitivity=LAYOUT.table("table1_sensitivity"),
         config=ancient(CONFIG_RECORD),
+        reads=reads("table1"),
         # the barrier groups whose own paths make a row's shape (`shape_from: barrier_groups`)
         groups=[str(LAYOUT.groups_file(s)) for s in PLAN.table1_group_references()],
     output:
         table=LAYOUT.table("table1"),
         markdown=LAYOUT.table("table1", ".md"),
-    params:
-        reads=reads("table1"),
     log:
         LAYOUT.log("tables", "table1"),
     resources:
@@ -109,11 +129,11 @@ rule experiment_table:
     input:
         **runs_input(table_runs),
         config=ancient(CONFIG_RECORD),
+        reads=reads("experiment_table", "table"),
     output:
         LAYOUT.table("{table}"),
     params:
         **runs_params(table_runs),
-        reads=reads("experiment_table", "table"),
     wildcard_constraints:
         table=one_of(EXPERIMENT_TABLES),
     log:

@@ -331,9 +331,9 @@ class GroupRule:
     """
 
     rule: Literal["monotonic", "label"] = "monotonic"
-    # Loss units. A rise this small is rounding, not a barrier: the same state θ_T, reached at α = 1 by every
-    # path of a run, is scored with a spread of at most ~1e-6 in the default's sweeps (docs/study.md,
-    # "Barrier groups"; `python -m linpath.bench noise` measures it on any finished sweeps).
+    # Loss units. A rise this small is rounding, not a barrier: two numerically different evaluations of the
+    # same group paths differ by at most 2e-6 on default runs (`python -m linpath.bench noise`; figures in
+    # docs/performance.md), and 1e-4 leaves a factor of 50 for paper-scale sums on other hardware.
     tol: float = 1.0e-4
     min_share: float = 0.5
 

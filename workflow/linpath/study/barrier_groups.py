@@ -62,16 +62,6 @@ def group_decisions(shapes: pd.DataFrame, rule: GroupRule = GroupRule(),
     return out.rename_axis("group").reset_index()
 
 
-def end_spread(shapes: pd.DataFrame) -> float:
-    """The largest spread of L(θ_T) over the paths of one run: every path ends at the same state, so the
-    spread is the rounding of the evaluation itself (the noise a monotonic test must tolerate)."""
-    if "loss_end" not in shapes.columns or shapes.empty:
-        return float("nan")
-    sel = shapes[(shapes["split"] == "train") & (shapes["start"] == "init")]
-    spreads = sel.groupby(["run_id", "bn_mode"])["loss_end"].agg(lambda x: float(x.max() - x.min()))
-    return float(spreads.max()) if len(spreads) else float("nan")
-
-
 def barrier_groups(shapes: pd.DataFrame, widenable: list[str], rule: GroupRule = GroupRule(),
                    assume: list[str] = (), candidates: list[str] | None = None,
                    model_groups: list[str] | None = None) -> dict:
@@ -133,9 +123,6 @@ def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path,
     found = barrier_groups(shapes, widenable_groups(model), rule, assume, layer_groups(model, layer_rule),
                            list(group_roles(model)))
     found["candidate_rule"] = describe(layer_rule)
-    found["measured_noise"] = {
-        "end_spread": end_spread(shapes),
-        "what": "largest spread of the train loss at theta_T over the paths of one run (all end there)"}
     found["runs_measured"] = f"{len(frames)}/{len(shape_files)}"
     write_yaml(found, out)
     note(log, f"groups with a barrier ({rule.rule}): {found['with_barrier']}; "
