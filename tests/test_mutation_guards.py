@@ -206,21 +206,30 @@ def test_table1_rows_from_the_files(summary_tables):
     assert wd["acc_change_pp_std"] == pytest.approx(diffs.std(ddof=1))
     low, high = mean_interval(diffs, 0.95)
     assert (wd["acc_ci_low"], wd["acc_ci_high"]) == (pytest.approx(low), pytest.approx(high)) and low > 0
-    assert wd["acc_word"] == "better" and wd["acc_words"] == f"more_wd: better [{low:+.2f}, {high:+.2f}]"
+    assert wd["acc_word"] == "better" and wd["acc_words"] == f"more_wd: +2.83 [{low:+.2f}, {high:+.2f}] better"
+    assert wd["acc_interval"] == f"+2.83 [{low:+.2f}, {high:+.2f}]" and not wd["acc_pooled"] and wd["acc_ci_caveat"] == ""
+    assert wd["comparison"] == "more_wd vs base" and mixed["comparison"] == "less_data vs base; more_wd vs base"
     assert wd["acc_rule"] == SummaryRules().acc_rule() and wd["layer_rule"] == SummaryRules().layer_rule()
     assert wd["shape_rule"] == f"{ShapeThresholds().rule()}; {SummaryRules().label_rule()}"
     assert (wd["n_seeds"], wd["not_trained"]) == (3, "")
-    assert (wd["paper_shape"], wd["paper_acc"]) == ("B/H-LB", "better")
+    assert (wd["paper_shape"], wd["paper_layer"], wd["paper_acc"]) == ("B", "H-LB", "better")
     assert wd["agrees_shape"] == True and wd["agrees_layer"] == True and wd["agrees_acc"] == True  # noqa: E712
     assert wd["agrees"] == True  # noqa: E712
-    # the row of two settings pools the paired differences of both
+    # the row of two settings pools the paired differences of both in acc_ci_*, and says so; what it shows is
+    # each comparison's own interval, the one its word comes from (less_data: 2 seeds, marked unreliable)
     pooled = np.array([-5.0, -4.0, 3.0, 2.5, 3.0])
     assert mixed["acc_change_pp_mean"] == pytest.approx(pooled.mean())
     assert (mixed["acc_ci_low"], mixed["acc_ci_high"]) == tuple(pytest.approx(v) for v in mean_interval(pooled, 0.95))
-    assert mixed["acc_word"] == "mixed" and mixed["acc_words"].startswith("less_data: same [-10.85, +1.85]")
-    assert "; more_wd: better [" in mixed["acc_words"]
+    assert mixed["acc_pooled"] and mixed["acc_ci_caveat"] == ""
+    assert mixed["acc_word"] == "mixed"
+    assert mixed["acc_words"] == (f"less_data: -4.50 [-10.85, +1.85] (unreliable: 2 seeds < 3) same; "
+                                  f"more_wd: +2.83 [{low:+.2f}, {high:+.2f}] better")
+    assert mixed["acc_interval"] == mixed["acc_words"]
+    # the config sweeps no group paths (more_wd's were written by hand): less_data's comparison has no tag, and
+    # says why, while the row shows the tag it has
+    assert mixed["layer_missing"] == "less_data vs base: not swept" and wd["layer_missing"] == ""
     assert (mixed["n_seeds"], mixed["not_trained"]) == (3, "less_data: 1 skipped (no barrier on the parent's path)")
-    assert (mixed["paper_shape"], mixed["paper_acc"]) == ("NB", "")
+    assert (mixed["paper_shape"], mixed["paper_layer"], mixed["paper_acc"]) == ("NB", "", "")
     assert mixed["agrees_shape"] == False and pd.isna(mixed["agrees_layer"]) and pd.isna(mixed["agrees_acc"])  # noqa: E712
     assert mixed["agrees"] == False  # noqa: E712
     assert str(t1["agrees"].dtype) == "boolean"
@@ -232,24 +241,34 @@ def test_table1_markdown_from_the_files(summary_tables):
     text = layout.table("table1", ".md").read_text()
     assert text == table1_markdown(t1, pd.read_parquet(layout.table("runs")))
     lines = text.split("\n")
-    cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
-            "n", "paper_shape", "paper_acc", "paper_source", "agrees_shape", "agrees_layer", "agrees_acc"]
+    cols = ["category", "intervention", "comparison", "figure", "shape", "shape_fractions", "layer_barrier", "acc",
+            "acc_word", "n", "paper_shape", "paper_layer", "paper_acc", "paper_source", "agrees_shape", "agrees_layer",
+            "agrees_acc"]
     assert lines[0] == "| " + " | ".join(cols) + " |"
     assert lines[1] == "|" + "---|" * len(cols)
-    wd = t1.iloc[0]
+    wd, mixed = t1.iloc[0], t1.iloc[1]
     acc = f"{wd['acc_change_pp_mean']:+.2f} [{wd['acc_ci_low']:+.2f}, {wd['acc_ci_high']:+.2f}]"
     assert acc.startswith("+2.83 [")
-    assert lines[2] == (f"| regularisation | weight decay | Fig. 9 | B | B 3/3 | H-LB | {acc} | better | 3/3 | B/H-LB "
-                        "| better | Table 1 | yes | yes | yes |")
-    assert lines[3].endswith("| mixed | 5/6 | NB |  | Table 1 | no | – | – |")
+    assert lines[2] == (f"| regularisation | weight decay | more_wd vs base | Fig. 9 | B | B 3/3 | H-LB | {acc} | better "
+                        "| 3/3 | B | H-LB | better | Table 1 | yes | yes | yes |")
+    # the pooled row shows each comparison's interval and word, not the pooled interval
+    pooled = f"{mixed['acc_change_pp_mean']:+.2f} [{mixed['acc_ci_low']:+.2f}, {mixed['acc_ci_high']:+.2f}]"
+    assert lines[3] == ("|  | data and decay | less_data vs base; more_wd vs base | Fig. 6, Fig. 9 | NB/B | NB 2/5, B 3/5 "
+                        f"| H-LB | {mixed['acc_words']} | mixed | 5/6 | NB |  |  | Table 1 | no | – | – |")
+    assert pooled not in text and "(unreliable: 2 seeds < 3) same; more_wd: " in lines[3]
     assert lines[4] == ""
     assert lines[5] == ("Agreement with the paper, each part on its own (a part agrees only when the label sets are "
                         "equal; – = the paper states nothing for that part, or nothing was measured): "
                         "shape 1/2 rows; layer 1/1 rows; acc 1/1 rows.")
     assert lines[6] == ""
-    assert lines[7].startswith("`shape`: full-path labels (θ0 → θT, train split) that hold in the row's settings; "
-                               "`shape_fractions`: the label of every run (one per seed). `layer_barrier`: group-wise "
-                               "barriers against the baseline. `acc`: test-accuracy change against the row's baseline")
+    assert lines[7].startswith("`comparison`: what the row's measured columns compare, each setting against its "
+                               "baseline (or the settings its `compare` names), paired by seed. `shape`: full-path "
+                               "labels (θ0 → θT, train split)")
+    # every value a cell can hold is named
+    for value in ("NB no barrier", "B barrier", "P plateau", "NaN", "H-LB higher", "L-LB lower", "none within",
+                  "not swept (", "not trained (", "no baseline (", "no layer groups (", "not finite (",
+                  "fewer than 3 seeds, or of zero width, is marked unreliable", "n/a in `shape`", "`paper_layer`"):
+        assert value in lines[7], value
     assert "`n`: runs trained / runs planned for the row" in lines[7]
     assert lines[8:11] == [f"Shape labels: {wd['shape_rule']}.", f"Layer barriers: {wd['layer_rule']}.",
                            f"Accuracy words: {wd['acc_rule']}."]
@@ -259,8 +278,8 @@ def test_table1_markdown_from_the_files(summary_tables):
 
 
 def test_table1_markdown_of_rows_without_numbers():
-    t1 = pd.DataFrame([{"category": "", "intervention": "x", "figure": "", "shape": "n/a", "shape_fractions": "n/a",
-                        "layer_barrier": "n/a", "acc_change_pp_mean": np.nan, "acc_ci_low": np.nan,
+    t1 = pd.DataFrame([{"category": "", "intervention": "x", "comparison": "x vs base", "figure": "", "shape": "n/a",
+                        "shape_fractions": "n/a", "layer_barrier": "not trained", "acc_change_pp_mean": np.nan, "acc_ci_low": np.nan,
                         "acc_ci_high": np.nan, "acc_word": "n/a", "n_seeds": 0, "n": "0/3", "paper_shape": "", "paper_acc": "",
                         "paper_source": "",
                         "agrees_shape": pd.NA, "agrees_layer": False, "agrees_acc": True,
@@ -268,11 +287,11 @@ def test_table1_markdown_of_rows_without_numbers():
     for col in ("agrees_shape", "agrees_layer", "agrees_acc"):
         t1[col] = t1[col].astype("boolean")
     text = table1_markdown(t1)
-    assert "| x |  | n/a | n/a | n/a | n/a | n/a | 0/3 |  |  |  | – | no | yes |" in text
+    assert "| x | x vs base |  | n/a | n/a | not trained | n/a | n/a | 0/3 |  |  |  |  | – | no | yes |" in text
     assert "shape 0/0 rows; layer 0/1 rows; acc 1/1 rows." in text
     assert text.endswith("Shape labels: S.\nLayer barriers: L.\nAccuracy words: A.\n")
     empty = table1_markdown(t1.iloc[:0])
-    assert "Shape labels" not in empty and empty.endswith("not compared).\n")
+    assert "Shape labels" not in empty and empty.endswith("\"often X\" is compared as X.\n")
 
 
 def test_experiment_tables_from_the_files(summary_tables):
@@ -394,8 +413,8 @@ def test_summary_rules_from_config():
     assert rules == SummaryRules(label_min_share=0.5, acc_confidence=0.9, layer_barrier_ratio=2.0)
     assert isinstance(rules.layer_barrier_ratio, float)
     assert SummaryRules.from_config(None) == SummaryRules() == SummaryRules.from_config({})
-    assert rules.acc_rule() == ("better / worse: the 90% Student-t interval of the mean paired change lies above / "
-                                "below 0; else same")
+    assert rules.acc_rule().startswith("better / worse: the 90% Student-t interval of the mean paired change lies "
+                                       "above / below 0; else same. ")
     assert SummaryRules(layer_barrier_ratio=1.5, layer_barrier_floor=0.02).layer_rule() == \
            "H-LB / L-LB: mean group delta above / below the baseline's by a factor 1.5, both raised to at least 0.02"
     assert SummaryRules(label_min_share=0.3).label_rule() == \
@@ -471,7 +490,11 @@ def test_table1_single_setting_rows_and_the_ci_of_pooled_rows():
     assert (t1.iloc[1]["acc_ci_low"], t1.iloc[1]["acc_ci_high"]) == tuple(pytest.approx(v) for v in mean_interval(pooled, 0.5))
     assert t1.iloc[1]["acc_word"] == "mixed" and t1.iloc[0]["acc_word"] == "worse"
     assert t1.iloc[2]["acc_change_pp_mean"] == pytest.approx(100 * (0.81 - 0.5)), "the row's baseline wins"
-    assert t1.iloc[0]["layer_barrier"] == "n/a" and t1.iloc[0]["group_delta"] == ""
+    assert t1.iloc[0]["layer_barrier"] == "not swept" and t1.iloc[0]["group_delta"] == "", "no group paths planned"
+    assert t1.iloc[0]["layer_missing"] == "a vs base: not swept"
+    assert not t1.iloc[0]["acc_pooled"] and t1.iloc[1]["acc_pooled"]
+    assert list(t1["comparison"]) == ["a vs base", "a vs base; b vs base", "a vs other", "nothing_here (no baseline)"]
+    assert t1.iloc[3]["layer_barrier"] == "no baseline" and t1.iloc[3]["acc_interval"] == "n/a"
     assert t1.iloc[0]["agrees_shape"] == True and t1.iloc[0]["agrees_acc"] == True  # noqa: E712
     assert t1.iloc[0]["shape_rule"] == f"rule; {SummaryRules().label_rule()}", "the label rule of the shapes read"
     empty = t1.iloc[3]

@@ -6,14 +6,17 @@ comparison rule itself is checked on hand-made runs."""
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import RunSpec
-from linpath.report.tables import (agreement_counts, row_comparisons, table1, table1_markdown,
-                                   unreachable_paper_labels)
+from linpath.report.tables import (LAYER_MISSING, agreement_counts, interval_caveat, interval_text, mean_interval,
+                                   row_comparisons, table1, table1_markdown, unreachable_paper_labels)
 from linpath.engine.train import StepSettings
 from test_paper_config import merged, resolved
 from test_tables import SEEDS, config, run_row, shape_row
@@ -93,7 +96,9 @@ def test_the_middle_lr_is_better_only_when_it_beats_each_other_lr():
     t1 = table1(plan, fixed_lr_runs(0.88), shapes)
     mid, others = t1.iloc[0], t1.iloc[1]
     assert mid["acc_word"] == "better" and mid["agrees_acc"] == True  # noqa: E712
-    assert "mid vs high: better" in mid["acc_words"] and "mid vs low: better" in mid["acc_words"]
+    assert re.fullmatch(r"mid vs high: \+2\.\d\d \[.*\] better; mid vs low: \+4\.\d\d \[.*\] better", mid["acc_words"])
+    assert mid["comparison"] == "mid vs high; mid vs low", "the row names what it compares"
+    assert mid["acc_interval"] == mid["acc_words"], "two comparisons: each one's interval, not the pooled one"
     assert mid["shape_fractions"] == "P 4/4", "a setting compared twice counts its runs once"
     assert others["acc_word"] == "worse" and others["agrees"] == True  # noqa: E712
     # Equal to the low LR: no longer better than both.
@@ -429,3 +434,90 @@ def test_a_widening_row_whose_baseline_has_no_barrier_layer_says_so():
     assert row["shape"] == "n/a" and row["n"] == "0/4" and pd.isna(row["agrees"])
     assert row["not_trained"] == f"mlp_widen_barrier: 4 skipped ({reason})"
     assert row["baseline_shape"] == "mlp_deep: NB"
+
+
+# --- Table 1 reads true: the interval behind each word, why a layer tag is missing, the paper's parts -----------
+
+
+@pytest.mark.parametrize("diffs,caveat", [
+    ([-40.95, -40.95], "unreliable: 2 seeds < 3, zero width"),   # two equal paired differences
+    ([-1.0, -3.0], "unreliable: 2 seeds < 3"),
+    ([1.0, 1.0, 1.0], "unreliable: zero width"),
+    ([1.0, 1.2, 0.9], ""),
+    ([-3.0], "1 seed: no interval"),
+])
+def test_an_interval_of_few_seeds_or_no_width_is_marked(diffs, caveat):
+    low, high = mean_interval(np.array(diffs), 0.95)
+    assert interval_caveat(len(diffs), low, high) == caveat
+    text = interval_text(float(np.mean(diffs)), low, high, len(diffs))
+    assert text.endswith(f"({caveat})") if caveat else "(" not in text
+    assert interval_text(np.nan, np.nan, np.nan, 0) == "n/a"
+
+
+def two_seed_plan() -> Plan:
+    """A pooled row of a ResNet and a VGG comparison (group paths swept), and a one-setting row that sweeps
+    no group paths, each with 2 seeds, against the paper's labels of a shape and a layer tag."""
+    vgg = {"model": {"arch": "vgg11", "width": 4}}
+    settings = {"base": {"experiment": "E2"}, "vgg": {"experiment": "E15", "run": vgg},
+                "resnet_nobn": {"experiment": "E15", "baseline": "base", "run": {"model": {"norm": "none"}}},
+                "vgg_nobn": {"experiment": "E15", "baseline": "vgg", "run": {"model": {"norm": "none"}}},
+                "less_data": {"experiment": "E8", "baseline": "base", "paths": {"groups": False}}}
+    rows = [{"intervention": "no BatchNorm", "settings": ["resnet_nobn", "vgg_nobn"], "paper_shape": "NB",
+             "paper_acc": "worse"},
+            {"intervention": "less data", "settings": ["less_data"], "paper_shape": "NB/L-LB", "paper_acc": "worse"}]
+    return Plan({**config(settings, rows, seeds=[0, 1]), "paths": {"groups": True}})
+
+
+def two_seed_tables(with_vgg_groups: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    acc = {"base": [0.90, 0.92], "vgg": [0.80, 0.82], "resnet_nobn": [0.70, 0.74], "vgg_nobn": [0.79, 0.80],
+           "less_data": [0.50, 0.52]}
+    runs = pd.DataFrame([run_row(s, i, a) for s, values in acc.items() for i, a in enumerate(values)])
+    shapes = [shape_row(s, i, "NB", 0.0) for s in acc for i in range(2)]
+    for s, group in (("base", "block1"), ("resnet_nobn", "block1"), ("vgg", "conv1"), ("vgg_nobn", "conv1")):
+        if with_vgg_groups or not s.startswith("vgg"):
+            shapes += [shape_row(s, i, "NB", 0.0, path="group", group=group) for i in range(2)]
+    return runs, pd.DataFrame(shapes)
+
+
+def test_a_pooled_row_shows_each_comparisons_interval_and_names_its_baselines():
+    t1 = table1(two_seed_plan(), *two_seed_tables())
+    nobn, less = t1.iloc[0], t1.iloc[1]
+    assert nobn["comparison"] == "resnet_nobn vs base; vgg_nobn vs vgg" and less["comparison"] == "less_data vs base"
+    # resnet_nobn: -18, -20 pp (worse); vgg_nobn: -1, -2 pp (same): the row's word is mixed
+    resnet = mean_interval(np.array([-20.0, -18.0]), 0.95)
+    vgg = mean_interval(np.array([-1.0, -2.0]), 0.95)
+    assert nobn["acc_word"] == "mixed" and nobn["acc_pooled"]
+    assert nobn["acc_interval"] == (f"resnet_nobn: -19.00 [{resnet[0]:+.2f}, {resnet[1]:+.2f}] (unreliable: 2 seeds < 3) "
+                                    f"worse; vgg_nobn: -1.50 [{vgg[0]:+.2f}, {vgg[1]:+.2f}] (unreliable: 2 seeds < 3) same")
+    # the pooled interval stays in acc_ci_*, flagged as pooled, and is not what table1.md prints for the row
+    pooled = mean_interval(np.array([-20.0, -18.0, -1.0, -2.0]), 0.95)
+    assert (nobn["acc_ci_low"], nobn["acc_ci_high"]) == pytest.approx(pooled)
+    text = table1_markdown(t1)
+    line = next(x for x in text.splitlines() if x.startswith("|  | no BatchNorm |"))
+    assert f"[{pooled[0]:+.2f}, {pooled[1]:+.2f}]" not in line and nobn["acc_interval"] in line
+    assert "| resnet_nobn vs base; vgg_nobn vs vgg |" in line
+    # one comparison with two equal differences: the interval of zero width is printed with its mark
+    assert (less["acc_ci_low"], less["acc_ci_high"]) == (pytest.approx(-40.0), pytest.approx(-40.0))
+    assert less["acc_word"] == "worse" and less["acc_ci_caveat"] == "unreliable: 2 seeds < 3, zero width"
+    assert "| -40.00 [-40.00, -40.00] (unreliable: 2 seeds < 3, zero width) | worse |" in text
+
+
+def test_a_missing_layer_tag_says_why_and_the_papers_tags_have_their_own_column():
+    t1 = table1(two_seed_plan(), *two_seed_tables())
+    nobn, less = t1.iloc[0], t1.iloc[1]
+    assert nobn["layer_barrier"] == "none", "both comparisons have group paths"
+    assert less["layer_barrier"] == "not swept" and less["layer_missing"] == "less_data vs base: not swept"
+    # the VGG runs' group paths missing (their sweeps failed or never ran): one tag, the other comparison says why
+    partial = table1(two_seed_plan(), *two_seed_tables(with_vgg_groups=False)).iloc[0]
+    assert partial["layer_barrier"] == "none" and partial["layer_missing"] == "vgg_nobn vs vgg: not trained"
+    runs, shapes = two_seed_tables()
+    untrained = table1(two_seed_plan(), runs[~runs["setting"].isin(["resnet_nobn", "vgg_nobn"])], shapes).iloc[0]
+    assert untrained["layer_barrier"] == "not trained" and untrained["shape"] == "n/a"
+    assert set(LAYER_MISSING) == {"no baseline", "not swept", "no layer groups", "not trained", "not finite"}
+    # "NB/L-LB": the full-path label and the layer tag, each beside the measured column it is compared with
+    assert (less["paper_shape"], less["paper_layer"]) == ("NB", "L-LB")
+    assert (nobn["paper_shape"], nobn["paper_layer"]) == ("NB", "")
+    assert pd.isna(less["agrees_layer"]), "nothing measured to compare the paper's L-LB with"
+    text = table1_markdown(t1)
+    assert "| less_data vs base |  | NB | NB 2/2 | not swept |" in text
+    assert "| 2/2 | NB | L-LB | worse | Table 1 |" in text

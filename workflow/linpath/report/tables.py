@@ -250,6 +250,34 @@ def accuracy_word(low: float, high: float) -> str:
     return "better" if low > 0 else "worse" if high < 0 else "same"
 
 
+# An interval of fewer paired seeds than this is marked unreliable where it is printed: with 2 seeds the
+# Student-t interval has one degree of freedom and rests on the spread of two numbers, and two equal
+# differences give an interval of zero width. The mark qualifies the interval; the word keeps its rule.
+MIN_INTERVAL_SEEDS = 3
+
+
+def interval_caveat(n: int, low: float, high: float) -> str:
+    """Why an interval of n paired differences is not to be trusted; '' when nothing speaks against it."""
+    if n == 0:
+        return ""
+    if n == 1:
+        return "1 seed: no interval"
+    reasons = [f"{n} seeds < {MIN_INTERVAL_SEEDS}"] if n < MIN_INTERVAL_SEEDS else []
+    if high - low == 0:
+        reasons.append("zero width")
+    return "unreliable: " + ", ".join(reasons) if reasons else ""
+
+
+def interval_text(mean: float, low: float, high: float, n: int) -> str:
+    """'-4.50 [-10.85, +1.85] (unreliable: 2 seeds < 3)': a mean change, its interval and any caveat."""
+    if n == 0 or not np.isfinite(mean):
+        return "n/a"
+    if n == 1:
+        return f"{mean:+.2f} ({interval_caveat(n, low, high)})"
+    caveat = interval_caveat(n, low, high)
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]" + (f" ({caveat})" if caveat else "")
+
+
 def combined_word(words: list[str]) -> str:
     """One word for a row of several settings: the common word, 'often <word>' for a majority, else mixed."""
     if not words:
@@ -380,7 +408,41 @@ def setting_summary(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, settin
     return {"setting": setting, "baseline": baseline, "label_counts": counts,
             "labels": label_set(counts, rules.label_min_share), "group_delta": mine, "baseline_group_delta": theirs,
             "layer_tag": layer_barrier_tag(mine, theirs, rules), "diffs": diffs, "ci": (low, high),
-            "word": accuracy_word(low, high) if len(diffs) else None}
+            "word": accuracy_word(low, high) if len(diffs) else None,
+            "acc_text": interval_text(float(diffs.mean()) if len(diffs) else np.nan, low, high, len(diffs))}
+
+
+# Why a comparison has no layer tag, as Table 1's layer_barrier says it where no comparison of a row has one.
+LAYER_MISSING = {
+    "no baseline": "the setting has no baseline to compare with",
+    "not swept": "group-wise paths are not swept in the setting or its baseline (`paths: groups`)",
+    "no layer groups": "the model has no group of the roles `shapes.layer_groups` names",
+    "not trained": "no trained run with group-wise paths in the setting or its baseline",
+    "not finite": "a mean group-wise delta is not finite",
+}
+
+
+def layer_missing(plan: Plan, setting: str, baseline: str | None, part: dict | None) -> str | None:
+    """Why the comparison of a setting with its baseline has no layer tag (a LAYER_MISSING key); None when it
+    has one. `part`: the comparison's setting_summary, None when the setting has no trained run."""
+    from ..study.layer_groups import setting_layer_groups
+
+    if part is not None and part["layer_tag"]:
+        return None
+    if not baseline:
+        return "no baseline"
+    known = [s for s in (setting, baseline) if s in plan.settings]
+    if any(not plan.sweep_spec(s).groups for s in known):
+        return "not swept"
+    if any(not setting_layer_groups(plan, s) for s in known):
+        return "no layer groups"
+    if part is None or part["group_delta"] is None or part["baseline_group_delta"] is None:
+        return "not trained"
+    return "not finite"
+
+
+def comparison_name(setting: str, baseline: str | None) -> str:
+    return f"{setting} vs {baseline}" if baseline else f"{setting} (no baseline)"
 
 
 def row_comparisons(plan: Plan, row: dict) -> list[tuple[str, str | None]]:
@@ -488,10 +550,19 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryR
             shape_rule = f"{label_rule}; {rules.label_rule()}"
             baseline_counts = {b: label_counts(shapes, [b]) for _, b in row_comparisons(plan, row) if b}
         tags = {p["layer_tag"] for p in parts if p["layer_tag"]}
+        comparisons = row_comparisons(plan, row)
+        of_pair = {(p["setting"], p["baseline"]): p for p in parts}
+        missing = {comparison_name(s, b): why for s, b in comparisons
+                   if (why := layer_missing(plan, s, b, of_pair.get((s, b))))}
         words = [p["word"] for p in parts if p["word"]]
         diffs = np.concatenate([p["diffs"] for p in parts]) if parts else np.array([])
+        # A row of one comparison shows the interval its word comes from; a row of several pools their
+        # differences into acc_ci_* (acc_pooled) while its word comes from each one's own interval (acc_words).
+        pooled = len(parts) > 1
         low, high = (parts[0]["ci"] if len(parts) == 1 else mean_interval(diffs, rules.acc_confidence))
+        acc_words = "; ".join(f"{k}: {p['acc_text']} {p['word']}" for k, p in named.items() if p["word"])
         readings = paper_readings(row)
+        alt_full, alt_layer = paper_parts(row.get("paper_shape_alt", ""))
         word = combined_word(words)
         compared_words = [paper_acc_compared(r.acc, len(words)) if r.acc else None for r in readings]
         by_reading = {
@@ -506,25 +577,36 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryR
             "category": row.get("category", ""), "intervention": row["intervention"],
             "figure": ", ".join(dict.fromkeys(plan.paper_figure(s) for s in row["settings"] if s in plan.settings)),
             "settings": ", ".join(settings),
+            # What the row's measured columns compare: each setting against its baseline (or `compare`'s settings).
+            "comparison": "; ".join(comparison_name(s, b) for s, b in comparisons),
             "shape": shape, "shape_from": shape_from,
             "shape_fractions": label_fractions(counts),
             "baseline_shape": "; ".join(f"{b}: {'/'.join(label_set(c, rules.label_min_share)) or 'n/a'}"
                                         for b, c in baseline_counts.items()),
-            "layer_barrier": "/".join(_ordered(tags)) if tags else "n/a",
+            # The tags of the comparisons that have one; else why none has (LAYER_MISSING), e.g. "not swept".
+            "layer_barrier": "/".join(_ordered(tags)) if tags else ", ".join(dict.fromkeys(missing.values())),
+            "layer_missing": "; ".join(f"{k}: {why}" for k, why in missing.items()),
             "group_delta": "; ".join(f"{k}: {p['group_delta']:.3g} vs {p['baseline_group_delta']:.3g}"
                                      for k, p in named.items() if p["layer_tag"]),
             "shape_rule": shape_rule, "layer_rule": rules.layer_rule(),
             "acc_change_pp_mean": float(diffs.mean()) if len(diffs) else np.nan,
             "acc_change_pp_std": float(diffs.std(ddof=1)) if len(diffs) > 1 else np.nan,
             "acc_ci_low": low if len(diffs) else np.nan, "acc_ci_high": high if len(diffs) else np.nan,
+            "acc_pooled": pooled,
+            "acc_ci_caveat": interval_caveat(len(diffs), low, high),
+            # What table1.md prints: the interval the word comes from (one comparison), or each comparison's.
+            "acc_interval": acc_words if pooled else parts[0]["acc_text"] if parts else "n/a",
             "acc_word": word,
-            "acc_words": "; ".join(f"{k}: {p['word']} [{_interval(p['ci'])}]" for k, p in named.items() if p["word"]),
+            "acc_words": acc_words,
             "acc_rule": rules.acc_rule(),
             "n_seeds": int(runs[runs["setting"].isin(settings)]["seed"].nunique()),
             "n": trained_of_planned(all_runs, row["settings"]),
             "not_trained": not_trained(all_runs, row["settings"]),
-            "paper_shape": str(row.get("paper_shape", "")), "paper_acc": paper_acc,
-            "paper_shape_alt": str(row.get("paper_shape_alt", "")), "paper_acc_alt": str(row.get("paper_acc_alt", "")),
+            # The paper's label split as it is compared: full-path labels (agrees_shape), layer tags (agrees_layer).
+            "paper_shape": "/".join(_ordered(readings[0].full or [])),
+            "paper_layer": "/".join(_ordered(readings[0].layer or [])), "paper_acc": paper_acc,
+            "paper_shape_alt": "/".join(_ordered(alt_full or [])), "paper_layer_alt": "/".join(_ordered(alt_layer or [])),
+            "paper_acc_alt": str(row.get("paper_acc_alt", "")),
             # The word the row's word is compared with ("often X" read as X where the row cannot say "often").
             "paper_acc_compared": " or ".join(dict.fromkeys(w for w in compared_words if w)),
             # Where the paper's labels of the row come from: its Table 1, or (rows it has no Table 1 row for)
@@ -545,10 +627,6 @@ def table1(plan: Plan, runs: pd.DataFrame, shapes: pd.DataFrame, rules: SummaryR
     return frame
 
 
-def _interval(ci: tuple[float, float]) -> str:
-    return f"{ci[0]:+.2f}, {ci[1]:+.2f}"
-
-
 def agreement_counts(t1: pd.DataFrame) -> dict[str, tuple[int, int]]:
     """Per part: (rows that agree, rows compared)."""
     return {part: (int(t1[f"agrees_{part}"].fillna(False).sum()), int(t1[f"agrees_{part}"].notna().sum()))
@@ -560,20 +638,26 @@ def _column(t1: pd.DataFrame, name: str) -> pd.Series:
 
 
 def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
-    cols = ["category", "intervention", "figure", "shape", "shape_fractions", "layer_barrier", "acc", "acc_word",
-            "n", "paper_shape", "paper_acc", "paper_source", "agrees_shape", "agrees_layer", "agrees_acc"]
-    alt_shape, alt_acc = _column(t1, "paper_shape_alt"), _column(t1, "paper_acc_alt")
-    compared, shape_from = _column(t1, "paper_acc_compared"), _column(t1, "shape_from")
-    two = (alt_shape != "") | (alt_acc != "")
+    cols = ["category", "intervention", "comparison", "figure", "shape", "shape_fractions", "layer_barrier", "acc",
+            "acc_word", "n", "paper_shape", "paper_layer", "paper_acc", "paper_source", "agrees_shape", "agrees_layer",
+            "agrees_acc"]
+    alt_shape, alt_layer = _column(t1, "paper_shape_alt"), _column(t1, "paper_layer_alt")
+    alt_acc, compared, shape_from = _column(t1, "paper_acc_alt"), _column(t1, "paper_acc_compared"), _column(t1, "shape_from")
+    two = (alt_shape != "") | (alt_layer != "") | (alt_acc != "")
     groups = shape_from.str.startswith("group-wise")
-    t = t1.assign(acc=[f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if pd.notna(m) else "n/a"
-                       for m, lo, hi in zip(t1["acc_change_pp_mean"], t1["acc_ci_low"], t1["acc_ci_high"])])
+    # `acc_interval`: the interval each word comes from, with its caveat (tables written before it: the mean [CI]).
+    fallback = [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if pd.notna(m) else "n/a"
+                for m, lo, hi in zip(t1["acc_change_pp_mean"], t1["acc_ci_low"], t1["acc_ci_high"])]
+    shown = _column(t1, "acc_interval")
+    t = t1.assign(acc=[s or f for s, f in zip(shown, fallback)],
+                  comparison=_column(t1, "comparison"), paper_layer=_column(t1, "paper_layer"))
     t = t.assign(**{c: t[c].map(lambda v: "–" if v is pd.NA else ("yes" if v else "no"))
                     for c in ("agrees_shape", "agrees_layer", "agrees_acc")})
     # Marks: † two readings of the paper (either counts); * shape from the barrier groups' own paths.
     t = t.assign(intervention=[f"{i}{' †' if a else ''}{' *' if g else ''}"
                                for i, a, g in zip(t["intervention"], two, groups)],
                  paper_shape=[f"{p} (alt: {a})" if a else p for p, a in zip(t["paper_shape"].astype(str), alt_shape)],
+                 paper_layer=[f"{p} (alt: {a})" if a else p for p, a in zip(t["paper_layer"].astype(str), alt_layer)],
                  paper_acc=[p + (f" (alt: {a})" if a else "") + (f" → {c}" if c and c not in (p, a, f"{p} or {a}") else "")
                             for p, a, c in zip(t["paper_acc"].astype(str), alt_acc, compared)])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -587,14 +671,22 @@ def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
         "– = the paper states nothing for that part, or nothing was measured): "
         + "; ".join(f"{part} {ok}/{n} rows" for part, (ok, n) in counts.items()) + ".",
         "",
-        "`shape`: full-path labels (θ0 → θT, train split) that hold in the row's settings; `shape_fractions`: the "
-        "label of every run (one per seed). `layer_barrier`: group-wise barriers against the baseline. `acc`: "
-        "test-accuracy change against the row's baseline in percentage points, mean [confidence interval], paired "
-        "by seed. `n`: runs trained / runs planned for the row (a row with none trained stays, with n/a and the "
-        "reason below). `paper_*`: the paper's own labels (reference); `paper_source`: where "
-        "they come from (its Table 1, or the text the row names where Table 1 has no such row; empty: this "
-        "pipeline's own row, not compared). `often X → X`: a row of fewer than 3 comparisons cannot say "
-        "\"often\", so the paper's \"often X\" is compared as X.",
+        "`comparison`: what the row's measured columns compare, each setting against its baseline (or the "
+        "settings its `compare` names), paired by seed. `shape`: full-path labels (θ0 → θT, train split) that "
+        "hold in the row's settings: NB no barrier, B barrier, P plateau, NaN a loss that is not finite; "
+        "`shape_fractions`: the label of every run (one per seed). `layer_barrier`: group-wise barriers against "
+        "the baseline, H-LB higher, L-LB lower, none within the factor; where no comparison of the row has a tag, "
+        "why: " + "; ".join(f"{k} ({v})" for k, v in LAYER_MISSING.items()) + ". `acc`: test-accuracy change "
+        "against the baseline in percentage points, mean [confidence interval], paired by seed: the interval "
+        "the word in `acc_word` comes from; a row of several comparisons shows each one's (its word: their "
+        f"common word, often X or mixed). An interval from fewer than {MIN_INTERVAL_SEEDS} seeds, or of zero "
+        "width, is marked unreliable; one seed gives none. `n`: runs trained / runs planned for the row. n/a in "
+        "`shape`, `shape_fractions`, `acc` or `acc_word`: nothing to show, as no run of the row (or of its "
+        "baseline) trained; the reason is listed below. `paper_shape` / `paper_layer` / `paper_acc`: the "
+        "paper's own full-path labels, layer tags and accuracy word (reference; compared in `agrees_shape`, "
+        "`agrees_layer`, `agrees_acc`); `paper_source`: where they come from (its Table 1, or the text the row "
+        "names where Table 1 has no such row; empty: this pipeline's own row, not compared). `often X → X`: a "
+        "row of fewer than 3 comparisons cannot say \"often\", so the paper's \"often X\" is compared as X.",
     ]
     if two.any():
         by_reading = _column(t1, "agrees_by_reading")
@@ -615,8 +707,11 @@ def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
 
 
 def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Path, markdown: str | Path,
-                 log: str | None = None, robustness: str | None = None) -> None:
-    """`robustness`: the line (linpath.report.sensitivity.robustness_line) that table1.md states after its agreement."""
+                 log: str | None = None, robustness: str | None = None, html: str | Path | None = None) -> None:
+    """`robustness`: the line (linpath.report.sensitivity.robustness_line) that table1.md states after its agreement;
+    `html`: where the markdown goes as a page of its own (the workflow's report shows it)."""
+    from .html import markdown_html
+
     runs_frame = pd.read_parquet(runs)
     t1 = table1(plan, runs_frame, pd.read_parquet(shapes), barrier_groups=read_barrier_groups(plan))
     write_parquet(t1, out)
@@ -624,7 +719,9 @@ def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Pa
     if robustness is not None:
         text = with_line_after_agreement(text, robustness)
     write_text(text, markdown)
-    note(log, f"Table 1: {len(t1)} rows -> {out}, {markdown}")
+    if html is not None:
+        write_text(markdown_html(text, "Table 1"), html)
+    note(log, f"Table 1: {len(t1)} rows -> {out}, {markdown}" + (f", {html}" if html is not None else ""))
 
 
 def with_line_after_agreement(table1_md: str, line: str) -> str:
