@@ -87,8 +87,8 @@ ERRORS = [  # (command, part of the message)
     (_table_without_name, "report table needs NAME"),
     (_figure_without_name, "report figure needs NAME"),
     (_core_tables_without_runs_json, "report core-tables needs --runs-json"),
-    (_table1_with_one_out, "report table1 writes 2 file(s): --out got 1"),
-    (_missing_config, "--config: file not found: "),
+    (_table1_with_one_out, "report table1 writes 2 or 3 file(s): --out got 1"),
+    (_missing_config, "--configfile: file not found: "),
     (_runs_json_not_json, "--runs-json: not valid JSON"),
     (_missing_runs_parquet, "--runs: file not found: "),
 ]
@@ -142,3 +142,41 @@ def test_report_table1_writes_the_rows_the_config_record_lists(tmp_path):
     text = markdown.read_text()
     assert text.startswith("| category | intervention |")
     assert "| data | less data |" in text and "| regularisation | no weight decay |" in text
+
+
+def test_report_takes_configfile_as_plan_does_and_keeps_config_as_an_alias(tmp_path):
+    """One flag name for a workflow config across verbs (`linpath plan --configfile`, Snakemake's own);
+    the older `--config` still works, and the third --out is Table 1's markdown as an HTML page."""
+    runs, shapes = write_inputs(tmp_path)
+    record = write_record(tmp_path)
+    pages = {}
+    for flag in ("--configfile", "--config"):
+        out = tmp_path / flag.strip("-")
+        proc = run_cli(["report", "table1", flag, str(record), "--runs", str(runs), "--shapes", str(shapes),
+                        "--out", str(out / "table1.parquet"), str(out / "table1.md"), str(out / "table1.html")])
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().endswith(f", {out / 'table1.md'}, {out / 'table1.html'}")
+        pages[flag] = (out / "table1.html").read_text()
+    assert pages["--configfile"] == pages["--config"]
+    assert (tmp_path / "configfile" / "table1.md").read_text() == (tmp_path / "config" / "table1.md").read_text()
+    page = pages["--configfile"]
+    assert page.startswith("<!DOCTYPE html>") and "<title>Table 1</title>" in page
+    # the header, then one table row per Table 1 row, each cell the markdown's
+    table = page.split("<table>", 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == 1 + len(TABLE1) and table.count("<th>") == 17
+    assert "<td>less data</td>" in table and "<td>less_data vs base</td>" in table
+    assert "θ0 → θT" in page and "<code>layer_barrier</code>" in page
+    for verb in ("report", "plan"):
+        help_text = run_cli([verb, "--help"]).stdout
+        assert "--configfile" in help_text, verb
+
+
+def test_the_html_page_escapes_the_markdown_and_keeps_its_structure():
+    from linpath.report.html import markdown_html
+
+    page = markdown_html("# Title <1>\n\nintro with `a<b`\n\n| a | b |\n|---|---|\n| <x> | `c&d` |\n\n- one\n- two\n", "T & U")
+    assert "<title>T &amp; U</title>" in page and "<h1>Title &lt;1&gt;</h1>" in page
+    assert "<p>intro with <code>a&lt;b</code></p>" in page
+    assert "<tr><th>a</th><th>b</th></tr>\n<tr><td>&lt;x&gt;</td><td><code>c&amp;d</code></td></tr>" in page
+    assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in page
+    assert "<x>" not in page

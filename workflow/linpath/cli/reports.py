@@ -18,15 +18,16 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(format_estimate(estimate(load_config(files), files)))
 
 
-# What each `linpath report` kind reads (argument names) and how many --out files it writes.
+# What each `linpath report` kind reads (argument names) and how many --out files it writes (the last one of
+# table1 and table1-sensitivity, the markdown as an HTML page, is optional).
 REPORT_NEEDS = {
-    "core-tables": (("runs_json", "skipped_json"), 0),
-    "table1": (("runs", "shapes"), 2),
-    "table1-sensitivity": (("runs", "shapes"), 3),
-    "table": (("name", "runs_json", "skipped_json"), 1),
-    "figure": (("name", "runs_json"), 1),
-    "figure-a11": (("paths", "shapes", "table1", "runs"), 1),
-    "so-far": ((), 0),
+    "core-tables": (("runs_json", "skipped_json"), (0,)),
+    "table1": (("runs", "shapes"), (2, 3)),
+    "table1-sensitivity": (("runs", "shapes"), (3, 4)),
+    "table": (("name", "runs_json", "skipped_json"), (1,)),
+    "figure": (("name", "runs_json"), (1,)),
+    "figure-a11": (("paths", "shapes", "table1", "runs"), (1,)),
+    "so-far": ((), (0,)),
 }
 
 
@@ -42,10 +43,10 @@ def _cmd_report(args: argparse.Namespace) -> None:
     if args.what == "so-far":
         if len(args.out) > 1:
             raise SettingsError(f"report so-far writes into one folder: --out got {len(args.out)}")
-    elif len(args.out) != outputs:
-        raise SettingsError(f"report {args.what} writes {outputs} file(s): --out got {len(args.out)}")
+    elif len(args.out) not in outputs:
+        raise SettingsError(f"report {args.what} writes {' or '.join(map(str, outputs))} file(s): --out got {len(args.out)}")
     if not Path(args.config).is_file():
-        raise SettingsError(f"--config: file not found: {args.config}")
+        raise SettingsError(f"--configfile: file not found: {args.config}")
     plan = Plan(read_config_record(Path(args.config)))
     runs = json_argument(args.runs_json, "--runs-json", list, "a JSON list of run ids")
     skipped = json_argument(args.skipped_json, "--skipped-json", dict, "a JSON object of run id -> reason")
@@ -80,7 +81,8 @@ def _report_table1(plan, args, runs, skipped) -> None:
         from ..report.sensitivity import robustness_line
 
         robustness = robustness_line(pd.read_parquet(args.sensitivity))
-    write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1], robustness=robustness)
+    write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1], robustness=robustness,
+                 html=args.out[2] if len(args.out) > 2 else None)
 
 
 def _report_sensitivity(plan, args, runs, skipped) -> None:
@@ -92,6 +94,10 @@ def _report_sensitivity(plan, args, runs, skipped) -> None:
         if not Path(path).is_file():
             raise SettingsError(f"--groups-json: the barrier-groups file of {setting} not found: {path}")
     write_sensitivity(plan, args.runs, args.shapes, args.out[0], args.out[1], args.out[2], groups)
+    if len(args.out) > 3:
+        from ..report.html import write_markdown_html
+
+        write_markdown_html(args.out[1], args.out[3], "Table 1 under other thresholds")
 
 
 def _report_table(plan, args, runs, skipped) -> None:
@@ -125,7 +131,9 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
                         "figure-a11; so-far: runs/paths/shapes and Table 1 of the runs finished so far, with the "
                         "pending and failed runs listed (into --out FOLDER, default <results>/so_far)")
     p.add_argument("name", nargs="?", help="the per-experiment table (table) or the experiment (figure)")
-    p.add_argument("--config", required=True, help="the workflow config as JSON or YAML (results/derived/config.json)")
+    # --configfile as for `linpath plan` and Snakemake; --config, its older name, is kept as an alias.
+    p.add_argument("--configfile", "--config", dest="config", required=True,
+                   help="the workflow config as JSON or YAML (results/derived/config.json); alias: --config")
     p.add_argument("--runs-json", help="the run ids to read, as a JSON list (core-tables, table, figure)")
     p.add_argument("--skipped-json", help="run id -> why it was not trained, as a JSON object")
     p.add_argument("--runs", help="runs.parquet (table1, figure-a11)")
@@ -135,8 +143,9 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--groups-json", help="table1-sensitivity: setting -> its barrier-groups file (results/derived/"
                    "barrier_groups/<setting>.yaml), as a JSON object, for every setting whose groups others read")
     p.add_argument("--sensitivity", help="table1_sensitivity.parquet (table1: its robustness count goes into table1.md)")
-    p.add_argument("--out", nargs="+", default=[], help="output file(s); table1: the parquet and the markdown; "
-                   "table1-sensitivity: those and the barrier-group parquet")
+    p.add_argument("--out", nargs="+", default=[], help="output file(s); table1: the parquet, the markdown and "
+                   "(optional) the markdown as HTML; table1-sensitivity: the parquet, the markdown, the barrier-group "
+                   "parquet and (optional) the markdown as HTML")
     p.set_defaults(func=_cmd_report)
 
     p = verbs.add_parser("plan", parents=[debug], help="runs, epochs, path sweeps and estimated hours of a config, before submitting")
