@@ -137,6 +137,28 @@ def test_standard_figure_draws_the_train_paths_of_the_experiment(paths):
         plt.close(fig)
 
 
+def test_a_panel_of_one_curve_names_the_settings_that_did_not_sweep_its_path(paths):
+    """more_wd alone sweeps from another init: that panel says the baseline has no such path; panels with
+    both curves say nothing."""
+    fig = FIGURE_KINDS["standard"](plan_of(), "E9", paths)
+    try:
+        notes = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+        assert notes == [[], ["one curve: no such path in base"], [], []]
+    finally:
+        plt.close(fig)
+
+
+def test_a_title_without_a_paper_figure_has_no_empty_parentheses(paths):
+    settings = {"base": {"experiment": "E2"}, "more_wd": {"experiment": "E18", "baseline": "base"}}
+    plan = Plan({"seeds": [0, 1], "base": {"model": {"arch": "resnet18", "width": 4}}, "settings": settings,
+                 "experiments": {"E18": {"title": "my experiment", "figure": "standard"}}, "table1": []})
+    fig = FIGURE_KINDS["standard"](plan, "E18", paths[paths["setting"].isin(["base", "more_wd"])])
+    try:
+        assert fig._suptitle.get_text().splitlines()[0] == "E18: my experiment"
+    finally:
+        plt.close(fig)
+
+
 def test_panels_wrap_at_four_per_row_and_groups_start_a_row():
     """Seven groups and two start points: the full paths fill the first row, the groups the rows below
     (4 + 3), and a setting drawn from fewer seeds than planned says so in the legend."""
@@ -331,5 +353,17 @@ def test_figure_a11_titles_say_how_many_runs_trained_where_fewer_than_planned():
     fig = figures.a11_figure(plan, paths, shapes, t1, runs.drop(columns="status"))  # no status: all rows trained
     try:
         assert [ax.get_title().splitlines()[0] for ax in fig.axes[:3]] == ["a", "b", "c"]
+    finally:
+        plt.close(fig)
+
+
+def test_figure_a11_titles_show_a_layer_tag_and_leave_out_why_a_row_has_none():
+    plan = scatter_plan()
+    shapes, runs, paths, t1 = a11_tables()
+    t1["layer_barrier"] = ["H-LB/none", "not swept", "not trained"]
+    fig = figures.a11_figure(plan, paths, shapes, t1, runs)
+    try:
+        assert [ax.get_title().splitlines()[1] for ax in fig.axes[:3]] == [
+            "shape NB (NB 2/2), layers H-LB/none", "shape NB (NB 2/2)", "shape NB (NB 2/2)"]
     finally:
         plt.close(fig)

@@ -19,6 +19,7 @@ from ..foundations.io import atomic_path, note  # noqa: E402
 from ..study.layer_groups import setting_layer_groups  # noqa: E402
 from ..study.plan import Plan  # noqa: E402
 from .tables import (  # noqa: E402
+    LAYER_TAGS,
     MAIN_PATH,
     accuracy_change,
     collect,
@@ -46,9 +47,9 @@ def _frame(obj) -> pd.DataFrame:
 
 def _title(plan: Plan, experiment: str, *lines: str) -> str:
     entry = plan.experiments.get(experiment, {})
-    figures = sorted({plan.paper_figure(s) for s in plan.experiment_settings(experiment)
-                      if plan.settings[s].experiment == experiment} | {str(entry.get("paper", ""))} - {""})
-    head = f"{experiment} ({', '.join(figures)}): {entry.get('title', '')}"
+    figures = sorted(({plan.paper_figure(s) for s in plan.experiment_settings(experiment)
+                       if plan.settings[s].experiment == experiment} | {str(entry.get("paper", ""))}) - {""})
+    head = experiment + (f" ({', '.join(figures)})" if figures else "") + (f": {entry['title']}" if entry.get("title") else "")
     return "\n".join([head, *(textwrap.fill(line, 150) for line in lines if line)])
 
 
@@ -175,6 +176,16 @@ def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, what, ha="center", va="center", fontsize=8, transform=ax.transAxes)
 
 
+def _one_curve_note(plan: Plan, ax, sel: pd.DataFrame, data: pd.DataFrame, settings: list[str]) -> None:
+    """A panel drawn from one setting while others of the figure have curves elsewhere says which ones are
+    missing: their sweeps did not measure this path (another `paths:` than the baseline's, or another model)."""
+    here = set(sel["setting"])
+    missing = [s for s in settings if s not in here and (data["setting"] == s).any()]
+    if len(here) == 1 and missing:
+        ax.text(0.5, 0.02, textwrap.fill(f"one curve: no such path in {', '.join(_name(plan, s) for s in missing)}", 60),
+                ha="center", va="bottom", fontsize=6, color="firebrick", transform=ax.transAxes)
+
+
 # --- the figure kinds ---------------------------------------------------------------------------------
 
 
@@ -206,6 +217,8 @@ def standard_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
             ax.set_title(f"{which} alone: {_start_name(main)} → {THETA_T}, rest at {THETA_T}", fontsize=9)
         if sel.empty:
             _empty(ax, "no full paths measured" if kind == "full" else "not measured")
+        else:
+            _one_curve_note(plan, ax, sel, data, settings)
         _label_axes(ax, _loss_label(plan, settings))
     counts = _seed_counts(plan, data, settings)
     _legend_below(fig, [Line2D([], [], color=palette[s], linestyle="--" if s in baselines else "-",
@@ -329,7 +342,8 @@ def a11_figure(plan: Plan, paths, shapes, table1, runs):
                 sns.lineplot(sel, x="alpha", y="loss", color=color, errorbar="sd", ax=ax,
                              label=textwrap.fill(_name(plan, s), 48))
         acc = "n/a" if pd.isna(t1["acc_change_pp_mean"]) else f"{t1['acc_change_pp_mean']:+.1f} pp"
-        layer = "" if t1["layer_barrier"] == "n/a" else f", layers {t1['layer_barrier']}"
+        tagged = set(str(t1["layer_barrier"]).split("/")) & set(LAYER_TAGS)  # else it says why there is no tag
+        layer = f", layers {t1['layer_barrier']}" if tagged else ""
         ax.set_title(f"{row['intervention']}{_trained_note(all_runs, settings)}\n"
                      f"shape {t1['shape']} ({t1['shape_fractions']}){layer}\n"
                      f"test acc. {acc} vs baseline ({t1['acc_word']})", fontsize=8)
