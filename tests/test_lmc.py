@@ -8,6 +8,8 @@ where a child given its parent's own data-order seed must retrace the parent bit
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from pathlib import Path
 
@@ -369,6 +371,48 @@ def test_lmc_workflow_writes_the_instability_and_plane_outputs(lmc_run):
     # Every new job logged the CPU seconds it used.
     for log in [*(workdir / "logs" / "lmc_path").glob("*.log"), *(workdir / "logs" / "plane").glob("*.log")]:
         assert "cpu seconds:" in log.read_text(), log
+
+
+def report_results(report: Path) -> dict[str, dict]:
+    """The results of a `snakemake --report` page by file name: the JSON object its page script holds
+    (rule, mime type, caption, labels, the file as a data URI)."""
+    text = report.read_text()
+    start = text.index("var results = ", text.index('<script id="results">')) + len("var results = ")
+    results, _ = json.JSONDecoder().raw_decode(text, start)
+    return {Path(path).name: entry for path, entry in results.items()}
+
+
+@pytest.mark.slow
+def test_the_html_report_shows_the_tables_and_every_figure_with_its_caption(lmc_run, tmp_path):
+    """`snakemake --report`: Table 1 and its sensitivity table as pages, the instability figure and each
+    plane beside the experiment figures and Figure A11, each with its caption."""
+    from test_workflow import snakemake, tail
+
+    workdir, plan = lmc_run
+    report = tmp_path / "report.html"
+    proc = snakemake(workdir, "--report", str(report), "--configfile", str(workdir / "config" / LMC_MINI.name))
+    assert proc.returncode == 0, tail(proc)
+    results = report_results(report)
+    expected = {  # file: (rule, mime type, words of its caption)
+        "table1.html": ("table1", "text/html", "layer_barrier"),
+        "table1_sensitivity.html": ("table1_sensitivity", "text/html", "grid of thresholds"),
+        "instability.png": ("instability_figure", "image/png", "error barrier"),
+        "plane_mlp_lucas.png": ("plane_figure", "image/png", "dashed white contour"),
+        "plane_base_children.png": ("plane_figure", "image/png", "dashed white contour"),
+        "figure_A11.png": ("figure_a11", "image/png", "Scatter panels"),
+        "E1.png": ("experiment_figure", "image/png", "How to read it"),
+        "E2.png": ("experiment_figure", "image/png", "How to read it"),
+    }
+    assert set(results) == set(expected)
+    for name, (rule, mime, words) in expected.items():
+        entry = results[name]
+        assert (entry["job_properties"]["rule"], entry["mime_type"]) == (rule, mime), name
+        assert words in entry["caption"] and "System Message" not in entry["caption"], name  # valid reST
+    assert results["plane_mlp_lucas.png"]["labels"] == {"plane": "mlp_lucas"}
+    # the Table 1 page is the table the run wrote: its one row, beside the paper's labels
+    page = base64.b64decode(results["table1.html"]["data_uri"].split("base64,", 1)[1]).decode()
+    assert page == (workdir / "results" / "tables" / "table1.html").read_text()
+    assert "<td>MLP</td>" in page and "<td>mlp vs base</td>" in page
 
 
 def test_linpath_plan_costs_the_children_pairs_and_planes():

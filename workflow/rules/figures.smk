@@ -3,7 +3,7 @@
 
 # The drawing code's version: raise it with any change to how linpath/report/figures.py draws, and every figure is
 # redrawn (a params change is one of Snakemake's rerun triggers); tables and runs are left alone.
-FIGURES_VERSION = 3
+FIGURES_VERSION = 4
 
 
 rule experiment_figure:

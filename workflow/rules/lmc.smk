@@ -74,7 +74,7 @@ rule instability_figure:
         table=LAYOUT.table("instability"),
         paths=LAYOUT.table("lmc_paths"),
     output:
-        LAYOUT.figure("instability"),
+        report(LAYOUT.figure("instability"), caption="../report/instability.rst", category="Beyond the paper"),
     params:
         drawing=LMC_FIGURES_VERSION,
     log:
@@ -135,7 +135,8 @@ rule plane_figure:
     input:
         lambda w: LMC.plane_files(w.plane),
     output:
-        LAYOUT.figure("plane_{plane}"),
+        report(LAYOUT.figure("plane_{plane}"), caption="../report/plane.rst", category="Beyond the paper",
+               labels=lambda w: {"plane": w.plane}),
     params:
         drawing=LMC_FIGURES_VERSION,
     wildcard_constraints:

@@ -84,6 +84,8 @@ rule table1_sensitivity:
         table=LAYOUT.table("table1_sensitivity"),
         markdown=LAYOUT.table("table1_sensitivity", ".md"),
         groups=LAYOUT.table("table1_sensitivity_groups"),
+        html=report(LAYOUT.table("table1_sensitivity", ".html"), caption="../report/table1_sensitivity.rst",
+                    category="Tables"),
     params:
         groups=json.dumps({s: str(LAYOUT.groups_file(s)) for s in GROUP_LISTS}, sort_keys=True),
     log:
@@ -96,7 +98,8 @@ rule table1_sensitivity:
         CONDA_ENV
     shell:
         LINPATH + " report table1-sensitivity --config {input.config} --runs {input.runs} --shapes {input.shapes} "
-        "--groups-json {params.groups:q} --out {output.table} {output.markdown} {output.groups} > {log} 2>&1"
+        "--groups-json {params.groups:q} --out {output.table} {output.markdown} {output.groups} {output.html} "
+        "> {log} 2>&1"
 
 
 rule table1:
@@ -111,6 +114,7 @@ rule table1:
     output:
         table=LAYOUT.table("table1"),
         markdown=LAYOUT.table("table1", ".md"),
+        html=report(LAYOUT.table("table1", ".html"), caption="../report/table1.rst", category="Tables"),
     log:
         LAYOUT.log("tables", "table1"),
     resources:
@@ -121,7 +125,7 @@ rule table1:
         CONDA_ENV
     shell:
         LINPATH + " report table1 --config {input.config} --runs {input.runs} --shapes {input.shapes} "
-        "--sensitivity {input.sensitivity} --out {output.table} {output.markdown} > {log} 2>&1"
+        "--sensitivity {input.sensitivity} --out {output.table} {output.markdown} {output.html} > {log} 2>&1"
 
 
 rule experiment_table:
