@@ -117,7 +117,7 @@ def test_literal_command_sends_every_cluster_job_through_sbatch(slurm_and_local)
     plain = re.findall(r"^rule (\w+):", log, flags=re.M) + re.findall(r"^checkpoint (\w+):", log, flags=re.M)
     assert len(jobs) == len(groups) + len(plain), f"{len(jobs)} SLURM jobs for {len(groups)} groups, {plain}"
     local_only = set(re.findall(r"^local(?:rule|checkpoint) (\w+):", log, flags=re.M))
-    assert local_only <= {"all", "config_record", "barrier_init", "barrier_groups", "core_tables", "table1",
+    assert local_only <= {"all", "config_record", "job_config", "label", "barrier_init", "barrier_groups", "core_tables", "table1",
                           "table1_sensitivity", "experiment_table", "experiment_figure", "figure_a11",
                           "instability_table", "instability_figure", "planes_table", "plane_figure"}
     assert {"core_tables", "table1", "figure_a11"} <= local_only

@@ -64,7 +64,7 @@ def job_stats(text: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for line in text.rsplit("Job stats:", 1)[1].splitlines():
         line = line.strip()
-        if not line or line.startswith("job") or set(line) <= {"-", " "}:
+        if not line or line.split() == ["job", "count"] or set(line) <= {"-", " "}:
             if counts:
                 break
             continue
@@ -628,8 +628,8 @@ def test_experiment_table_sets_our_accuracy_beside_the_papers(mini_run):
 
 @pytest.mark.slow
 def test_the_config_record_is_the_validated_config(mini_run):
-    """results/derived/config.json, what `linpath report` builds every table and figure from: the mini
-    config as the workflow validated it (schema defaults filled in), nothing else."""
+    """results/derived/config.json and each table's or figure's own copy (job_config), what `linpath report`
+    builds them from: the mini config as the workflow validated it (schema defaults filled in), nothing else."""
     import json
 
     from linpath.study.config import load_config
@@ -640,9 +640,16 @@ def test_the_config_record_is_the_validated_config(mini_run):
     record = json.loads(record_file.read_text())
     assert record == load_config([str(MINI)])
     for key, value in config.items():  # every key of mini.yaml, unchanged by the defaults
-        assert record[key] == value, key
+        if key == "table1":  # rows gain the default of `shape_from`
+            assert [{k: r[k] for k in row} for r, row in zip(record[key], value)] == value
+        else:
+            assert record[key] == value, key
     assert record["seeds"] == [0, 1] and record["base"] == config["base"]
     assert Plan(record).runs.keys() == plan.runs.keys(), "the tables' plan is the workflow's"
+    copies = sorted((workdir / "results" / "derived" / "job_config").glob("*.json"))
+    assert {p.stem for p in copies} >= {"core_tables", "table1", "table1_sensitivity", "figure_a11", "experiment_figure-E2"}
+    for path in copies:
+        assert json.loads(path.read_text()) == record, path.name
 
 
 @pytest.mark.slow
@@ -694,3 +701,89 @@ def test_a_second_dry_run_has_nothing_to_do(mini_run):
     proc = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(workdir / "config" / "mini.yaml"))
     assert proc.returncode == 0, tail(proc)
     assert "Nothing to be done" in output_of(proc), tail(proc)
+
+
+# --- reading again without measuring again ---------------------------------------------------------------
+
+MEASURING_RULES = (*TRAINING_RULES, "spawn", "interpolate", "lmc_path", "plane")
+
+
+def finished_copy(mini_run, tmp_path: Path, change) -> tuple[Path, Path]:
+    """A copy of the finished mini study (times and Snakemake's records kept) and a config with `change`."""
+    workdir, _, _ = mini_run
+    copy = tmp_path / "study"
+    shutil.copytree(workdir, copy, symlinks=True)
+    config = yaml.safe_load((copy / "config" / "mini.yaml").read_text())
+    change(config)
+    path = copy / "config" / "changed.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return copy, path
+
+
+def dry_run_jobs(workdir: Path, config: Path, *targets: str) -> dict[str, int]:
+    proc = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(config), *targets)
+    assert proc.returncode == 0, tail(proc)
+    return {} if "Nothing to be done" in output_of(proc) else job_stats(output_of(proc))
+
+
+@pytest.mark.slow
+def test_a_changed_threshold_relabels_without_measuring_or_training_again(mini_run, tmp_path):
+    _, plan, _ = mini_run
+    study, config = finished_copy(mini_run, tmp_path, lambda c: c["shapes"].update(barrier_rel=0.02, plateau_alpha=0.6))
+    sweeps = {p: p.stat().st_mtime_ns for p in (study / "results" / "sweeps").glob("*.parquet")}
+    planned = dry_run_jobs(study, config)
+    assert not set(planned) & set(MEASURING_RULES), planned
+    swept = [r for r in expected_runs(mini_run) if plan.swept(r)]
+    # The runs that checkpoints decide join the plan once those checkpoints have run again.
+    assert planned.get("label") == len([r for r in swept if not plan.measured(r)]), planned
+    proc = snakemake(study, "--cores", "2", "--configfile", str(config), timeout=900)
+    assert proc.returncode == 0, tail(proc)
+    ran = Counter(re.findall(r"^(?:local)?rule (\w+):$", output_of(proc), flags=re.M))
+    assert ran["label"] == len(swept), "every stored sweep is relabelled, nothing else of a run"
+    # Which runs exist may depend on a label (E5's barrier, the barrier groups): those are the only runs
+    # that may train, and only where the relabelled decision differs from the measured one.
+    trained_again = {rule: n for rule, n in ran.items() if rule in MEASURING_RULES}
+    new_plan = Plan(yaml.safe_load(config.read_text()))
+    decided = {r for r in new_plan.runs if new_plan.measured(r)}
+    assert sum(trained_again.values()) <= 2 * len(decided), trained_again
+    assert {p: p.stat().st_mtime_ns for p in sweeps} == sweeps, "no stored sweep was written again"
+    # The relabelled shapes are what labelling the same sweeps with the new thresholds gives.
+    from linpath.paths.shapes import shape_table
+
+    thresholds = new_plan.thresholds()
+    for run_id in swept:
+        stored = pd.read_parquet(study / "results" / "shapes" / f"{run_id}.parquet")
+        fresh = shape_table(pd.read_parquet(study / "results" / "sweeps" / f"{run_id}.parquet"), thresholds)
+        pd.testing.assert_frame_equal(stored, fresh, check_exact=True)
+        assert set(stored["threshold_barrier_rel"]) == {0.02} and set(stored["threshold_plateau_alpha"]) == {0.6}
+
+
+@pytest.mark.slow
+def test_a_changed_accuracy_confidence_redraws_only_table1_and_what_reads_it(mini_run, tmp_path):
+    study, config = finished_copy(mini_run, tmp_path, lambda c: c["shapes"].update(acc_confidence=0.9))
+    planned = dry_run_jobs(study, config)
+    assert set(planned) == {"config_record", "job_config", "table1", "table1_sensitivity", "figure_a11", "all"}
+    assert planned["job_config"] == 3, "the config of Table 1, its sensitivity and Figure A11 (Table 1's rules)"
+
+
+@pytest.mark.slow
+def test_a_changed_figure_kind_redraws_that_figure_only(mini_run, tmp_path):
+    study, config = finished_copy(mini_run, tmp_path, lambda c: c["experiments"]["E9"].update(figure="starts"))
+    assert dry_run_jobs(study, config) == {"config_record": 1, "job_config": 1, "experiment_figure": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_an_experiment_added_in_an_overlay_leaves_the_study_as_it_was(mini_run, tmp_path):
+    def add_e18(config):
+        config["experiments"]["E18"] = {"title": "a wider MLP", "figure": "standard"}
+        config["settings"]["mlp_wide"] = {
+            "experiment": "E18", "intervention": "MLP 2x32 on digits", "baseline": "mlp",
+            "run": {"model": {"arch": "mlp", "hidden": [32, 32]}, "data": {"augment": "none"},
+                    "train": {"optimizer": "adam", "lr": 1.0e-3, "weight_decay": 0, "milestones": [], "epochs": 2}},
+            "paths": {"groups": False}}
+
+    study, overlay = finished_copy(mini_run, tmp_path, add_e18)
+    proc = snakemake(study, "E18", "--cores", "2", "--configfile", str(overlay), timeout=900)
+    assert proc.returncode == 0, tail(proc)
+    assert (study / "results" / "figures" / "E18.png").is_file(), tail(proc, 8000)
+    assert dry_run_jobs(study, study / "config" / "mini.yaml") == {}, "no table or figure of the study is stale"

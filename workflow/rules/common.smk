@@ -189,19 +189,25 @@ def run_settings_json(wildcards):
 # --- what a table or figure reads -----------------------------------------------------------------
 
 
-def reads(job, wildcard=None):
-    """A table or figure job's input that holds the parts of the config it reads (rule config_reads). The
-    config record itself is an ancient input, so the job reruns when those parts change and for nothing else
-    in the config. A file rather than a param: these jobs also read checkpoint outputs, and Snakemake checks
-    the params of such a job only when a checkpoint it reads reruns."""
-    return str(LAYOUT.config_reads(job if wildcard is None else f"{job}-{{{wildcard}}}"))
+def job_config(job, wildcard=None):
+    """A table or figure job's config file (rule job_config): the whole config, written again only when the
+    parts this job reads change, so the job reruns for those and not for the rest of the config. (A file and
+    not a param: these jobs also read checkpoint outputs, and Snakemake compares the params of such a job
+    only when a checkpoint it reads runs again.)"""
+    return str(LAYOUT.job_config(job if wildcard is None else f"{job}-{{{wildcard}}}"))
 
 
-def config_reads_of(name):
-    """job_reads for a config_reads file name: '<job>' or '<job>-<experiment or table>'."""
+def job_reads_of(name):
+    """job_reads for a job_config name: '<job>' or '<job>-<experiment or table>'."""
     job, _, which = name.partition("-")
     return job_reads(PLAN, job, which or None)
 
+
+def write_job_config(name, out, log, parts_digest):
+    from linpath.foundations.io import note, write_text
+
+    write_text(json.dumps(config, sort_keys=True) + "\n", out)
+    note(log, f"the config for {name}; the parts it reads have digest {parts_digest} -> {out}")
 
 
 def run_files(run_ids):
@@ -247,6 +253,7 @@ def all_runs(wildcards=None):
 
 def final_targets():
     return [
+        CONFIG_RECORD,
         *(str(LAYOUT.table(t)) for t in ("runs", "paths", "shapes", "table1")),
         str(LAYOUT.table("table1", ".md")),
         str(LAYOUT.table("table1_sensitivity")),

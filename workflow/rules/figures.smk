@@ -9,8 +9,7 @@ FIGURES_VERSION = 4
 rule experiment_figure:
     input:
         **runs_input(figure_runs),
-        config=ancient(CONFIG_RECORD),
-        reads=reads("experiment_figure", "experiment"),
+        config=job_config("experiment_figure", "experiment"),
     output:
         report(LAYOUT.figure("{experiment}"), caption="../report/experiment.rst", category="Experiments",
                labels=lambda w: {"experiment": w.experiment}),
@@ -38,8 +37,7 @@ rule figure_a11:
         shapes=LAYOUT.table("shapes"),
         table1=LAYOUT.table("table1"),
         runs=LAYOUT.table("runs"),
-        config=ancient(CONFIG_RECORD),
-        reads=reads("figure_a11"),
+        config=job_config("figure_a11"),
     output:
         png=report(LAYOUT.figure("figure_A11"), caption="../report/figure_a11.rst", category="Overview"),
         pdf=LAYOUT.figure("figure_A11", ".pdf"),

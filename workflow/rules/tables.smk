@@ -1,11 +1,11 @@
 # Tables: the long tables over every run, Table 1, and one job per experiment table.
-# Table and figure jobs read the config record (config_record, common.smk) through `linpath report`,
+# Table and figure jobs read their own copy of the config (rule job_config) through `linpath report`,
 # so a local run forks them warm like every other linpath command.
 
 
 rule config_record:
-    # Rewritten when the config changes (its digest is the param). Tables and figures read it as an ancient
-    # input and rerun only when the parts they read change (their `reads` input, rule config_reads).
+    # The workflow config as a whole (for `linpath report so-far` and the reader), rewritten when it changes
+    # (its digest is the param). No job reads it: tables and figures read their own copies (job_config).
     output:
         CONFIG_RECORD,
     params:
@@ -20,33 +20,29 @@ rule config_record:
         note(log[0], f"the workflow config (digest {params.config}) -> {output[0]}")
 
 
-rule config_reads:
-    # What one table or figure job reads of the config; rewritten only when that part changes (its digest
-    # is the param), and an input of that job.
+rule job_config:
+    # The config as one table or figure job reads it, rewritten only when the parts that job reads change
+    # (their digest is the param; linpath.study.config.job_reads).
     output:
-        LAYOUT.config_reads("{job}"),
+        LAYOUT.job_config("{job}"),
     params:
-        digest=lambda w: digest(config_reads_of(w.job)),
+        reads=lambda w: digest(job_reads_of(w.job)),
     wildcard_constraints:
         job=one_of(["core_tables", "table1", "table1_sensitivity", "figure_a11",
                     *(f"experiment_table-{t}" for t in EXPERIMENT_TABLES),
                     *(f"experiment_figure-{e}" for e in EXPERIMENT_FIGURES)]),
     log:
-        LAYOUT.log("config_reads", "{job}"),
+        LAYOUT.log("job_config", "{job}"),
     localrule: True
     run:
-        from linpath.foundations.io import note, write_text
-
-        write_text(json.dumps(config_reads_of(wildcards.job), sort_keys=True, default=str) + "\n", output[0])
-        note(log[0], f"config parts read by {wildcards.job} (digest {params.digest}) -> {output[0]}")
+        write_job_config(wildcards.job, output[0], log[0], params.reads)
 
 
 rule core_tables:
     # runs / paths / shapes over every run: Table 1 and Figure A11 are the only targets that need them.
     input:
         **runs_input(all_runs),
-        config=ancient(CONFIG_RECORD),
-        reads=reads("core_tables"),
+        config=job_config("core_tables"),
     output:
         runs=LAYOUT.table("runs"),
         paths=LAYOUT.table("paths"),
@@ -77,8 +73,7 @@ rule table1_sensitivity:
     input:
         runs=LAYOUT.table("runs"),
         shapes=LAYOUT.table("shapes"),
-        config=ancient(CONFIG_RECORD),
-        reads=reads("table1_sensitivity"),
+        config=job_config("table1_sensitivity"),
         groups=[str(LAYOUT.groups_file(s)) for s in GROUP_LISTS],
     output:
         table=LAYOUT.table("table1_sensitivity"),
@@ -107,8 +102,7 @@ rule table1:
         runs=LAYOUT.table("runs"),
         shapes=LAYOUT.table("shapes"),
         sensitivity=LAYOUT.table("table1_sensitivity"),
-        config=ancient(CONFIG_RECORD),
-        reads=reads("table1"),
+        config=job_config("table1"),
         # the barrier groups whose own paths make a row's shape (`shape_from: barrier_groups`)
         groups=[str(LAYOUT.groups_file(s)) for s in PLAN.table1_group_references()],
     output:
@@ -132,8 +126,7 @@ rule experiment_table:
     # One per-experiment table (Tab. A2, A3, A4, ...) from the runs of its rows alone.
     input:
         **runs_input(table_runs),
-        config=ancient(CONFIG_RECORD),
-        reads=reads("experiment_table", "table"),
+        config=job_config("experiment_table", "table"),
     output:
         LAYOUT.table("{table}"),
     params:

@@ -92,9 +92,10 @@ class Layout:
         """The workflow config (files and --config merged) that the tables and figures are built from."""
         return self.results / "derived" / "config.json"
 
-    def config_reads(self, job: str) -> Path:
-        """The parts of the config one table or figure job reads (linpath.study.config.job_reads)."""
-        return self.results / "derived" / "reads" / f"{job}.json"
+    def job_config(self, job: str) -> Path:
+        """The config as one table or figure job reads it: rewritten when the parts it reads change
+        (linpath.study.config.job_reads), not for the rest."""
+        return self.results / "derived" / "job_config" / f"{job}.json"
 
     def eval_cache(self) -> Path:
         """Cached evaluation splits (training set without augmentation, test set)."""

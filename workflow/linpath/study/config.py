@@ -89,15 +89,21 @@ _TABLE1_SHAPES = ("label_min_share", "layer_barrier_ratio", "layer_barrier_floor
 
 def job_reads(plan, job: str, name: str | None = None) -> dict:
     """The parts of the config a table or figure job reads besides its input files (the runs, sweeps and
-    shapes it is given). The workflow passes their digest as a param, so a job reruns when these change and
-    for nothing else in the config: a relabelling threshold reaches Table 1 and not the experiment figures,
-    an experiment added in an overlay leaves the others' figures and tables as they are."""
+    shapes it is given): how its settings are shown, the rules it applies, and what makes the ids of its
+    runs (seeds, base recipe, the settings its runs read from). The workflow hands each such job a copy of
+    the config that is rewritten only when these parts change (rule job_config), so a job reruns for them
+    and for nothing else in the config: a relabelling threshold reaches Table 1 and not the experiment
+    figures, an experiment added in an overlay leaves the other figures and tables as they are."""
     config = plan.config
     shapes = config.get("shapes") or {}
 
     def shown(settings) -> dict:
-        return {s: {k: v for k, v in config["settings"][s].items() if k in _SHOWN}
-                for s in sorted(set(settings)) if s in config["settings"]}
+        """How these settings are shown, and the full entries of every setting their runs depend on."""
+        settings = [s for s in dict.fromkeys(settings) if s in plan.settings]
+        closure = plan.upstream_closure([r for s in settings for r in plan.runs_of(s)])
+        return {"seeds": config.get("seeds"), "base": config.get("base"),
+                "shown": {s: {k: v for k, v in config["settings"][s].items() if k in _SHOWN} for s in sorted(settings)},
+                "recipes": {s: config["settings"][s] for s in sorted({plan.runs[r].setting for r in closure})}}
 
     def row_settings(rows) -> list[str]:
         out = []
@@ -111,12 +117,8 @@ def job_reads(plan, job: str, name: str | None = None) -> dict:
         return {"settings": shown(config["settings"])}
     if job in ("table1", "table1_sensitivity", "figure_a11"):
         rows = list(config.get("table1") or [])
-        reads = {"table1": rows, "settings": shown(row_settings(rows))}
-        if job != "figure_a11":  # Figure A11 reads Table 1's own table, not its rules
-            reads["shapes"] = {k: v for k, v in shapes.items() if k in _TABLE1_SHAPES}
-        else:
-            reads["experiments"] = config.get("experiments")
-        return reads
+        return {"table1": rows, "settings": shown(row_settings(rows)),
+                "shapes": {k: v for k, v in shapes.items() if k in _TABLE1_SHAPES}}
     if job == "experiment_table":
         table = plan.reference()["tables"][name]
         rows = [plan.row_setting(row, name) for row in table["rows"]]
