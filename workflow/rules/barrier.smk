@@ -21,7 +21,7 @@ checkpoint barrier_init:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " barrier-init --sweep {input.sweep} --outcome {input.outcome} --out {params.out} {params.offset} "
+        f"{LINPATH} barrier-init --sweep {{input.sweep}} --outcome {{input.outcome}} --out {{params.out}} {{params.offset}} "
         "--thresholds-json {params.thresholds:q} {params.assume} > {log} 2>&1"
 
 
@@ -44,5 +44,5 @@ checkpoint barrier_groups:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " barrier-groups --shapes {input.shapes} --run-yaml {input.settings} --out {output} "
+        f"{LINPATH} barrier-groups --shapes {{input.shapes}} --run-yaml {{input.settings}} --out {{output}} "
         "--layer-groups-json {params.layer_groups:q} --rule-json {params.rule:q} {params.assume} > {log} 2>&1"

@@ -190,7 +190,7 @@ def run_settings_json(wildcards):
 
 
 def job_config(job, wildcard=None):
-    """A table or figure job's config file (rule job_config): the whole config, written again only when the
+    """A table or figure job's config file (written by job_config): the whole config, written again only when the
     parts this job reads change, so the job reruns for those and not for the rest of the config. (A file and
     not a param: these jobs also read checkpoint outputs, and Snakemake compares the params of such a job
     only when a checkpoint it reads runs again.)"""

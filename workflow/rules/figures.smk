@@ -27,7 +27,7 @@ rule experiment_figure:
     conda:
         CONDA_ENV
     shell:
-        f"{LINPATH} report figure {{wildcards.experiment}} --config {{input.config}} --runs-json {{params.runs:q}} "
+        f"{LINPATH} report figure {{wildcards.experiment}} --configfile {{input.config}} --runs-json {{params.runs:q}} "
         "--out {output} > {log} 2>&1"
 
 
@@ -52,7 +52,7 @@ rule figure_a11:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " report figure-a11 --config {input.config} --paths {input.paths} --shapes {input.shapes} "
+        f"{LINPATH} report figure-a11 --configfile {{input.config}} --paths {{input.paths}} --shapes {{input.shapes}} "
         "--table1 {input.table1} --runs {input.runs} --out {output.png} > {log} 2>&1"
 
 

@@ -47,7 +47,7 @@ rule lmc_path:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " lmc-path {params.ends} --eval-cache {params.cache} --sweep-json {params.sweep:q} "
+        f"{LINPATH} lmc-path {{params.ends}} --eval-cache {{params.cache}} --sweep-json {{params.sweep:q}} "
         "--meta-json {params.meta:q} --out {output} --threads {threads} --no-progress > {log} 2>&1"
 
 
@@ -65,7 +65,7 @@ rule instability_table:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " lmc-report instability --inputs {input} --threshold {params.threshold} "
+        f"{LINPATH} lmc-report instability --inputs {{input}} --threshold {{params.threshold}} "
         "--out {output.table} {output.paths} > {log} 2>&1"
 
 
@@ -83,7 +83,7 @@ rule instability_figure:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " lmc-report instability-figure --table {input.table} --paths {input.paths} --out {output} > {log} 2>&1"
+        f"{LINPATH} lmc-report instability-figure --table {{input.table}} --paths {{input.paths}} --out {{output}} > {{log}} 2>&1"
 
 
 rule plane:
@@ -112,7 +112,7 @@ rule plane:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " plane --run {params.run} {params.states} --eval-cache {params.cache} "
+        f"{LINPATH} plane --run {{params.run}} {{params.states}} --eval-cache {{params.cache}} "
         "--spec-json {params.spec:q} --meta-json {params.meta:q} --scratch {params.scratch} --out {output} "
         "--threads {threads} --no-progress > {log} 2>&1"
 
@@ -128,7 +128,7 @@ rule planes_table:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " lmc-report planes --inputs {input} --out {output} > {log} 2>&1"
+        f"{LINPATH} lmc-report planes --inputs {{input}} --out {{output}} > {{log}} 2>&1"
 
 
 rule plane_figure:
@@ -147,4 +147,4 @@ rule plane_figure:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " lmc-report plane-figure --inputs {input} --out {output} > {log} 2>&1"
+        f"{LINPATH} lmc-report plane-figure --inputs {{input}} --out {{output}} > {{log}} 2>&1"

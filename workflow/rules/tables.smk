@@ -58,7 +58,7 @@ rule core_tables:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " report core-tables --config {input.config} --runs-json {params.runs:q} "
+        f"{LINPATH} report core-tables --configfile {{input.config}} --runs-json {{params.runs:q}} "
         "--skipped-json {params.skipped:q} > {log} 2>&1"
 
 
@@ -92,7 +92,7 @@ rule table1_sensitivity:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " report table1-sensitivity --config {input.config} --runs {input.runs} --shapes {input.shapes} "
+        f"{LINPATH} report table1-sensitivity --configfile {{input.config}} --runs {{input.runs}} --shapes {{input.shapes}} "
         "--groups-json {params.groups:q} --out {output.table} {output.markdown} {output.groups} {output.html} "
         "> {log} 2>&1"
 
@@ -118,7 +118,7 @@ rule table1:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " report table1 --config {input.config} --runs {input.runs} --shapes {input.shapes} "
+        f"{LINPATH} report table1 --configfile {{input.config}} --runs {{input.runs}} --shapes {{input.shapes}} "
         "--sensitivity {input.sensitivity} --out {output.table} {output.markdown} {output.html} > {log} 2>&1"
 
 
@@ -142,5 +142,5 @@ rule experiment_table:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " report table {wildcards.table} --config {input.config} --runs-json {params.runs:q} "
+        f"{LINPATH} report table {{wildcards.table}} --configfile {{input.config}} --runs-json {{params.runs:q}} "
         "--skipped-json {params.skipped:q} --out {output} > {log} 2>&1"

@@ -32,7 +32,7 @@ rule train:
     conda:
         CONDA_ENV
     shell:
-        LINPATH + " train --settings-json {params.settings:q} --out {params.out} --upstream {input.states} "
+        f"{LINPATH} train --settings-json {{params.settings:q}} --out {{params.out}} --upstream {{input.states}} "
         "--failure-as-outcome --threads {threads} --no-progress > {log} 2>&1"
 
 
