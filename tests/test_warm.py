@@ -13,7 +13,7 @@ import pytest
 
 from conftest import assert_states_equal, linpath_command, load_tensors, run_dict, subprocess_env
 from linpath.cli.commands import EXIT_INPUT
-from linpath.cli.warm import SOCKET_ENV
+from linpath.cli.warm import OWNER_ENV, PREFIX_ENV, SOCKET_ENV
 from linpath.cli.warm_server import Server
 
 WARM_LINE = "warm-started job"
@@ -27,7 +27,7 @@ def server(tmp_path):
 
 
 def warm_env(server: Server) -> dict[str, str]:
-    return {**subprocess_env(), SOCKET_ENV: server.path}
+    return {**subprocess_env(), **server.job_variables()}
 
 
 def linpath(args, env, **kwargs) -> subprocess.CompletedProcess:
@@ -83,6 +83,29 @@ def test_without_a_server_the_command_runs_by_itself(write_config, tmp_path):
     done = linpath(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"], env)
     assert done.returncode == 0, done.stderr
     assert WARM_LINE not in done.stderr and (tmp_path / "run" / "final.pt").is_file()
+
+
+@pytest.mark.parametrize("which", ["another interpreter", "not the server's job"])
+def test_a_command_the_server_does_not_serve_runs_by_itself(server, write_config, tmp_path, which):
+    """Under `--sdm conda` a job runs its environment's python, not the server's; a cluster job that lands
+    on Snakemake's machine descends from the cluster's daemon, not from Snakemake. Both run by themselves."""
+    config = write_config(run_dict("mlp", train={"epochs": 1}))
+    env = warm_env(server)
+    stranger = None
+    if which == "another interpreter":
+        env[PREFIX_ENV] = str(tmp_path / "another-prefix")
+    else:
+        stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        env[OWNER_ENV] = str(stranger.pid)  # alive, but no ancestor of the command
+    try:
+        done = linpath(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"], env)
+    finally:
+        if stranger is not None:
+            stranger.kill()
+            stranger.wait()
+    assert done.returncode == 0, done.stderr
+    assert WARM_LINE not in done.stderr and (tmp_path / "run" / "final.pt").is_file()
+    assert not psutil.Process(server.process.pid).children(), "the server forked nothing"
 
 
 def _long_run(server, write_config, tmp_path) -> tuple[subprocess.Popen, psutil.Process]:

@@ -26,27 +26,16 @@ LAYOUT = PLAN.layout
 LMC = LmcPlan(PLAN)  # spawned pairs and loss planes (lmc.smk)
 
 
-def _uses_conda():
-    try:
-        return any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
-    except AttributeError:
-        return False
-
-
 # Every job runs `python -m linpath <verb>`. What makes that command find this checkout's linpath and the
 # right interpreter lives in the environment, not in the command: Snakemake compares a rule's command and
 # params to decide a rerun, so a path of this machine there would rerun a finished study that was moved,
-# cloned elsewhere or given a new virtualenv. With `--sdm conda` the environment's python comes first on
-# PATH (envs/linpath.yaml holds the dependencies); otherwise the python running Snakemake does. Cluster jobs
-# inherit the environment of the submitting process.
+# cloned elsewhere or given a new virtualenv. The python running Snakemake comes first on PATH; with
+# `--sdm conda` the job's shell activates its environment (envs/linpath.yaml holds the dependencies), which
+# puts that environment's python before it. Cluster jobs inherit the environment of the submitting process.
 LINPATH = "python -m linpath"
 # `checkpoint_minutes` travels the same way: a training job writes its checkpoint at least this often
 # (minutes of wall time), so a job killed at its time limit loses at most that much; it changes no result.
-os.environ.update(
-    job_environment(
-        Path(workflow.basedir) / "workflow", None if _uses_conda() else sys.executable, config["checkpoint_minutes"]
-    )
-)
+os.environ.update(job_environment(Path(workflow.basedir) / "workflow", sys.executable, config["checkpoint_minutes"]))
 
 
 envvars:
@@ -56,18 +45,20 @@ envvars:
 CONDA_ENV = "../../envs/linpath.yaml"
 
 
-# Warm start (config `warm_start`, linpath.cli.warm): on the local executor, without conda, the jobs' linpath
-# commands are run by children of one server that imported torch once. Cluster jobs run by themselves.
+# Warm start (config `warm_start`, linpath.cli.warm): the jobs' linpath commands are run by children of one
+# server that imported torch once. Which commands it runs is decided by each command, from facts of its own
+# process (linpath.cli.warm.servable): one in the server's interpreter that descends from this Snakemake (a
+# job of the local executor, or a local rule under a cluster executor). A job under `--sdm conda` (another
+# interpreter) or a cluster job (another parent, wherever it lands) runs by itself.
 WARM = {}
 
 
 onstart:
-    if config["warm_start"] and workflow.executor_plugin.name == "local" and not _uses_conda():
-        from linpath.cli.warm import SOCKET_ENV
+    if config["warm_start"]:
         from linpath.cli.warm_server import Server
 
         WARM["server"] = Server(log=LAYOUT.log("warm_start", "server"), python_path=str(Path(workflow.basedir) / "workflow"))
-        os.environ[SOCKET_ENV] = WARM["server"].path
+        os.environ.update(WARM["server"].job_variables())
 
 
 def _stop_warm_start(log):

@@ -36,6 +36,12 @@ import struct
 import sys
 
 SOCKET_ENV = "LINPATH_WARM_SOCKET"
+# Set beside SOCKET_ENV (warm_server.Server.job_variables): what a command checks before it forwards. The
+# server runs one interpreter (its sys.prefix) and serves the jobs of one process (the Snakemake that
+# started it): a command in another interpreter (a job under `--sdm conda` runs its environment's python)
+# or outside that process's descendants (a cluster job that landed on the same machine) runs by itself.
+PREFIX_ENV = "LINPATH_WARM_PREFIX"
+OWNER_ENV = "LINPATH_WARM_OWNER"
 LENGTH = struct.Struct("!Q")  # the request's length, sent before it
 STDIO = (0, 1, 2)
 
@@ -47,7 +53,7 @@ def forward(argv: list[str]) -> int | None:
     """Run `linpath argv` in a child of the warm-start server named by $LINPATH_WARM_SOCKET and return
     its exit status; None when no server is set or none answers (the caller then runs it itself)."""
     path = os.environ.get(SOCKET_ENV)
-    if not path:
+    if not path or not servable():
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -84,6 +90,43 @@ def forward(argv: list[str]) -> int | None:
         print(f"linpath: the warm-start child {child} ended without an exit status (killed?)", file=sys.stderr)
         return 1
     return int(json.loads(status)["exit"])
+
+
+def servable() -> bool:
+    """Whether the server named in the environment may run this command: it runs in the server's interpreter
+    and descends from the process the server serves (PREFIX_ENV, OWNER_ENV). Facts of this process, not of
+    how Snakemake was started: a command that fails either check runs by itself, as it would without a server."""
+    if os.environ.get(PREFIX_ENV) != os.path.realpath(sys.prefix):
+        return False
+    try:
+        owner = int(os.environ.get(OWNER_ENV, ""))
+    except ValueError:
+        return False
+    pid = os.getppid()
+    while pid > 1:
+        if pid == owner:
+            return True
+        pid = _parent_of(pid)
+    return False
+
+
+def _parent_of(pid: int) -> int:
+    """The parent of process `pid` (0 when it cannot be read): /proc on Linux, else `ps`."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])  # after "(command name)": state, then the parent
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return 0  # Linux, and that process is gone
+    except (OSError, ValueError, IndexError):
+        return 0
+    import subprocess
+
+    try:
+        out = subprocess.run(["ps", "-o", "ppid=", "-p", str(pid)], capture_output=True, text=True, timeout=10).stdout
+        return int(out.strip() or 0)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 0
 
 
 def _is_open(fd: int) -> bool:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import commands as cli
-from .warm import LENGTH, SOCKET_ENV, STDIO
+from .warm import LENGTH, OWNER_ENV, PREFIX_ENV, SOCKET_ENV, STDIO
 
 FOLDER_PREFIX = "linpath-warm-"  # Server's socket folder under the temp dir
 
@@ -167,6 +167,11 @@ class Server:
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.path) and self.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def job_variables(self) -> dict[str, str]:
+        """The environment under which a job's `linpath` command is forwarded here (linpath.cli.warm.forward):
+        the socket, this interpreter and the process the jobs must descend from (this one)."""
+        return {SOCKET_ENV: self.path, PREFIX_ENV: os.path.realpath(sys.prefix), OWNER_ENV: str(os.getpid())}
 
     def stop(self) -> None:
         if self.process.poll() is None:
