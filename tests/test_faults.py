@@ -28,7 +28,6 @@ from test_workflow import REPO, job_stats, output_of, snakemake, tail
 
 FAULTS = REPO / "tests" / "configs" / "faults.yaml"
 CHECKOUT_PARTS = ("Snakefile", "workflow", "envs", "profiles")
-TRAINING_AND_SWEEPS = ("train", "pretrain", "pretrain_random_labels", "retrain", "interpolate")
 
 
 def checkout_copy(where: Path, config: dict | None = None) -> Path:

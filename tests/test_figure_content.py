@@ -264,7 +264,7 @@ def test_scatter_points_are_changes_against_the_baseline():
                         + run_rows("unmeasured_parent", [0, 1], 0.9) + run_rows("ghost_parent", [0, 1], 0.9)
                         + run_rows("late_seeds", [2, 3], 0.9) + run_rows("vit", [0, 1], 0.85, model="vit_tiny"))
     points = shape_vs_accuracy(plan, shapes, runs)
-    assert list(points.columns) == ["setting", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"]
+    assert list(points.columns) == ["setting", "baseline", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"]
     assert list(points["setting"]) == ["wd", "lr", "against_other", "vit"], \
         "no baseline, an unmeasured baseline, or no seed in common: no point"
     p = points.set_index("setting")
@@ -282,9 +282,35 @@ def test_scatter_points_are_changes_against_the_baseline():
 def test_no_scatter_points():
     plan = Plan({"seeds": [0], "base": {}, "settings": {"base": {"experiment": "E2"}}, "table1": []})
     points = shape_vs_accuracy(plan, pd.DataFrame(shape_rows("base", [0], 0.0)), pd.DataFrame(run_rows("base", [0], 0.9)))
-    assert points.empty and list(points.columns) == ["setting", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"]
+    assert points.empty and list(points.columns) == ["setting", "baseline", "experiment", "family", *SHAPE_METRICS,
+                                                     "acc_change_pp"]
     rho = rank_correlations(points, "full_delta_change")
     assert rho.empty and list(rho.columns) == ["family", "metric", "n", "rho"]
+
+
+def test_figure_a11_points_are_the_comparisons_of_table1():
+    """Figure A11 pairs settings by Table 1's rule (row_comparisons): the middle fixed LR, whose row compares
+    it with each other fixed LR, is a point against each of them (not against a baseline of its own), and
+    each point's accuracy change is the one Table 1 states for that comparison."""
+    from test_table1_rows import fixed_lr_plan, fixed_lr_runs
+    from test_tables import SEEDS, shape_row
+
+    from linpath.report.tables import table1
+
+    plan = fixed_lr_plan()
+    plan.settings["mid"].baseline = "high"  # a baseline of its own that the row's `compare` overrides
+    runs = fixed_lr_runs(0.88)
+    shapes = pd.DataFrame([shape_row(n, s, "P" if n == "mid" else "NB", d)
+                           for n, d in (("mid", 0.5), ("high", 0.0), ("low", 0.25)) for s in SEEDS])
+    t1 = table1(plan, runs, shapes)
+    points = shape_vs_accuracy(plan, shapes, runs)
+    table_pairs = [c for row in t1["comparison"] for c in row.split("; ")]
+    assert [f"{s} vs {b}" for s, b in zip(points["setting"], points["baseline"])] == table_pairs == [
+        "mid vs high", "mid vs low", "high vs mid", "low vs mid"]
+    words = dict(w.split(": ", 1) for w in t1.iloc[0]["acc_words"].split("; "))
+    for p in points[points["setting"] == "mid"].itertuples():
+        assert words[f"mid vs {p.baseline}"].startswith(f"{p.acc_change_pp:+.2f}"), p.baseline
+    assert points.set_index(["setting", "baseline"]).loc[("mid", "low"), "full_delta_change"] == pytest.approx(0.25)
 
 
 def test_rank_correlation_is_spearman_per_family_in_name_order():

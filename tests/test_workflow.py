@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from linpath.study.plan import Plan
+from linpath.study.plan import SWEEP_RULES, TRAINING_ROLES, Plan
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -29,7 +29,8 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 MINI = CONFIGS / "mini.yaml"
 MINI_REFERENCE = CONFIGS / "mini_reference.yaml"
 
-TRAINING_RULES = ("train", "pretrain", "pretrain_random_labels", "retrain")
+# The training rules of runs with a path sweep of their own (spawned children are measured in pairs).
+TRAINING_RULES = tuple(r for r in TRAINING_ROLES if r != "spawn")
 DAG_RULES = (*TRAINING_RULES, "interpolate", "barrier_init", "barrier_groups", "core_tables", "table1",
              "table1_sensitivity", "experiment_table", "experiment_figure", "figure_a11")
 RUN_ID = re.compile(r"^(?P<setting>[A-Za-z0-9_]+)-s(?P<seed>\d+)-[0-9a-f]{8}$")
@@ -705,7 +706,7 @@ def test_a_second_dry_run_has_nothing_to_do(mini_run):
 
 # --- reading again without measuring again ---------------------------------------------------------------
 
-MEASURING_RULES = (*TRAINING_RULES, "spawn", "interpolate", "lmc_path", "plane")
+MEASURING_RULES = (*TRAINING_ROLES, *SWEEP_RULES)
 
 
 def finished_copy(mini_run, tmp_path: Path, change) -> tuple[Path, Path]:

@@ -20,13 +20,15 @@ import numpy as np
 from ..engine import models
 from ..foundations.hparams import RunSpec
 from ..foundations.io import load_state, write_text
+from ..foundations.layout import Layout, RunDir
 from ..paths.evaluator import PathEvaluator
 from ..paths.sweeps import alpha_grid, run_eval_splits
 
 
 def run_noise(run_dir: Path, cache: Path, alphas: np.ndarray, batch_size: int, plain_batch_size: int) -> dict:
-    spec = RunSpec.from_yaml(run_dir / "run.yaml")
-    start, end = load_state(run_dir / "init.pt"), load_state(run_dir / "final.pt")
+    run = RunDir(run_dir)
+    spec = RunSpec.from_yaml(run.settings)
+    start, end = load_state(run.init), load_state(run.final)
     splits = run_eval_splits(run_dir, cache, ("train",))
     fast = PathEvaluator(models.build(spec.model), splits, spec.train.loss, batch_size=batch_size)
     plain = PathEvaluator(models.build(spec.model), splits, spec.train.loss, batch_size=plain_batch_size,
@@ -55,7 +57,7 @@ def bench_noise(args: argparse.Namespace) -> dict:
 def add_parser(sub) -> None:
     p = sub.add_parser("noise", help="rounding noise of a group-wise path: two evaluations of the same losses")
     p.add_argument("--run", dest="runs", action="append", required=True, help="a finished run directory; repeatable")
-    p.add_argument("--eval-cache", default="results/cache/eval")
+    p.add_argument("--eval-cache", default=str(Layout().eval_cache()))
     p.add_argument("--alphas", default="0:1:51")
     p.add_argument("--batch-size", type=int, default=2048, help="the workflow evaluator's chunk")
     p.add_argument("--plain-batch-size", type=int, default=100, help="the plain evaluator's chunk")

@@ -78,6 +78,7 @@ from ..engine.train import (
 from ..foundations.device import synced_time
 from ..foundations.hparams import RunSpec, SettingsError
 from ..foundations.io import save_torch
+from ..foundations.layout import RunDir
 from ..foundations.outcome import Outcome, write_outcome
 
 SEED_KEYS = ("init.seed", "train.seed", "data.seed")  # the settings in which the runs of a pack may differ
@@ -383,14 +384,14 @@ def _after_epoch(seat: Seat, pack: Pack, evaluator: nn.Module, epoch: int, lr: f
         evaluator.load_state_dict(pack.model.state(k))
         seat.history.append(epoch_metrics(evaluator, seat.eval_sets, t.loss, epoch, lr, how))
     if epoch in t.save_epochs:
-        save_torch(pack.model.state(k), seat.out / f"epoch_{epoch}.pt")
+        save_torch(pack.model.state(k), RunDir(seat.out).epoch(epoch))
     if epoch % t.checkpoint_every == 0 and epoch < t.epochs:
         _checkpoint(seat, epoch, *pack.states(seat), how.device)
 
 
 def _checkpoint(seat: Seat, epoch: int, model_state: dict, optimizer_state: dict, scheduler_state: dict,
                 device: torch.device) -> None:
-    write_checkpoint(seat.out / "checkpoint.pt", seat.spec, epoch, model_state, optimizer_state, scheduler_state,
+    write_checkpoint(RunDir(seat.out).checkpoint, seat.spec, epoch, model_state, optimizer_state, scheduler_state,
                      seat.history, *model_stream_rng(seat.spec.train.seed, device))
     seat.checkpointed = epoch
 
@@ -400,9 +401,9 @@ def _record(seat: Seat) -> None:
     if isinstance(seat.outcome, (TrainingDiverged, TargetNotReached)):
         record_failure(seat.out, seat.spec, seat.outcome)
         return
-    if not (seat.out / "outcome.yaml").is_file():  # finished before it could write its outcome
+    if not RunDir(seat.out).outcome.is_file():  # finished before it could write its outcome
         write_outcome(Outcome("trained", run=seat.spec.name, settings_digest=seat.spec.digest()), seat.out)
-    (seat.out / "failed.yaml").unlink(missing_ok=True)
+    RunDir(seat.out).failed.unlink(missing_ok=True)
 
 
 def _ends_now(seat: Seat) -> bool:

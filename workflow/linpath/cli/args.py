@@ -7,12 +7,13 @@ import argparse
 import math
 
 from ..foundations.hparams import SettingsError
+from ..foundations.layout import RUN_FILES
 
-EXIT_STATUS = """exit status:
+EXIT_STATUS = f"""exit status:
   0    success
   1    unexpected error (a bug in linpath): the Python traceback is shown
   2    bad input: settings, flags, or a missing, unreadable or damaged file
-  3    training diverged (loss NaN or infinite); the run directory holds failed.yaml and outcome.yaml
+  3    training diverged (loss NaN or infinite); the run directory holds {RUN_FILES["failed"]} and {RUN_FILES["outcome"]}
        (with --failure-as-outcome: status 0, and the same files)
   130  interrupted (Ctrl-C); a training run resumes from its last epoch
 """

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..foundations.convert import json_argument
 from ..foundations.hparams import SettingsError
+from ..foundations.layout import Layout, RunDir
 from .args import count
 
 REPORTS = ("instability", "instability-figure", "planes", "plane-figure")
@@ -26,8 +27,8 @@ def _json(text: str | None, flag: str) -> dict:
 
 def _run_dirs(dirs: list[str], flag: str) -> list[Path]:
     for d in dirs:
-        if not (Path(d) / "run.yaml").is_file():
-            raise SettingsError(f"{flag}: {d} is not a run directory (no run.yaml)")
+        if not (settings := RunDir(d).settings).is_file():
+            raise SettingsError(f"{flag}: {d} is not a run directory (no {settings.name})")
     return [Path(d) for d in dirs]
 
 
@@ -111,7 +112,7 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("lmc-path", parents=[debug],
                          help="loss and error on the straight lines between the final states of two or more runs")
     p.add_argument("--end", action="append", required=True, help="run directory of an end state; repeatable")
-    p.add_argument("--eval-cache", default="results/cache/eval", help="folder of cached evaluation splits")
+    p.add_argument("--eval-cache", default=str(Layout().eval_cache()), help="folder of cached evaluation splits")
     p.add_argument("--sweep-json", help="linpath.foundations.hparams.InstabilitySpec as JSON (config `instability`)")
     p.add_argument("--meta-json", help="columns written beside the curves (setting, seed, pair, spawn_epoch, ...)")
     p.add_argument("--out", required=True, help="parquet, one row per line, BN mode, split and α")
@@ -124,7 +125,7 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--state", action="append", default=[],
                    help="A, B, C in order: init, other, other:<seed>, epoch:<t> or <label>=<state file>")
     p.add_argument("--reads", action="append", help="run directories whose outcome must be `trained` (default --run)")
-    p.add_argument("--eval-cache", default="results/cache/eval", help="folder of cached evaluation splits")
+    p.add_argument("--eval-cache", default=str(Layout().eval_cache()), help="folder of cached evaluation splits")
     p.add_argument("--spec-json", help="linpath.foundations.hparams.PlaneSpec as JSON (config `plane` and `planes.<name>`)")
     p.add_argument("--meta-json", help="columns written beside the grid (plane, setting, seed, run_id, ...)")
     p.add_argument("--scratch", help="folder for another random init (default: beside --out)")

@@ -7,8 +7,9 @@ import argparse
 from pathlib import Path
 
 from ..foundations.convert import check_alphas, check_device
-from ..foundations.hparams import SettingsError
+from ..foundations.hparams import BARRIER_OFFSET, BN_MODES, SettingsError
 from ..foundations.io import write_yaml
+from ..foundations.layout import Layout, RunDir
 from .args import checked, count, flags_given, number
 
 
@@ -122,7 +123,7 @@ def _check_states_fit(run: Path, starts: tuple[str, ...]) -> None:
     from ..foundations.hparams import RunSpec
     from ..foundations.io import load_state
 
-    settings, final = run / "run.yaml", run / "final.pt"
+    settings, final = RunDir(run).settings, RunDir(run).final
     if not settings.is_file() or not final.is_file():  # interpolate_run names what is missing
         return
     expected = {k: v.shape for k, v in models.build(RunSpec.from_yaml(settings).model).state_dict().items()}
@@ -240,7 +241,7 @@ def _cmd_barrier_groups(args: argparse.Namespace) -> None:
 def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("interpolate", parents=[debug], help="loss and accuracy along linear paths of a finished run -> parquet")
     p.add_argument("--run", required=True, help="run directory written by `linpath train`")
-    p.add_argument("--eval-cache", default="results/cache/eval", help="folder of cached evaluation splits")
+    p.add_argument("--eval-cache", default=str(Layout().eval_cache()), help="folder of cached evaluation splits")
     p.add_argument("--out", required=True, help="long-format parquet, one row per path, split and α")
     p.add_argument("--shapes", help="also write the per-path shape metrics here (parquet)")
     p.add_argument("--run-id", help="run_id column (default: the run directory name)")
@@ -255,7 +256,7 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
                    help="the group-wise path of every group")
     p.add_argument("--param-groups", action=argparse.BooleanOptionalAction, default=None,
                    help="weights / BN affine / BN stats paths per group")
-    p.add_argument("--bn-mode", action="append", choices=["interpolate", "recompute"], help="repeatable")
+    p.add_argument("--bn-mode", action="append", choices=list(BN_MODES), help="repeatable")
     p.add_argument("--alphas", type=checked(check_alphas), default=None,
                    help='"start:stop:count" or a comma list of finite numbers')
     p.add_argument("--splits", default=None, help="comma list of train, test")
@@ -278,7 +279,7 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for barrier.yaml and at.pt / before.pt / after.pt")
     p.add_argument("--outcome", default=None,
                    help="the run's outcome.yaml: a run that did not train gets a barrier.yaml that says so")
-    p.add_argument("--offset", type=number(maximum=1, above=0), default=0.1, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
+    p.add_argument("--offset", type=number(maximum=1, above=0), default=BARRIER_OFFSET, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
     p.add_argument("--split", default="train")
     p.add_argument("--assume-barrier-at", type=number(above=0, below=1), default=None,
                    help="TESTS ONLY: where the path has no interior barrier, pretend it peaks at this alpha")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from ..foundations.hparams import SettingsError
 from ..foundations.io import write_yaml
+from ..foundations.layout import RunDir
 from .args import EXIT_DIVERGED, EXIT_INPUT, EXIT_STATUS, CommandFailed, count, number
-
-FAILED = "failed.yaml"  # written into a run directory whose training diverged; removed by a later success
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -33,9 +32,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
                        checkpoint_minutes=args.checkpoint_minutes)
     except (TrainingDiverged, TargetNotReached) as err:
         kept = "kept its last checkpoint" if isinstance(err, TargetNotReached) else "removed its checkpoints"
-        message = f"{err}; wrote {out / FAILED} and {kept}"
+        message = f"{err}; wrote {RunDir(out).failed} and {kept}"
         if isinstance(err, TrainingDiverged):
-            message = f"run {err.run} diverged: training loss {err.loss} in epoch {err.epoch}; wrote {out / FAILED} and {kept}"
+            message = f"run {err.run} diverged: training loss {err.loss} in epoch {err.epoch}; wrote {RunDir(out).failed} and {kept}"
         if args.failure_as_outcome:  # the workflow: the run ends here, and its job completes
             print(f"linpath train: {message}", file=sys.stderr)
             return
@@ -60,10 +59,9 @@ def _run_spec(config: str | None, settings_json: str | None):
 def _skipped_for_upstream(spec, out: Path, upstream: list[str]) -> bool:
     """A run that starts from the state of a run that did not train is skipped, with that run's reason:
     outcome.yaml (status skipped) and run.yaml, so that its job completes and the tables say why."""
-    from ..foundations.layout import RUN_FILES
     from ..foundations.outcome import upstream_failure, write_outcome
 
-    runs = [Path(f).parent for f in upstream if Path(f).name == RUN_FILES["outcome"]]
+    runs = [Path(f).parent for f in upstream if RunDir(Path(f).parent).outcome == Path(f)]
     try:
         skipped = upstream_failure(runs)
     except (FileNotFoundError, ValueError) as err:
@@ -71,8 +69,8 @@ def _skipped_for_upstream(spec, out: Path, upstream: list[str]) -> bool:
     if skipped is None:
         return False
     skipped.run, skipped.settings_digest = spec.name, spec.digest()
-    if not (out / RUN_FILES["settings"]).is_file():
-        write_yaml(spec.to_dict(), out / RUN_FILES["settings"])
+    if not RunDir(out).settings.is_file():
+        write_yaml(spec.to_dict(), RunDir(out).settings)
     write_outcome(skipped, out)
     print(f"linpath train: run {spec.name} skipped: {skipped.reason}", file=sys.stderr)
     return True

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from ..foundations.device import fp32_precision_in_force, pick_device, synced_time
 from ..foundations.hparams import RunSpec, SettingsError, TrainSpec
 from ..foundations.io import load_checkpoint, load_state, save_torch, write_parquet, write_yaml
-from ..foundations.layout import spawn_file
+from ..foundations.layout import RUN_FILES, RunDir
 from ..foundations.outcome import Outcome, write_outcome
 from . import data as data_mod
 from . import models
@@ -78,7 +78,7 @@ class TargetNotReached(SettingsError):
         self.metrics = dict(metrics or {})
         self.images = None if images is None else int(images)
         super().__init__(f"run {run}: train accuracy {self.reached:.4f}{self._wrong_words()} < "
-                         f"train.until_train_acc={self.target} after train.epochs={self.epochs}; no final.pt written")
+                         f"train.until_train_acc={self.target} after train.epochs={self.epochs}; no {RUN_FILES['final']} written")
 
     @property
     def wrong(self) -> int | None:
@@ -125,13 +125,14 @@ def record_failure(out: Path, spec: RunSpec, err: TrainingDiverged | TargetNotRe
     a forced rerun fails at once instead of training again. run.yaml stays: it says what was tried."""
     outcome = failure_outcome(err, spec)
     if outcome.kind == "diverged":
-        for stale in [out / "checkpoint.pt", out / "init.pt", *out.glob("epoch_*.pt"), *out.glob("spawn_*.pt")]:
+        run = RunDir(out)
+        for stale in [run.checkpoint, run.init, *run.epoch_states(), *run.spawn_states()]:
             stale.unlink(missing_ok=True)
     record = {"kind": outcome.kind, "run": outcome.run, "epoch": outcome.epoch, "metrics": outcome.metrics,
               "settings_digest": outcome.settings_digest, "message": str(err)}
     if isinstance(err, TrainingDiverged):
         record["loss"] = err.loss
-    write_yaml(record, out / "failed.yaml")
+    write_yaml(record, RunDir(out).failed)
     write_outcome(outcome, out)
     return outcome
 
@@ -338,7 +339,7 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
     except (TrainingDiverged, TargetNotReached) as err:
         record_failure(out, spec, err)
         raise
-    (out / "failed.yaml").unlink(missing_ok=True)
+    RunDir(out).failed.unlink(missing_ok=True)
     return result
 
 
@@ -350,12 +351,12 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
     prep = data_mod.prepare(spec.data)
     opened = open_run(spec, out, prep, eval_cache)
     if opened.finished is not None:
-        if not (out / "outcome.yaml").is_file():  # finished before it could write its outcome
+        if not RunDir(out).outcome.is_file():  # finished before it could write its outcome
             write_outcome(Outcome("trained", run=spec.name, settings_digest=spec.digest()), out)
         return run_result(out, opened.finished, started)
     spec, device, init_state, ckpt = opened.spec, opened.device, opened.init_state, opened.checkpoint
     t = spec.train
-    ckpt_path = out / "checkpoint.pt"
+    ckpt_path = RunDir(out).checkpoint
 
     model = models.build(spec.model)
     if ckpt is not None:
@@ -390,7 +391,7 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
     if not history:  # epoch 0, or a spawned child's epoch k
         history.append(epoch_metrics(model, eval_sets, t.loss, done, optimizer.param_groups[0]["lr"], how))
         if done == 0 and 0 in t.spawn_epochs:
-            _save_checkpoint(out / spawn_file(0), spec, 0, model, optimizer, scheduler, history, device)
+            _save_checkpoint(RunDir(out).spawn(0), spec, 0, model, optimizer, scheduler, history, device)
 
     # Every step in IEEE fp32 (no TF32, no reduced-precision oneDNN), bf16 autocast inside it where
     # train.precision asks; summary.yaml reads the precision from the flags in force here.
@@ -417,9 +418,9 @@ def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_c
                 history.append(epoch_metrics(model, eval_sets, t.loss, epoch, lr, how))
                 bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
             if epoch in t.save_epochs:
-                save_torch(_cpu_state(model), out / f"epoch_{epoch}.pt")
+                save_torch(_cpu_state(model), RunDir(out).epoch(epoch))
             if epoch in t.spawn_epochs:
-                _save_checkpoint(out / spawn_file(epoch), spec, epoch, model, optimizer, scheduler, history, device)
+                _save_checkpoint(RunDir(out).spawn(epoch), spec, epoch, model, optimizer, scheduler, history, device)
             overdue = checkpoint_minutes is not None and time.monotonic() - last_checkpoint >= 60 * checkpoint_minutes
             if (epoch % t.checkpoint_every == 0 or overdue) and epoch < t.epochs:
                 _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)
@@ -452,21 +453,22 @@ def open_run(spec: RunSpec, out: Path, prep: data_mod.Prepared, eval_cache: str 
     t = spec.train
     device = pick_device(t.device)
     models.check_group_names(models.build(spec.model), t.group_overrides, "train.group_overrides")
-    ckpt_path = out / "checkpoint.pt"
+    run = RunDir(out)
+    ckpt_path = run.checkpoint
     resuming = ckpt_path.exists()
     init_state = None if resuming else initial_state(spec)  # fails on bad init settings before anything is written
     _claim_directory(spec, out)
     if eval_cache is not None:
         for split in ("train", "test"):
             data_mod.write_eval_split(spec.data, split, eval_cache, prep)
-    if (out / "final.pt").exists() and (out / "metrics.parquet").exists():
-        return OpenedRun(spec, device, finished=pd.read_parquet(out / "metrics.parquet"))
+    if run.final.exists() and run.metrics.exists():
+        return OpenedRun(spec, device, finished=pd.read_parquet(run.metrics))
     if resuming:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("digest") != spec.digest():
             raise SettingsError(f"{ckpt_path} belongs to other settings; remove it or use another output directory")
         return OpenedRun(spec, device, _init_for_resume(spec, out), ckpt)
-    save_torch(init_state, out / "init.pt")
+    save_torch(init_state, run.init)
     return OpenedRun(spec, device, init_state)
 
 
@@ -488,17 +490,18 @@ def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, 
     and the training split's size (`train_images`), outcome.yaml records how many images were wrong."""
     metrics = pd.DataFrame(history)
     metrics.insert(0, "run", spec.name)
-    write_parquet(metrics, out / "metrics.parquet")
+    run = RunDir(out)
+    write_parquet(metrics, run.metrics)
     summary = {**_summary(spec, model, init_state, final, history), **how.record()}
     if compile_seconds is not None:
         summary["compile_seconds"] = compile_seconds
-    write_yaml(summary, out / "summary.yaml")
-    save_torch(final, out / "final.pt")
+    write_yaml(summary, run.summary)
+    save_torch(final, run.final)
     counts = (target_counts(spec.train, history[-1]["train_acc"], train_images)
               if spec.train.until_train_acc is not None and train_images else {})
     write_outcome(Outcome("trained", run=spec.name, epoch=int(history[-1]["epoch"]), metrics=counts,
                           settings_digest=spec.digest()), out)
-    (out / "checkpoint.pt").unlink(missing_ok=True)
+    run.checkpoint.unlink(missing_ok=True)
     result = run_result(out, metrics, started)
     result.compile_seconds = compile_seconds
     return result
@@ -550,7 +553,7 @@ def _check_finite(losses: torch.Tensor, run: str, epoch: int, last_metrics: dict
 def _init_for_resume(spec: RunSpec, out: Path) -> dict[str, torch.Tensor]:
     """θ₀ of a resumed run: init.pt, or recomputed and rewritten when a workflow manager
     removed it with the failed job's other outputs."""
-    path = out / "init.pt"
+    path = RunDir(out).init
     if path.exists():
         return load_state(path)
     state = initial_state(spec)
@@ -585,7 +588,7 @@ def _summary(spec: RunSpec, model: nn.Module, init: dict, final: dict, history: 
 
 def _claim_directory(spec: RunSpec, out: Path) -> None:
     """Write run.yaml, refusing a directory that already holds another run."""
-    settings = out / "run.yaml"
+    settings = RunDir(out).settings
     if settings.exists():
         existing = RunSpec.from_yaml(settings)
         if existing.digest() != spec.digest():

@@ -246,6 +246,17 @@ class InitSpec:
     spawn_schedule: bool = True
 
 
+# How a path treats BN running statistics: interpolated with the weights, or recomputed at each α
+# (linpath.paths.evaluator). The one list the settings, the evaluator, the command line and the config schema
+# (its $defs.bn_mode; tests/test_one_home.py) check against.
+BN_MODES = ("interpolate", "recompute")
+SPLITS = ("train", "test")
+
+
+# E5's default distance of the states before / after a barrier from its top α* (config shapes.barrier_offset).
+BARRIER_OFFSET = 0.1
+
+
 @dataclass
 class SweepSpec:
     """What `linpath interpolate` measures on one run (config `paths:`, per setting `paths:`)."""
@@ -273,7 +284,7 @@ class SweepSpec:
                 raise SettingsError(f"{where}.starts[{i}] must be init, other, other:<seed>, epoch:<t> or "
                                     f"<label>=<file>, got {start!r}")
         for i, mode in enumerate(self.bn_modes):
-            one_of(mode, ("interpolate", "recompute"), f"{where}.bn_modes[{i}]")
+            one_of(mode, BN_MODES, f"{where}.bn_modes[{i}]")
         for i, split in enumerate(self.splits):
             one_of(split, ("train", "test"), f"{where}.splits[{i}]")
         positive(self.bn_subset, f"{where}.bn_subset")
@@ -401,9 +412,6 @@ class RunSpec:
 
 
 # --- the instability analysis and the loss planes (config `instability`, `plane`, `planes`) ---------
-
-BN_MODES = ("interpolate", "recompute")
-SPLITS = ("train", "test")
 
 
 @dataclass

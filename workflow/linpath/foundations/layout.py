@@ -23,14 +23,63 @@ RUN_FILES = {
 BARRIER_POINTS = ("before", "at", "after")  # the states a barrier directory holds, besides barrier.yaml
 
 
-def epoch_file(epoch: int) -> str:
+def epoch_file(epoch: int | str) -> str:
     """θ after `epoch`, kept for "epoch t → final" paths."""
     return f"epoch_{epoch}.pt"
 
 
-def spawn_file(epoch: int) -> str:
+def spawn_file(epoch: int | str) -> str:
     """The training state after `epoch` (weights, optimiser, schedule) that children are spawned from."""
     return f"spawn_{epoch}.pt"
+
+
+class RunDir:
+    """The files of one run directory, by role: `RunDir(path).final`, `.epoch(k)`, `.spawn(k)`.
+
+    Every module names a run's files through this (or Layout.run_file), never by typing the names."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def file(self, what: str) -> Path:
+        """A file by its role (a key of RUN_FILES)."""
+        if what not in RUN_FILES:
+            raise KeyError(f"{what!r} is not a run file; the roles are {sorted(RUN_FILES)}")
+        return self.path / RUN_FILES[what]
+
+    settings = property(lambda self: self.file("settings"), doc="run.yaml: the run's full settings")
+    init = property(lambda self: self.file("init"), doc="θ₀")
+    final = property(lambda self: self.file("final"), doc="θ_T; its presence marks a finished run")
+    metrics = property(lambda self: self.file("metrics"), doc="metrics of the evaluated epochs")
+    summary = property(lambda self: self.file("summary"), doc="final metrics and distance travelled")
+    checkpoint = property(lambda self: self.file("checkpoint"), doc="resume state, removed when the run ends")
+    failed = property(lambda self: self.file("failed"), doc="why a run stopped without a final state")
+    outcome = property(lambda self: self.file("outcome"), doc="how the run ended, written last")
+
+    def epoch(self, epoch: int) -> Path:
+        return self.path / epoch_file(epoch)
+
+    def spawn(self, epoch: int) -> Path:
+        return self.path / spawn_file(epoch)
+
+    def epoch_states(self) -> list[Path]:
+        """Every θ after an epoch that the directory holds."""
+        return sorted(self.path.glob(epoch_file("*")))
+
+    def spawn_states(self) -> list[Path]:
+        """Every spawn state that the directory holds."""
+        return sorted(self.path.glob(spawn_file("*")))
 
 
 @dataclass(frozen=True)
@@ -46,9 +95,13 @@ class Layout:
     def run_dir(self, run_id: str) -> Path:
         return self.results / "runs" / run_id
 
+    def run(self, run_id: str) -> RunDir:
+        """A run directory's files by role."""
+        return RunDir(self.run_dir(run_id))
+
     def run_file(self, run_id: str, what: str) -> Path:
         """A file of a run directory by its role (a key of RUN_FILES)."""
-        return self.run_dir(run_id) / RUN_FILES[what]
+        return self.run(run_id).file(what)
 
     def sweep(self, run_id: str) -> Path:
         """Loss and accuracy along every measured path of a run (long format)."""

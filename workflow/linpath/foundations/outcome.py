@@ -19,8 +19,7 @@ from pathlib import Path
 import yaml
 
 from .io import write_yaml
-
-OUTCOME_FILE = "outcome.yaml"
+from .layout import RunDir
 STATUSES = ("trained", "skipped", "diverged", "failed")
 FAILED_STATUSES = ("diverged", "failed")
 
@@ -56,7 +55,7 @@ class Outcome:
 
 
 def outcome_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / OUTCOME_FILE
+    return RunDir(run_dir).outcome
 
 
 def write_outcome(outcome: Outcome, run_dir: str | Path) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..foundations.hparams import BARRIER_OFFSET
 from ..foundations.io import load_state, save_torch, write_yaml
 from .shapes import ShapeThresholds, curve_metrics
 
@@ -41,7 +42,7 @@ def find_barrier(paths: pd.DataFrame, thresholds: ShapeThresholds, *, split: str
             "start_state": str(curve["start_state"].iloc[0]), "end_state": str(curve["end_state"].iloc[0])}
 
 
-def write_barrier_inits(paths: pd.DataFrame, out_dir: str | Path, *, offset: float = 0.1,
+def write_barrier_inits(paths: pd.DataFrame, out_dir: str | Path, *, offset: float = BARRIER_OFFSET,
                         thresholds: ShapeThresholds = ShapeThresholds(), split: str = "train",
                         assume_alpha: float | None = None) -> dict:
     """Write barrier.yaml and, when there is a barrier, at.pt / before.pt / after.pt (θ at α*, α*∓offset)."""

@@ -52,8 +52,7 @@ from tqdm.auto import tqdm
 
 from ..engine import models
 from ..engine.objective import strict_fp32, summed_loss_and_correct
-
-BN_MODES = ("interpolate", "recompute")
+from ..foundations.hparams import BN_MODES
 PARAM_GROUPS = ("all", "weights", "bn_affine", "bn_stats")
 FULL = "all"  # group name of the full-model path
 _BN = nn.modules.batchnorm._BatchNorm

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..foundations.hparams import InstabilitySpec, alpha_values
 from ..foundations.io import note, write_parquet
+from ..foundations.layout import RunDir
 from ..foundations.outcome import read_outcome
 
 CURVE_KEYS = ["setting", "experiment", "seed", "pair_kind", "pair", "spawn_epoch", "run_id", "end_a", "end_b",
@@ -81,7 +82,7 @@ def not_trained(end_dirs: list[str | Path]) -> str | None:
     for run_dir in end_dirs:
         found = read_outcome(run_dir)
         if found is None:
-            raise FileNotFoundError(f"{Path(run_dir) / 'outcome.yaml'}: the run has not finished")
+            raise FileNotFoundError(f"{RunDir(run_dir).outcome}: the run has not finished")
         if not found.trained:
             return f"{Path(run_dir).name} {found.short()}"
     return None
@@ -106,7 +107,7 @@ def sweep_pairs(end_dirs: list[str | Path], cache_dir: str | Path, spec: Instabi
     from .sweeps import bn_recompute_inputs, run_eval_splits
 
     end_dirs = [Path(d) for d in end_dirs]
-    run_spec = RunSpec.from_yaml(end_dirs[0] / "run.yaml")
+    run_spec = RunSpec.from_yaml(RunDir(end_dirs[0]).settings)
     model = models.build(run_spec.model)
     splits = run_eval_splits(end_dirs[0], cache_dir, spec.splits)
     bn = bn_recompute_inputs(end_dirs[0], cache_dir, splits, run_spec, spec.bn_subset, "recompute" in spec.bn_modes)
@@ -114,7 +115,7 @@ def sweep_pairs(end_dirs: list[str | Path], cache_dir: str | Path, spec: Instabi
                               batch_size=spec.batch_size, progress=progress, **bn)
     sources = {s.name: s.source for s in splits}
     del splits
-    states = [load_state(d / "final.pt") for d in end_dirs]
+    states = [load_state(RunDir(d).final) for d in end_dirs]
     parameters = [name for name, _ in model.named_parameters()]
     alphas = np.asarray(alpha_values(spec.alphas))
     frames = []

@@ -24,7 +24,7 @@ import torch
 
 from ..foundations.hparams import PlaneSpec
 from ..foundations.io import load_checkpoint, load_state, note, write_parquet
-from ..foundations.layout import epoch_file
+from ..foundations.layout import RunDir
 from ..foundations.outcome import read_outcome
 
 COLUMNS = ["plane", "setting", "experiment", "seed", "run_id", "kind", "label", "epoch", "alpha", "beta", "split",
@@ -89,13 +89,14 @@ def trajectory_states(run_dir: Path) -> list[tuple[str, int, Path]]:
     """(label, epoch, file) of a run's saved states in order: init, epoch_<t> (train.save_epochs), final."""
     from ..foundations.hparams import RunSpec
 
-    spec = RunSpec.from_yaml(run_dir / "run.yaml")
-    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    run = RunDir(run_dir)
+    spec = RunSpec.from_yaml(run.settings)
+    metrics = pd.read_parquet(run.metrics)
     first, last = int(metrics["epoch"].min()), int(metrics["epoch"].max())
-    out = [("init", first, run_dir / "init.pt")]
-    out += [(f"epoch_{t}", t, run_dir / epoch_file(t)) for t in sorted(spec.train.save_epochs)
-            if first < t < last and (run_dir / epoch_file(t)).is_file()]
-    return out + [("final", last, run_dir / "final.pt")]
+    out = [("init", first, run.init)]
+    out += [(f"epoch_{t}", t, run.epoch(t)) for t in sorted(spec.train.save_epochs)
+            if first < t < last and run.epoch(t).is_file()]
+    return out + [("final", last, run.final)]
 
 
 def plane_run(run_dir: str | Path, starts: list[str], cache_dir: str | Path, spec: PlaneSpec, scratch: str | Path,
@@ -109,7 +110,7 @@ def plane_run(run_dir: str | Path, starts: list[str], cache_dir: str | Path, spe
     from .sweeps import bn_recompute_inputs, resolve_start, run_eval_splits
 
     run_dir = Path(run_dir)
-    run_spec = RunSpec.from_yaml(run_dir / "run.yaml")
+    run_spec = RunSpec.from_yaml(RunDir(run_dir).settings)
     labelled = [resolve_start(run_dir, s, run_spec, Path(scratch)) for s in starts]
     a, b, c = (load_any_state(path) for _, path in labelled)
     model = models.build(run_spec.model)
@@ -144,7 +145,7 @@ def plane_job(run_dir: str | Path, reads: list[str | Path], starts: list[str], c
     for read in reads:
         found = read_outcome(read)
         if found is None:
-            raise FileNotFoundError(f"{Path(read) / 'outcome.yaml'}: the run has not finished")
+            raise FileNotFoundError(f"{RunDir(read).outcome}: the run has not finished")
         if not found.trained:
             reason = f"not measured: {Path(read).name} {found.short()}"
             row = {**meta, "kind": "grid", "bn_mode": spec.bn_mode, "status": "skipped", "status_reason": reason}

@@ -22,6 +22,7 @@ from ..foundations.convert import check_alphas
 from ..foundations.device import pick_device
 from ..foundations.hparams import SweepSpec
 from ..foundations.ids import digest
+from ..foundations.layout import RunDir
 from .evaluator import FULL, EvalSplit, PathEvaluator, tensor_kinds
 
 OTHER_INIT_SEED = 10_000  # start "other": seed OTHER_INIT_SEED + the run's init seed
@@ -109,7 +110,7 @@ def run_eval_splits(run_dir: str | Path, cache_dir: str | Path, splits=("train",
     from ..engine import data as data_mod
     from ..foundations.hparams import RunSpec
 
-    spec = RunSpec.from_yaml(Path(run_dir) / "run.yaml")
+    spec = RunSpec.from_yaml(RunDir(run_dir).settings)
     out = []
     for split in splits:
         path = data_mod.write_eval_split(spec.data, split, cache_dir)
@@ -139,10 +140,10 @@ def resolve_start(run_dir: Path, start: str, spec, scratch: Path) -> tuple[str, 
     from ..foundations.io import save_torch
 
     if start == "init":
-        return "init", str(run_dir / "init.pt")
+        return "init", str(RunDir(run_dir).init)
     if start.startswith("epoch:"):
         t = start.split(":", 1)[1]
-        path = run_dir / f"epoch_{t}.pt"
+        path = RunDir(run_dir).epoch(t)
         if not path.is_file():
             raise FileNotFoundError(f"start {start!r}: {path} does not exist (is {t} in train.save_epochs?)")
         return f"epoch_{t}", str(path)
@@ -168,9 +169,10 @@ def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: SweepS
     from ..foundations.hparams import RunSpec
 
     run_dir = Path(run_dir)
-    spec = RunSpec.from_yaml(run_dir / "run.yaml")
-    if not (run_dir / "final.pt").is_file():
-        raise FileNotFoundError(f"{run_dir} has no final.pt: the run has not finished")
+    run = RunDir(run_dir)
+    spec = RunSpec.from_yaml(run.settings)
+    if not run.final.is_file():
+        raise FileNotFoundError(f"{run.final} does not exist: the run has not finished")
     scratch = Path(scratch) if scratch else run_dir
     model = models.build(spec.model)
     splits = run_eval_splits(run_dir, cache_dir, settings.splits)
@@ -183,7 +185,7 @@ def interpolate_run(run_dir: str | Path, cache_dir: str | Path, settings: SweepS
         # Group and parameter-group paths start from the first start point (θ₀ by default);
         # further starts (another init, an earlier epoch) get the full-model path.
         label, state = resolve_start(run_dir, start, spec, scratch)
-        requests += plan_requests(model, label, state, str(run_dir / "final.pt"), full=settings.full or i > 0,
+        requests += plan_requests(model, label, state, str(run.final), full=settings.full or i > 0,
                                   groups=settings.groups and i == 0, param_groups=settings.param_groups and i == 0)
     return run_requests(evaluator, requests, alpha_grid(settings.alphas), settings.bn_modes,
                         run_id=run_id or run_dir.name)

@@ -17,7 +17,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from ..foundations.io import atomic_path, note  # noqa: E402
 from ..study.layer_groups import setting_layer_groups  # noqa: E402
-from ..study.plan import Plan  # noqa: E402
+from ..study.layer_groups import ARCH_FAMILY  # noqa: E402
+from ..study.plan import Plan, row_comparisons  # noqa: E402
 from .tables import (  # noqa: E402
     LAYER_TAGS,
     MAIN_PATH,
@@ -25,7 +26,6 @@ from .tables import (  # noqa: E402
     collect,
     full_delta,
     group_barrier,
-    row_comparisons,
     select,
     trained,
     trained_of_planned,
@@ -289,8 +289,8 @@ def param_groups_figure(plan: Plan, experiment: str, paths: pd.DataFrame):
     return fig
 
 
-# A kind's function is named `<kind>_figure`; the workflow redraws every figure when FIGURES_VERSION
-# (workflow/rules/figures.smk) is raised.
+# A kind's function is named `<kind>_figure`; this file is an input of every figure rule
+# (workflow/rules/figures.smk), so a change here redraws every figure.
 FIGURE_KINDS = {"standard": standard_figure, "starts": starts_figure, "param_groups": param_groups_figure}
 
 
@@ -388,21 +388,20 @@ def _rho_text(r) -> str:
     return f"{r.family}: ρ undefined (no spread, n = {r.n})"
 
 
-ARCH_FAMILY = {"resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet", "vgg11": "vgg", "mlp": "mlp"}
 SHAPE_METRICS = {"full_delta_change": "full-path Δ − baseline's (loss, nats)",
                  "group_delta_change": "mean group Δ − baseline's (loss, nats)"}
 RHO_MIN_POINTS = 3  # fewer points always correlate (two perfectly): no ρ
 
 
 def shape_vs_accuracy(plan: Plan, shapes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per intervention setting of Table 1: the change of its path-shape metrics and of its test accuracy
-    against its baseline, with its architecture family. The full-path Δ exists for every setting; the
-    group Δ only where group-wise paths were measured (NaN elsewhere)."""
+    """Per comparison of Table 1 (row_comparisons: a row's `compare`, else its or the setting's baseline): the
+    change of the setting's path-shape metrics and of its test accuracy against what it is compared with, with
+    its architecture family. The full-path Δ exists for every setting; the group Δ only where group-wise paths
+    were measured (NaN elsewhere)."""
     runs = trained(runs)
     rows = []
     for row in plan.config["table1"]:
-        for s in row["settings"]:
-            base = row.get("baseline") or plan.settings[s].baseline
+        for s, base in row_comparisons(plan, row):
             if not base:
                 continue
             d = accuracy_change(runs, s, base)
@@ -412,13 +411,13 @@ def shape_vs_accuracy(plan: Plan, shapes: pd.DataFrame, runs: pd.DataFrame) -> p
             g_mine = group_barrier(shapes, s, setting_layer_groups(plan, s))
             g_theirs = group_barrier(shapes, base, setting_layer_groups(plan, base))
             archs = runs.loc[runs["setting"] == s, "model"].unique()
-            rows.append({"setting": s, "experiment": plan.settings[s].experiment,
+            rows.append({"setting": s, "baseline": base, "experiment": plan.settings[s].experiment,
                          "family": ARCH_FAMILY.get(str(archs[0]), str(archs[0])),
                          "full_delta_change": mine - theirs,
                          "group_delta_change": (g_mine - g_theirs) if g_mine is not None and g_theirs is not None
                          else np.nan,
                          "acc_change_pp": float(np.mean(d))})
-    return pd.DataFrame(rows, columns=["setting", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"])
+    return pd.DataFrame(rows, columns=["setting", "baseline", "experiment", "family", *SHAPE_METRICS, "acc_change_pp"])
 
 
 def rank_correlations(points: pd.DataFrame, metric: str, min_points: int = RHO_MIN_POINTS) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import yaml
 
 from ..foundations.io import note, write_parquet, write_text
 from ..foundations.outcome import read_outcome
-from ..study.plan import Plan
+from ..study.plan import Plan, row_comparisons
 
 MAIN_PATH = {"path": "full", "start": "init", "bn_mode": "interpolate", "split": "train"}
 
@@ -443,15 +443,6 @@ def layer_missing(plan: Plan, setting: str, baseline: str | None, part: dict | N
 
 def comparison_name(setting: str, baseline: str | None) -> str:
     return f"{setting} vs {baseline}" if baseline else f"{setting} (no baseline)"
-
-
-def row_comparisons(plan: Plan, row: dict) -> list[tuple[str, str | None]]:
-    """(setting, baseline) pairs of a Table 1 row. A setting named in the row's `compare` is set against each
-    setting listed there (the middle fixed LR against each other fixed LR: the paper compares them with each
-    other); any other setting against the row's `baseline`, else its own."""
-    compare = row.get("compare") or {}
-    return [(s, b) for s in row["settings"]
-            for b in (compare.get(s) or [row.get("baseline") or getattr(plan.settings.get(s), "baseline", None)])]
 
 
 def read_barrier_groups(plan: Plan) -> dict[str, dict]:

@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, field
 
 from ..foundations.hparams import RunSpec, SettingsError
+from .plan import TRAINING_ROLES as TRAINING_RULES
 from .plan import Plan
 
-TRAINING_RULES = ("pretrain", "pretrain_random_labels", "train", "retrain", "spawn")
 # (training, test) images of the datasets whose size is fixed by their files.
 TORCHVISION_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
                      "mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000)}

@@ -28,6 +28,11 @@ from . import spawn as spawning
 from .config import check_config
 from .references import Reference, find, substitute
 
+# The Snakemake rules that train a run, one per role (Plan.role), and the rules that measure paths of trained
+# states. Each of them asks for a GPU in profiles/default/config.yaml (tests/test_one_home.py checks that).
+TRAINING_ROLES = ("pretrain", "pretrain_random_labels", "train", "retrain", "spawn")
+SWEEP_RULES = ("interpolate", "lmc_path", "plane")
+
 
 @dataclass
 class Setting:
@@ -176,7 +181,7 @@ class Plan:
         return resolved
 
     def role(self, run_id: str) -> str:
-        """pretrain | pretrain_random_labels | retrain | train | spawn: which training rule makes the run."""
+        """Which training rule makes the run: one of TRAINING_ROLES."""
         run = self.runs[run_id]
         if run.spawn_epoch is not None:
             return "spawn"
@@ -391,29 +396,34 @@ def swept_paths(spec: SweepSpec) -> set[str]:
     return {f"{k} ({mode} BN, {split})" for k in kinds for mode in spec.bn_modes for split in spec.splits}
 
 
+def row_comparisons(plan: Plan, row: dict) -> list[tuple[str, str | None]]:
+    """(setting, baseline) pairs of a Table 1 row: the one rule that Table 1, Figure A11 and the plan's checks
+    pair settings by. A setting named in the row's `compare` is set against each setting listed there (the
+    middle fixed LR against each other fixed LR: the paper compares them with each other); any other setting
+    against the row's `baseline`, else its own."""
+    compare = row.get("compare") or {}
+    return [(s, b) for s in row.get("settings", [])
+            for b in (compare.get(s) or [row.get("baseline") or getattr(plan.settings.get(s), "baseline", None)])]
+
+
 def path_set_mismatches(plan: Plan) -> list[str]:
     """Table 1 rows with a setting that sweeps paths which a setting it is compared with does not sweep.
 
-    Each setting of a row is compared with the settings its row's `compare` names, else with the row's or
-    its own baseline (linpath.report.tables.row_comparisons). A path measured on one side only has nothing
+    Each setting of a row is compared with what row_comparisons pairs it with. A path measured on one side only has nothing
     to be compared with: its Δ makes no layer tag, and the figure shows it without its baseline. A setting
     may sweep fewer paths than what it is compared with (a baseline also serves other rows and figures,
     e.g. base's parameter-group paths for E14, and no-BN or E5 settings show the full path only, as the
     paper does), so only paths beyond the other side's are flagged."""
     out = []
     for i, row in enumerate(plan.config.get("table1", [])):
-        compare = row.get("compare") or {}
-        for name in row.get("settings", []):
-            if name not in plan.settings:
+        for name, other in row_comparisons(plan, row):
+            if name not in plan.settings or other not in plan.settings:
                 continue
-            for other in compare.get(name) or [row.get("baseline") or plan.settings[name].baseline]:
-                if other not in plan.settings:
-                    continue
-                extra = swept_paths(plan.sweep_spec(name)) - swept_paths(plan.sweep_spec(other))
-                if extra:
-                    out.append(f"table1[{i}] ({row.get('intervention', '')}): settings.{name} sweeps "
-                               f"{', '.join(sorted(extra))}, which settings.{other} (what it is compared with) "
-                               f"does not; give both the same `paths:` or drop those paths from {name}")
+            extra = swept_paths(plan.sweep_spec(name)) - swept_paths(plan.sweep_spec(other))
+            if extra:
+                out.append(f"table1[{i}] ({row.get('intervention', '')}): settings.{name} sweeps "
+                           f"{', '.join(sorted(extra))}, which settings.{other} (what it is compared with) "
+                           f"does not; give both the same `paths:` or drop those paths from {name}")
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..foundations.hparams import SettingsError
-from ..foundations.layout import BARRIER_POINTS, Layout, spawn_file
+from ..foundations.layout import BARRIER_POINTS, RUN_FILES, Layout, spawn_file
 
 _SYNTAX = re.compile(r"^@(?:(?P<kind>barrier|barrier_groups|no_barrier_groups|spawn):)?(?P<setting>[A-Za-z0-9_]+)"
                      r"(?:/(?P<part>[\w.]+))?$")
@@ -45,7 +45,7 @@ class Reference:
             raise SettingsError(f"{where}: malformed reference {text!r}")
         ref = cls(text, m["kind"] or "file", m["setting"], m["part"])
         if ref.kind == "file" and not ref.part:
-            raise SettingsError(f"{where}: {text!r} names no file (e.g. @{ref.setting}/final.pt)")
+            raise SettingsError(f"{where}: {text!r} names no file (e.g. @{ref.setting}/{RUN_FILES['final']})")
         if ref.kind == "barrier" and ref.part not in BARRIER_POINTS:
             raise SettingsError(f"{where}: {text!r}: a barrier point is one of {', '.join(BARRIER_POINTS)}")
         if ref.kind == "spawn" and not (ref.part or "").isdigit():
