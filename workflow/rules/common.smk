@@ -38,6 +38,14 @@ LINPATH = "python -m linpath"
 os.environ.update(job_environment(Path(workflow.basedir) / "workflow", sys.executable, config["checkpoint_minutes"]))
 
 
+def code_input(module):
+    """A file of the linpath package as a rule's input, e.g. the drawing code of the figure rules: a change
+    to it reruns their jobs. Relative to the working directory, as the results are, so that a study moved
+    with its checkout (`cp -a`) names the same input; a newer file with the content recorded in .snakemake/
+    (a fresh clone over copied results) reruns nothing."""
+    return os.path.relpath(Path(workflow.basedir) / "workflow" / "linpath" / module)
+
+
 envvars:
     *JOB_VARIABLES,
 

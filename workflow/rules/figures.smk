@@ -1,21 +1,21 @@
 # Figures: one job per experiment (from that experiment's runs alone), and the Figure A11 overview.
 # Each experiment is also a target by name: `snakemake --cores 2 E5` draws its figure and tables.
 
-# The drawing code's version: raise it with any change to how linpath/report/figures.py draws, and every figure is
-# redrawn (a params change is one of Snakemake's rerun triggers); tables and runs are left alone.
-FIGURES_VERSION = 4
+# The drawing code is an input of every figure: a change to linpath/report/figures.py redraws them all, and no
+# table or run (common.smk, code_input).
+DRAWING = code_input("report/figures.py")
 
 
 rule experiment_figure:
     input:
         **runs_input(figure_runs),
         config=job_config("experiment_figure", "experiment"),
+        drawing=DRAWING,
     output:
         report(LAYOUT.figure("{experiment}"), caption="../report/experiment.rst", category="Experiments",
                labels=lambda w: {"experiment": w.experiment}),
     params:
         **runs_params(figure_runs),
-        drawing=FIGURES_VERSION,
     wildcard_constraints:
         experiment=one_of(EXPERIMENT_FIGURES),
     log:
@@ -38,11 +38,10 @@ rule figure_a11:
         table1=LAYOUT.table("table1"),
         runs=LAYOUT.table("runs"),
         config=job_config("figure_a11"),
+        drawing=DRAWING,
     output:
         png=report(LAYOUT.figure("figure_A11"), caption="../report/figure_a11.rst", category="Overview"),
         pdf=LAYOUT.figure("figure_A11", ".pdf"),
-    params:
-        drawing=FIGURES_VERSION,
     log:
         LAYOUT.log("figures", "figure_a11"),
     resources:

@@ -10,8 +10,8 @@
 # Every job that reads a run's states waits for its outcome.yaml; a run that did not train gives rows
 # that say so (status skipped, with the reason), and the job completes.
 
-# The drawing code's version (linpath/report/lmc_figures.py): raise it with any change to how it draws.
-LMC_FIGURES_VERSION = 4
+# The drawing code (linpath/report/lmc_figures.py) is an input of its figures: a change to it redraws them.
+LMC_DRAWING = code_input("report/lmc_figures.py")
 
 
 use rule train as spawn with:
@@ -73,10 +73,9 @@ rule instability_figure:
     input:
         table=LAYOUT.table("instability"),
         paths=LAYOUT.table("lmc_paths"),
+        drawing=LMC_DRAWING,
     output:
         report(LAYOUT.figure("instability"), caption="../report/instability.rst", category="Beyond the paper"),
-    params:
-        drawing=LMC_FIGURES_VERSION,
     log:
         LAYOUT.log("figures", "instability"),
     localrule: True
@@ -133,12 +132,11 @@ rule planes_table:
 
 rule plane_figure:
     input:
-        lambda w: LMC.plane_files(w.plane),
+        planes=lambda w: LMC.plane_files(w.plane),
+        drawing=LMC_DRAWING,
     output:
         report(LAYOUT.figure("plane_{plane}"), caption="../report/plane.rst", category="Beyond the paper",
                labels=lambda w: {"plane": w.plane}),
-    params:
-        drawing=LMC_FIGURES_VERSION,
     wildcard_constraints:
         plane=one_of(LMC.plane_names()),
     log:
@@ -147,4 +145,4 @@ rule plane_figure:
     conda:
         CONDA_ENV
     shell:
-        f"{LINPATH} lmc-report plane-figure --inputs {{input}} --out {{output}} > {{log}} 2>&1"
+        f"{LINPATH} lmc-report plane-figure --inputs {{input.planes}} --out {{output}} > {{log}} 2>&1"
