@@ -100,7 +100,7 @@ def job_reads(plan, job: str, name: str | None = None) -> dict:
     def shown(settings) -> dict:
         """How these settings are shown, and the full entries of every setting their runs depend on."""
         settings = [s for s in dict.fromkeys(settings) if s in plan.settings]
-        closure = plan.upstream_closure([r for s in settings for r in plan.runs_of(s)])
+        closure = plan.upstream_closure([r for r, run in plan.runs.items() if run.setting in settings])
         return {"seeds": config.get("seeds"), "base": config.get("base"),
                 "shown": {s: {k: v for k, v in config["settings"][s].items() if k in _SHOWN} for s in sorted(settings)},
                 "recipes": {s: config["settings"][s] for s in sorted({plan.runs[r].setting for r in closure})}}
