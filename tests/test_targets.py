@@ -29,32 +29,34 @@ def workdir(tmp_path_factory):
 
 
 def test_e1_plans_only_its_four_mlp_runs(workdir):
-    # Fig. 1A: 2 settings x 2 seeds, each trained and swept, and one job that draws the figure (from the
-    # config record, written once for every table and figure).
+    # Fig. 1A: 2 settings x 2 seeds, each trained, swept and labelled, and one job that draws the figure
+    # (from its own copy of the config, job_config).
     stats = dry_run(workdir, "results/figures/E1.png")
-    assert stats == {"train": 4, "interpolate": 4, "experiment_figure": 1, "config_record": 1}
+    assert stats == {"train": 4, "interpolate": 4, "label": 4, "experiment_figure": 1, "job_config": 1}
 
 
 def test_e1_by_name_is_the_same_as_by_file(workdir):
-    assert dry_run(workdir, "E1") == {"train": 4, "interpolate": 4, "experiment_figure": 1, "config_record": 1, "E1": 1}
+    assert dry_run(workdir, "E1") == {"train": 4, "interpolate": 4, "label": 4, "experiment_figure": 1, "job_config": 1,
+                                      "E1": 1}
 
 
 def test_e5_plans_its_parent_runs_and_their_barrier_extraction(workdir):
     # The retraining runs join once the checkpoints have measured the barriers.
     stats = dry_run(workdir, "results/figures/E5.png")
-    assert stats == {"train": 2, "interpolate": 2, "barrier_init": 2, "experiment_figure": 1, "config_record": 1}
+    assert stats == {"train": 2, "interpolate": 2, "label": 2, "barrier_init": 2, "experiment_figure": 1, "job_config": 1}
 
 
 def test_a_per_experiment_table_plans_only_its_rows_runs(workdir):
     # Tab. A4 at the default: vgg_bn and vgg_bn_const_lr (their runs and barrier groups); the narrowed
     # runs are measured ones, joining once the groups are known.
     stats = dry_run(workdir, "results/tables/table_A4.parquet")
-    assert stats == {"train": 4, "interpolate": 4, "barrier_groups": 2, "experiment_table": 1, "config_record": 1}
+    assert stats == {"train": 4, "interpolate": 4, "label": 4, "barrier_groups": 2, "experiment_table": 1, "job_config": 1}
 
 
 @pytest.mark.parametrize("target,expected", [
-    ("results/figures/E1.png", {"train": 20, "interpolate": 20, "experiment_figure": 1, "config_record": 1}),
-    ("results/figures/E5.png", {"train": 10, "interpolate": 10, "barrier_init": 10, "experiment_figure": 1, "config_record": 1}),
+    ("results/figures/E1.png", {"train": 20, "interpolate": 20, "label": 20, "experiment_figure": 1, "job_config": 1}),
+    ("results/figures/E5.png", {"train": 10, "interpolate": 10, "label": 10, "barrier_init": 10, "experiment_figure": 1,
+                                "job_config": 1}),
 ])
 def test_the_same_holds_at_paper_scale(workdir, target, expected):
     assert dry_run(workdir, target, paper=True) == expected
@@ -156,7 +158,7 @@ def test_an_experiment_added_in_config_alone_gets_its_runs_and_figure(tmp_path):
     (workdir / "config" / "e18.yaml").write_text(yaml.safe_dump(E18, sort_keys=False))
     seeds = len(Plan(yaml.safe_load((workdir / "config" / "config.yaml").read_text())).seeds)
     stats = dry_run_with(workdir, "E18", "config/e18.yaml")
-    assert stats == {"train": seeds, "interpolate": seeds, "experiment_figure": 1, "config_record": 1, "E18": 1}
+    assert stats == {"train": seeds, "interpolate": seeds, "label": seeds, "experiment_figure": 1, "job_config": 1, "E18": 1}
     proc = snakemake(workdir, "--cores", "2", "E18", "--configfile", "config/e18.yaml")
     assert proc.returncode == 0, tail(proc)
     figure = workdir / "results" / "figures" / "E18.png"
