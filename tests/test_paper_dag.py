@@ -116,7 +116,7 @@ def test_the_forced_barriers_are_labelled_as_assumed(paper_dag):
     assert found["reason"] == "barrier" or found["reason"].startswith("ASSUMED for a test")
     groups = yaml.safe_load((workdir / plan.layout.groups_file("vgg_bn")).read_text())
     assert "conv2" in groups["with_barrier"] and groups["without_barrier"]
-    assert "ASSUMED for a test" in groups["rule"]
+    assert "ASSUMED for a test" in groups["rule_text"] and groups["rule"] == "monotonic"
 
 
 @pytest.mark.slow

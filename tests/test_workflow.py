@@ -528,9 +528,12 @@ def test_references_and_measured_groups_reach_the_run_settings(mini_run):
         return yaml.safe_load((workdir / plan.layout.run_file(run_id, "settings")).read_text())
 
     base_groups, mlp_groups = groups_file(mini_run, "base"), groups_file(mini_run, "mlp")
-    # The candidates are the layer groups (shapes.layer_groups): a ResNet's four blocks, not its stem or head.
-    assert set(base_groups["with_barrier"]) | set(base_groups["without_barrier"]) == {
-        "block1", "block2", "block3", "block4"} == set(base_groups["candidates"])
+    # The candidates are the layer groups (shapes.layer_groups): a ResNet's four blocks, not its stem or head;
+    # the two sides split the whole model, so the stem and head are on the no-barrier side.
+    blocks = {"block1", "block2", "block3", "block4"}
+    assert set(base_groups["candidates"]) == blocks and set(base_groups["not_measured"]) == {"stem", "head"}
+    assert set(base_groups["with_barrier"]) | set(base_groups["without_barrier"]) == blocks | {"stem", "head"}
+    assert not set(base_groups["with_barrier"]) & set(base_groups["without_barrier"])
     assert mlp_groups["widenable"] == ["layer1", "layer2"]
     for seed in config["seeds"]:
         pretrained = run_yaml(plan.by_setting[("pretrained", seed)])
