@@ -9,15 +9,15 @@ rule config_record:
     output:
         CONFIG_RECORD,
     params:
-        config=digest(config),
+        digest=digest(config),
+        config=config_json,  # a function of `input`: not compared for reruns (the digest above is)
     log:
         LAYOUT.log("tables", "config_record"),
     localrule: True
-    run:
-        from linpath.foundations.io import note, write_text
-
-        write_text(json.dumps(config, sort_keys=True) + "\n", output[0])
-        note(log[0], f"the workflow config (digest {params.config}) -> {output[0]}")
+    conda:
+        CONDA_ENV
+    shell:
+        WRITE_CONFIG
 
 
 rule job_config:
@@ -26,7 +26,8 @@ rule job_config:
     output:
         LAYOUT.job_config("{job}"),
     params:
-        reads=lambda w: digest(job_reads_of(w.job)),
+        digest=lambda w: digest(job_reads_of(w.job)),
+        config=config_json,
     wildcard_constraints:
         job=one_of(["core_tables", "table1", "table1_sensitivity", "figure_a11",
                     *(f"experiment_table-{t}" for t in EXPERIMENT_TABLES),
@@ -34,8 +35,10 @@ rule job_config:
     log:
         LAYOUT.log("job_config", "{job}"),
     localrule: True
-    run:
-        write_job_config(wildcards.job, output[0], log[0], params.reads)
+    conda:
+        CONDA_ENV
+    shell:
+        WRITE_CONFIG
 
 
 rule core_tables:
