@@ -208,3 +208,21 @@ def test_the_summary_names_where_each_tensor_trained(tmp_path):
     text = describe_optimizer_groups(optimizer_groups(run, models.build(run.model)))
     assert text.startswith("lr 0.05, weight decay 0.0005: stem, block1, block3, block4, head (")
     assert "; lr 0.01, weight decay 0.0005: block2 (" in text
+
+
+@pytest.mark.parametrize("rule, message", [
+    ('{"rule": "steep"}', "--rule-json.rule must be one of ['monotonic', 'label']"),
+    ('{"tol": NaN}', "--rule-json.tol must be a finite number, got nan"),
+    ('[0.5]', "--rule-json: expected a mapping (config shapes.barrier_groups), got list"),
+])
+def test_a_bad_rule_on_the_command_line_is_a_settings_error_naming_the_flag(tmp_path, write_config, capsys, rule, message):
+    from linpath.cli import commands
+
+    shapes = tmp_path / "s.parquet"
+    pd.DataFrame([shape("layer1", 0.3, "B")]).to_parquet(shapes)
+    out = tmp_path / "groups.yaml"
+    argv = ["barrier-groups", "--shapes", str(shapes), "--run-yaml", str(write_config(run_dict("mlp"))),
+            "--out", str(out), "--rule-json", rule]
+    assert commands.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists(), "nothing written"
