@@ -713,9 +713,12 @@ MEASURING_RULES = (*TRAINING_ROLES, *SWEEP_RULES)
 
 
 def finished_copy(mini_run, tmp_path: Path, change) -> tuple[Path, Path]:
-    """A copy of the finished mini study (times and Snakemake's records kept) and a config with `change`."""
+    """A copy of the finished mini study (times and Snakemake's records kept) and a config with `change`. It
+    sits as deep as the original: the figure rules name their drawing code by its path relative to the
+    study, as a moved checkout with its results keeps it."""
     workdir, _, _ = mini_run
-    copy = tmp_path / "study"
+    copy = tmp_path.with_name(f"{tmp_path.name}_study")
+    assert len(copy.parts) == len(workdir.parts)
     shutil.copytree(workdir, copy, symlinks=True)
     config = yaml.safe_load((copy / "config" / "mini.yaml").read_text())
     change(config)
