@@ -177,7 +177,7 @@ class StepSettings:
         return "bf16" if self.bf16 else fp32_precision_in_force(self.device)
 
     def record(self) -> dict:
-        """summary.yaml's account of the steps; call it where the steps ran (inside `strict_fp32`)."""
+        """The run summary's account of the steps; call it where the steps ran (inside `strict_fp32`)."""
         return {"step_device": str(self.device), "step_precision": self.precision(),
                 "step_channels_last": self.channels_last}
 
