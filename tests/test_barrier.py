@@ -223,14 +223,13 @@ def test_cli_barrier_init_bad_input(endpoints, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_the_test_only_assumed_barrier_says_so(endpoints, tmp_path):
+def test_a_monotone_path_writes_no_states_and_says_why(endpoints, tmp_path):
     start_pt, end_pt, _ = endpoints
-    info = write_barrier_inits(crafted_paths(start_pt, end_pt, MONOTONE), tmp_path / "assumed", assume_alpha=0.3)
-    assert info["has_barrier"] is True and info["alpha_star"] == 0.3
-    assert info["reason"].startswith("ASSUMED for a test") and "no barrier: delta=0" in info["reason"]
-    assert info["alphas"] == pytest.approx({"before": 0.2, "at": 0.3, "after": 0.4})
-    # A measured barrier is never replaced by the assumed one.
-    real = find_barrier(crafted_paths(start_pt, end_pt), ShapeThresholds(), assume_alpha=0.3)
+    info = write_barrier_inits(crafted_paths(start_pt, end_pt, MONOTONE), tmp_path / "monotone")
+    assert info["has_barrier"] is False and "alphas" not in info
+    assert info["reason"].startswith("no barrier: delta=0 <= threshold=")
+    assert sorted(p.name for p in (tmp_path / "monotone").iterdir()) == ["barrier.yaml"]
+    real = find_barrier(crafted_paths(start_pt, end_pt), ShapeThresholds())
     assert real["alpha_star"] == pytest.approx(0.4) and real["reason"] == "barrier"
 
 

@@ -54,13 +54,19 @@ def test_interpolate_defaults_feed_barrier_init_without_flags(default_paths):
     assert written == (["after.pt", "at.pt", "barrier.yaml", "before.pt"] if saved["has_barrier"] else ["barrier.yaml"])
 
 
-def test_states_from_interpolate_output_with_a_non_default_offset(default_paths, capsys):
+def test_states_from_interpolate_output_with_a_non_default_offset(default_paths, tmp_path, capsys):
     """The recorded state files load and interpolate; the offset given is the offset used and written.
-    (The tiny run has no barrier of its own, so the test-only assumed α* stands in for one.)"""
+    The tiny run's own path may have no barrier, so its measured sweep is given one: the full train curve's
+    loss gets a bump that peaks at α = 0.5 (the state files it names are the run's own)."""
     run_dir, work, paths_file = default_paths
+    paths = pd.read_parquet(paths_file)
+    full = (paths["path"] == "full") & (paths["start"] == "init") & (paths["split"] == "train") \
+        & (paths["bn_mode"] == "interpolate")
+    paths.loc[full, "loss"] = 1.0 - 0.5 * paths.loc[full, "alpha"] + 2.0 * (paths.loc[full, "alpha"] - 0.5).abs().rsub(0.25).clip(lower=0)
+    crafted = tmp_path / "paths_with_a_bump.parquet"
+    paths.to_parquet(crafted, index=False)
     out = work / "offset"
-    code = cli.main(["barrier-init", "--sweep", str(paths_file), "--out", str(out), "--offset", "0.25",
-                     "--assume-barrier-at", "0.5", "--barrier-tol", "100"])
+    code = cli.main(["barrier-init", "--sweep", str(crafted), "--out", str(out), "--offset", "0.25"])
     assert code == 0
     saved = yaml.safe_load((out / "barrier.yaml").read_text())
     assert saved["offset"] == 0.25 and saved["has_barrier"] is True

@@ -231,7 +231,6 @@ def test_settings_json_errors_name_the_flag(tmp_path, capsys):
     (["barrier-init", "--sweep", "p", "--out", "o", "--offset", "0"], "argument --offset: must be > 0 and <= 1"),
     (["barrier-init", "--sweep", "p", "--out", "o", "--barrier-rel=-inf"], "argument --barrier-rel: must be a finite"),
     (["train", "--config", "c", "--out", "o", "--threads", "0"], "argument --threads: must be >= 1"),
-    (["barrier-init", "--sweep", "p", "--out", "o", "--assume-barrier-at", "1"], "must be > 0 and < 1"),
     (["label", "--sweep", "s", "--out", "o", "--barrier-tol", "nan"], "argument --barrier-tol: must be a finite"),
 ])
 def test_bad_flags_are_one_line_usage_errors(argv, message, capsys):

@@ -280,12 +280,3 @@ def test_a_real_barrier_is_b_at_any_grid_that_contains_it(points):
     assert m["label"] == "B" and m["delta"] == pytest.approx(0.8)
     assert m["rise_alpha"] == pytest.approx(0.5) and m["rise_start_alpha"] == pytest.approx(0.25)
     assert m["above_start"] is False and m["barrier_alpha"] == 0.0, "the global maximum is L(0), not the barrier"
-
-
-def test_shipped_configs_hold_no_test_only_settings():
-    import yaml
-
-    from conftest import REPO
-
-    for path in (REPO / "config").glob("*.yaml"):
-        assert "testing" not in (yaml.safe_load(path.read_text()) or {}), path

@@ -13,8 +13,6 @@ checkpoint barrier_init:
         out=lambda w: str(LAYOUT.barrier_dir(w.run_id)),
         offset=f"--offset {SHAPES['barrier_offset']}" if "barrier_offset" in SHAPES else "",
         thresholds=as_json(PLAN.thresholds()),
-        # Test-only (config `testing`, never in a shipped config): pretend a barrier where none was measured.
-        assume=f"--assume-barrier-at {TESTING['barrier_alpha']}" if "barrier_alpha" in TESTING else "",
     log:
         LAYOUT.log("barrier_init", "{run_id}"),
     localrule: True  # CPU only, seconds: runs where Snakemake runs
@@ -22,7 +20,7 @@ checkpoint barrier_init:
         CONDA_ENV
     shell:
         f"{LINPATH} barrier-init --sweep {{input.sweep}} --outcome {{input.outcome}} --out {{params.out}} {{params.offset}} "
-        "--thresholds-json {params.thresholds:q} {params.assume} > {log} 2>&1"
+        "--thresholds-json {params.thresholds:q} > {log} 2>&1"
 
 
 checkpoint barrier_groups:
@@ -34,8 +32,6 @@ checkpoint barrier_groups:
     params:
         # The rule that decides (config `shapes.barrier_groups`; {}: linpath.foundations.hparams.GroupRule's defaults).
         rule=json.dumps(SHAPES.get("barrier_groups", {}), sort_keys=True),
-        # Test-only (config `testing`, never in a shipped config).
-        assume=" ".join(f"--assume {g}" for g in TESTING.get("barrier_groups", [])),
         # Which groups are candidates, per architecture family (config `shapes.layer_groups`; {}: the defaults).
         layer_groups=json.dumps(SHAPES.get("layer_groups", {}), sort_keys=True),
     log:
@@ -45,4 +41,4 @@ checkpoint barrier_groups:
         CONDA_ENV
     shell:
         f"{LINPATH} barrier-groups --shapes {{input.shapes}} --run-yaml {{input.settings}} --out {{output}} "
-        "--layer-groups-json {params.layer_groups:q} --rule-json {params.rule:q} {params.assume} > {log} 2>&1"
+        "--layer-groups-json {params.layer_groups:q} --rule-json {params.rule:q} > {log} 2>&1"

@@ -87,7 +87,6 @@ CONFIG_RECORD = str(LAYOUT.config_record())
 REFERENCE = PLAN.reference()
 RES = config["resources"]  # job sizes per rule (config `resources`)
 SHAPES = config.get("shapes", {})
-TESTING = config.get("testing", {})  # test-only settings (schema: `testing`); no shipped config has them
 EXPERIMENT_FIGURES = PLAN.figure_experiments()
 EXPERIMENT_TABLES = {t: e for e, entry in PLAN.experiments.items() for t in entry.get("tables", [])}
 for _table, _experiment in EXPERIMENT_TABLES.items():

@@ -168,8 +168,7 @@ def _cmd_barrier_init(args: argparse.Namespace) -> None:
     paths_file = Path(args.sweep)
     table = _read_table(paths_file, "--sweep", PATH_COLUMNS, "a sweep of `linpath interpolate`")
     try:
-        info = write_barrier_inits(table, args.out, offset=args.offset, thresholds=_thresholds(args), split=args.split,
-                                   assume_alpha=args.assume_barrier_at)
+        info = write_barrier_inits(table, args.out, offset=args.offset, thresholds=_thresholds(args), split=args.split)
     except ValueError as err:
         raise SettingsError(f"{paths_file}: {err}") from None
     if info["has_barrier"]:
@@ -230,7 +229,7 @@ def _cmd_barrier_groups(args: argparse.Namespace) -> None:
         raise SettingsError(f"--run-yaml: file not found: {args.run_yaml}")
     try:
         write_barrier_groups(args.shapes, args.run_yaml, args.out, rule=_group_rule(args.rule_json),
-                             assume=args.assume or [], layer_rule=_layer_rule(args.layer_groups_json))
+                             layer_rule=_layer_rule(args.layer_groups_json))
     except SettingsError:
         raise
     except ValueError as err:  # no group-wise paths in the tables
@@ -281,8 +280,6 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
                    help="the run's outcome.yaml: a run that did not train gets a barrier.yaml that says so")
     p.add_argument("--offset", type=number(maximum=1, above=0), default=BARRIER_OFFSET, help="δ: before = α*−δ, after = α*+δ (α* = top of the largest rise)")
     p.add_argument("--split", default="train")
-    p.add_argument("--assume-barrier-at", type=number(above=0, below=1), default=None,
-                   help="TESTS ONLY: where the path has no interior barrier, pretend it peaks at this alpha")
     _add_threshold_args(p)
     p.set_defaults(func=_cmd_barrier_init)
 
@@ -293,7 +290,6 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--rule-json", default=None,
                    help='config shapes.barrier_groups as JSON: {"rule": "monotonic" | "label", "tol": ..., "min_share": ...} '
                         "(linpath.foundations.hparams.GroupRule; missing keys: its defaults)")
-    p.add_argument("--assume", action="append", help="TESTS ONLY: treat this group as a barrier group; repeatable")
     p.add_argument("--layer-groups-json", default=None,
                    help="which groups are candidates, per architecture family (config shapes.layer_groups, as JSON); "
                         "default: linpath.study.layer_groups.DEFAULT_LAYER_GROUPS")

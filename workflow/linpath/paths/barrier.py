@@ -13,7 +13,7 @@ from .shapes import ShapeThresholds, curve_metrics
 
 
 def find_barrier(paths: pd.DataFrame, thresholds: ShapeThresholds, *, split: str = "train",
-                 start: str = "init", bn_mode: str = "interpolate", assume_alpha: float | None = None) -> dict:
+                 start: str = "init", bn_mode: str = "interpolate") -> dict:
     """Where the full path's largest rise peaks, if the path has a barrier.
 
     α* is the top of the largest rise (the argmax after the running minimum), not the global
@@ -32,22 +32,17 @@ def find_barrier(paths: pd.DataFrame, thresholds: ShapeThresholds, *, split: str
         reason = f"no barrier: delta={m['delta']:.4g} <= threshold={m['barrier_threshold']:.4g} ({m['label_rule']})"
     else:
         reason = f"no interior peak: the largest rise ends at alpha={m['rise_alpha']:g}"
-    alpha_star = m["rise_alpha"]
-    if not found and assume_alpha is not None:  # test-only (config `testing.barrier_alpha`): never in a study
-        found, alpha_star = True, float(assume_alpha)
-        reason = f"ASSUMED for a test (testing.barrier_alpha={assume_alpha:g}); measured: {reason}"
-    return {"has_barrier": bool(found), "reason": reason, "alpha_star": alpha_star,
+    return {"has_barrier": bool(found), "reason": reason, "alpha_star": m["rise_alpha"],
             "rise_start_alpha": m["rise_start_alpha"], "barrier_height": m["barrier_height"], "delta": m["delta"],
             "barrier_threshold": m["barrier_threshold"], "label": m["label"], "label_rule": m["label_rule"],
             "start_state": str(curve["start_state"].iloc[0]), "end_state": str(curve["end_state"].iloc[0])}
 
 
 def write_barrier_inits(paths: pd.DataFrame, out_dir: str | Path, *, offset: float = BARRIER_OFFSET,
-                        thresholds: ShapeThresholds = ShapeThresholds(), split: str = "train",
-                        assume_alpha: float | None = None) -> dict:
+                        thresholds: ShapeThresholds = ShapeThresholds(), split: str = "train") -> dict:
     """Write barrier.yaml and, when there is a barrier, at.pt / before.pt / after.pt (θ at α*, α*∓offset)."""
     out_dir = Path(out_dir)
-    info = find_barrier(paths, thresholds, split=split, assume_alpha=assume_alpha)
+    info = find_barrier(paths, thresholds, split=split)
     if info["has_barrier"]:
         start, end = load_state(info["start_state"]), load_state(info["end_state"])
         a = info["alpha_star"]

@@ -359,7 +359,6 @@ def group_sensitivity(plan: Plan, shapes: pd.DataFrame, used: dict[str, dict],
     if missing:
         raise SettingsError(f"table1 sensitivity: no barrier-groups file for {', '.join(missing)} "
                             f"(their groups are read by {', '.join(readers[missing[0]])})")
-    assume = list((plan.config.get("testing") or {}).get("barrier_groups") or [])
     plateau, configured = plan.thresholds().plateau_alpha, GroupRule.from_config(plan.config.get("shapes"))
     points = group_points(plan, grid)
     rows = []
@@ -385,7 +384,7 @@ def group_sensitivity(plan: Plan, shapes: pd.DataFrame, used: dict[str, dict],
             else:
                 table = paths
             rule = GroupRule(p["rule"], p["tol"] if p["rule"] == "monotonic" else configured.tol, p["min_share"])
-            picked = barrier_groups(table, widenable, rule, assume, candidates, every)
+            picked = barrier_groups(table, widenable, rule, candidates, every)
             at_point = {**used, setting: {**found, **picked}}
             changes = {r: _dependent_change(plan, r, used, at_point) for r in reading}
             changed = {r: c for r, c in changes.items() if c}

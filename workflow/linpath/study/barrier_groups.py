@@ -63,16 +63,15 @@ def group_decisions(shapes: pd.DataFrame, rule: GroupRule = GroupRule(),
 
 
 def barrier_groups(shapes: pd.DataFrame, widenable: list[str], rule: GroupRule = GroupRule(),
-                   assume: list[str] = (), candidates: list[str] | None = None,
+                   candidates: list[str] | None = None,
                    model_groups: list[str] | None = None) -> dict:
     """The barrier groups under `rule`, the groups of each side, and each group's decision under both
     rules. `ranked` orders the barrier groups whose width can change by mean Δ, highest first (for "narrow
     the k barrier layers": a head that cannot be narrowed must not take one of the k places).
-    `model_groups`: every group of the model, in forward order (None: the measured groups only).
-    `assume` (test-only, config `testing.barrier_groups`) adds groups as if they had barriers."""
+    `model_groups`: every group of the model, in forward order (None: the measured groups only)."""
     table = group_decisions(shapes, rule, candidates)
     measured = list(table["group"])
-    with_barrier = [g for g, b in zip(table["group"], table["barrier"]) if b or g in assume]
+    with_barrier = [g for g, b in zip(table["group"], table["barrier"]) if b]
     every = list(model_groups) if model_groups is not None else measured
     unknown = sorted(set(measured) - set(every))
     if unknown:
@@ -86,7 +85,7 @@ def barrier_groups(shapes: pd.DataFrame, widenable: list[str], rule: GroupRule =
     other = "label" if rule.rule == "monotonic" else "monotonic"
     return {
         "rule": rule.rule,
-        "rule_text": rule.describe() + (f"; ASSUMED for a test: {sorted(set(assume) & set(with_barrier))}" if assume else ""),
+        "rule_text": rule.describe(),
         "tol": rule.tol,
         "min_share": rule.min_share,
         "with_barrier": with_barrier,
@@ -104,8 +103,7 @@ def barrier_groups(shapes: pd.DataFrame, widenable: list[str], rule: GroupRule =
 
 
 def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path, log: str | None = None,
-                         rule: GroupRule = GroupRule(), assume: list[str] = (),
-                         layer_rule: dict | None = None) -> None:
+                         rule: GroupRule = GroupRule(), layer_rule: dict | None = None) -> None:
     """`layer_rule`: config `shapes.layer_groups`, which groups of the model are candidates."""
     from ..engine.models import widenable_groups
     from ..foundations.hparams import RunSpec
@@ -120,7 +118,7 @@ def write_barrier_groups(shape_files: list[str], run_yaml: str, out: str | Path,
         return
     shapes = pd.concat(frames, ignore_index=True)
     model = RunSpec.from_yaml(run_yaml).model
-    found = barrier_groups(shapes, widenable_groups(model), rule, assume, layer_groups(model, layer_rule),
+    found = barrier_groups(shapes, widenable_groups(model), rule, layer_groups(model, layer_rule),
                            list(group_roles(model)))
     found["candidate_rule"] = describe(layer_rule)
     found["runs_measured"] = f"{len(frames)}/{len(shape_files)}"
