@@ -66,9 +66,10 @@ def _cmd_plane(args: argparse.Namespace) -> None:
     from ..paths.planes import plane_job
 
     started = time.process_time()
-    if len(args.state) != 3:
-        raise SettingsError(f"--state: give three states (A, B, C), got {len(args.state)}")
     spec = PlaneSpec.from_config({}, {"setting": "?", **_json(args.spec_json, "--spec-json")}, "--spec-json")
+    wanted = "one state (the centre of a random plane)" if spec.random else "three states (A, B, C)"
+    if len(args.state) != (1 if spec.random else 3):
+        raise SettingsError(f"--state: give {wanted}, got {len(args.state)}")
     _threads(args.threads)
     run = _run_dirs([args.run], "--run")[0]
     frame, summary = plane_job(run, _run_dirs(args.reads or [args.run], "--reads"), args.state, args.eval_cache, spec,
@@ -120,10 +121,12 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_lmc_path)
 
-    p = verbs.add_parser("plane", parents=[debug], help="a loss plane through three states of a run -> parquet")
+    p = verbs.add_parser("plane", parents=[debug],
+                         help="a loss plane through three states of a run, or a random plane around one -> parquet")
     p.add_argument("--run", required=True, help="the run directory (model, data, trajectory)")
     p.add_argument("--state", action="append", default=[],
-                   help="A, B, C in order: init, other, other:<seed>, epoch:<t> or <label>=<state file>")
+                   help="A, B, C in order (a random plane: its centre): init, other, other:<seed>, epoch:<t> or "
+                        "<label>=<state file>")
     p.add_argument("--reads", action="append", help="run directories whose outcome must be `trained` (default --run)")
     p.add_argument("--eval-cache", default=str(Layout().eval_cache()), help="folder of cached evaluation splits")
     p.add_argument("--spec-json", help="linpath.foundations.hparams.PlaneSpec as JSON (config `plane` and `planes.<name>`)")

@@ -446,12 +446,25 @@ class InstabilitySpec:
 
 @dataclass
 class PlaneSpec:
-    """Config `plane` (defaults) merged with one `planes.<name>`."""
+    """Config `plane` (defaults) merged with one `planes.<name>`.
+
+    `directions: states` spans the plane by three saved states A, B, C; `directions: random` by two
+    filter-normalised Gaussian directions d1, d2 around one centre state (Li et al. 2018), with the line
+    centre + a·d1 beside it (linpath.paths.planes)."""
 
     setting: str = ""  # whose runs
     # A, B, C: init, final, other (another random init), other:<seed>, epoch:<t> (needs t in
     # train.save_epochs), spawn:<k> (the state the children start from), child:<k>/<i> (a child's final).
+    # A random plane names one state, its centre.
     states: list[str] = field(default_factory=lambda: ["init", "final", "other"])
+    directions: str = "states"  # states | random
+    # Random planes: the seeds of d1 and d2. Any two different seeds; they are settings so that a plane can be
+    # drawn again exactly, and so that another draw (other seeds) shows how much the picture owes to the draw.
+    direction_seeds: list[int] = field(default_factory=lambda: [1, 2])
+    # Random planes: points of the line centre + a·d1 over `range`. A 1-D curve costs `points` times less than
+    # the grid per point, so it is drawn finer: 41 points over [-1, 1] are steps of 0.05, on which the grid's
+    # steps of 0.1 (21 points) fall.
+    line_points: int = 41
     range: list[float] = field(default_factory=lambda: [-0.2, 1.2])  # α and β from, to
     points: int = 15  # per axis
     bn_mode: str = "interpolate"
@@ -464,17 +477,38 @@ class PlaneSpec:
     def grid(self) -> list[float]:
         """The α (and β) values: `points` evenly spaced over `range`, rounded so that 0 and 1 are exact
         (and 0 is +0.0: a rounded -2.8e-17 would otherwise be stored as α = -0.0)."""
-        lo, hi = self.range
-        return [round(lo + (hi - lo) * i / (self.points - 1), 12) + 0.0 for i in range(self.points)]
+        return _even(self.range, self.points)
+
+    @property
+    def random(self) -> bool:
+        return self.directions == "random"
+
+    def line(self) -> list[float]:
+        """The a values of a random plane's line (`line_points` over `range`, rounded as `grid`)."""
+        return _even(self.range, self.line_points) if self.random else []
+
+    def evaluations(self) -> int:
+        """Points evaluated: the grid, and a random plane's line."""
+        return self.points**2 + len(self.line())
 
     @classmethod
     def from_config(cls, defaults: dict | None, own: dict, where: str) -> "PlaneSpec":
         spec = from_dict(cls, {**(defaults or {}), **own}, where)
         if not spec.setting:
             raise SettingsError(f"{where}.setting: name the setting whose runs the plane goes through")
-        if len(spec.states) != 3:
+        one_of(spec.directions, ("states", "random"), f"{where}.directions")
+        if spec.random:
+            if len(spec.states) != 1:
+                raise SettingsError(f"{where}.states: a random plane (directions: random) names one state, its "
+                                    f"centre, got {spec.states}")
+            seeds = spec.direction_seeds
+            if len(seeds) != 2 or seeds[0] == seeds[1] or any(s < 0 for s in seeds):
+                raise SettingsError(f"{where}.direction_seeds must be two different seeds >= 0 (d1, d2), got {seeds}")
+            if spec.line_points < 2:
+                raise SettingsError(f"{where}.line_points must be >= 2, got {spec.line_points}")
+        elif len(spec.states) != 3:
             raise SettingsError(f"{where}.states must name three states (A, B, C), got {spec.states}")
-        if len(set(spec.states)) != 3:
+        elif len(set(spec.states)) != 3:
             raise SettingsError(f"{where}.states must be three different states, got {spec.states}")
         if len(spec.range) != 2 or not spec.range[0] < spec.range[1]:
             raise SettingsError(f"{where}.range must be [from, to] with from < to, got {spec.range}")
@@ -494,6 +528,11 @@ def _check_common(spec, where: str, bn_modes: list[str]) -> None:
         if getattr(spec, name) < 1:
             raise SettingsError(f"{where}.{name} must be >= 1, got {getattr(spec, name)}")
     check_device(spec.device, f"{where}.device")
+
+
+def _even(span: list[float], points: int) -> list[float]:
+    lo, hi = span
+    return [round(lo + (hi - lo) * i / (points - 1), 12) + 0.0 for i in range(points)]
 
 
 def alpha_values(text: str) -> list[float]:

@@ -20,7 +20,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # n
 
 from ..foundations.io import atomic_path, note  # noqa: E402
 from ..paths.lmc import END_STATISTICS  # noqa: E402
-from ..paths.planes import affine_note, log_range  # noqa: E402
+from ..paths.planes import affine_note, log_range, random_note  # noqa: E402
 
 BN_STYLE = {"interpolate": "-", "recompute": "--"}
 
@@ -128,12 +128,16 @@ def plane_figure(frame: pd.DataFrame):
     """One row per seed: filled contours of the loss (log colour scale where it spans > 20×) and of the
     error for each split, with A, B, C marked, the run's projected trajectory, and a dashed line at the
     higher of the two ends of the path A → B (where β = 0 crosses inside it, that path has a barrier).
+    A random plane (column `directions`) marks its centre only, has no trajectory and no dashed line, and
+    adds two panels: loss and error along its line centre + a·d1, one curve per split.
     Returns (figure, grid)."""
     measured = frame[frame["status"] == "measured"]
     grid = measured[measured["kind"] == "grid"]
     seeds = sorted(measured["seed"].unique()) if len(measured) else []
     splits = [s for s in ("train", "test") if s in set(grid["split"])]
-    panels = [(split, metric) for split in splits for metric in ("loss", "error")]
+    random = "directions" in frame and bool((frame["directions"] == "random").any())
+    contours = [(split, metric) for split in splits for metric in ("loss", "error")]
+    panels = contours + ([("line", "loss"), ("line", "error")] if random else [])
     fig, axes = plt.subplots(max(1, len(seeds)), max(1, len(panels)),
                              figsize=(3.9 * max(1, len(panels)), 3.4 * max(1, len(seeds))), squeeze=False)
     for row, seed in enumerate(seeds):
@@ -141,7 +145,9 @@ def plane_figure(frame: pd.DataFrame):
         first = own.iloc[0]
         anchors = own[own["kind"] == "anchor"]
         path = own[own["kind"] == "trajectory"].sort_values("epoch")
-        for col, (split, metric) in enumerate(panels):
+        if random:
+            _plane_lines(axes[row, len(contours):], own, splits, first, seed)
+        for col, (split, metric) in enumerate(contours):
             ax = axes[row, col]
             table = own[(own["kind"] == "grid") & (own["split"] == split)].pivot_table(
                 index="beta", columns="alpha", values=metric)
@@ -160,32 +166,61 @@ def plane_figure(frame: pd.DataFrame):
                 bar.ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
                 bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
                 bar.ax.yaxis.set_minor_formatter(NullFormatter())
-            if metric == "loss" and 0.0 in table.index and {0.0, 1.0} <= set(table.columns):
+            if not random and metric == "loss" and 0.0 in table.index and {0.0, 1.0} <= set(table.columns):
                 # The level of the higher end of the path A -> B: inside this line on β = 0 the path rises
                 # above both of its ends (a barrier); elsewhere it marks where the plane is that high.
                 level = max(table.loc[0.0, 0.0], table.loc[0.0, 1.0])
                 if np.nanmin(values) < level < np.nanmax(values):
                     ax.contour(table.columns, table.index, values, levels=[level], colors="white", linestyles="--",
                                linewidths=0.8)
-            ax.plot(path["alpha"], path["beta"], color="white", marker=".", linewidth=1, label="trajectory (projected)")
+            if not random:
+                ax.plot(path["alpha"], path["beta"], color="white", marker=".", linewidth=1,
+                        label="trajectory (projected)")
             for _, anchor in anchors.iterrows():
-                ax.plot(anchor["alpha"], anchor["beta"], marker="*", color="red", markersize=9)
+                ax.plot(anchor["alpha"], anchor["beta"], marker="*", color="red", markersize=9,
+                        label="centre" if random else None)
                 ax.annotate(anchor["label"], (anchor["alpha"], anchor["beta"]), color="white", fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
-            ax.set_xlabel(f"α ({first['state_a']} → {first['state_b']})")
-            ax.set_ylabel(f"β ({first['state_a']} → {first['state_c']})")
+            if random:
+                ax.set_xlabel(f"a (along {first['state_b']})")
+                ax.set_ylabel(f"b (along {first['state_c']})")
+            else:
+                ax.set_xlabel(f"α ({first['state_a']} → {first['state_b']})")
+                ax.set_ylabel(f"β ({first['state_a']} → {first['state_c']})")
             ax.set_title(f"seed {seed}, {split} {metric}", fontsize=8)
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
     if seeds:
         first = measured.iloc[0]
-        fig.suptitle(f"plane {first['plane']} ({first['setting']}, BN {first['bn_mode']}): {affine_note()}\n"
-                     f"|B−A| = {first['norm_ba']:.3g}, |C−A| = {first['norm_ca']:.3g}, "
-                     f"cos(B−A, C−A) = {first['cos_ba_ca']:.2f}", fontsize=8)
+        if random:
+            fig.suptitle(f"random plane {first['plane']} ({first['setting']}, BN {first['bn_mode']}) around "
+                         f"{first['state_a']}: {random_note()}\n|d1| = {first['norm_ba']:.3g}, "
+                         f"|d2| = {first['norm_ca']:.3g}, cos(d1, d2) = {first['cos_ba_ca']:.2f}", fontsize=8)
+        else:
+            fig.suptitle(f"plane {first['plane']} ({first['setting']}, BN {first['bn_mode']}): {affine_note()}\n"
+                         f"|B−A| = {first['norm_ba']:.3g}, |C−A| = {first['norm_ca']:.3g}, "
+                         f"cos(B−A, C−A) = {first['cos_ba_ca']:.2f}", fontsize=8)
     else:
         reasons = "; ".join(dict.fromkeys(frame["status_reason"].astype(str))) or "nothing measured"
         axes[0, 0].text(0.5, 0.5, reasons, ha="center", wrap=True, fontsize=7)
     fig.tight_layout()
     return fig, grid
+
+
+def _plane_lines(axes, own: pd.DataFrame, splits: list[str], first, seed) -> None:
+    """Loss and error along a random plane's line centre + a·d1, one curve per split, the centre marked."""
+    line = own[own["kind"] == "line"]
+    for ax, metric in zip(axes, ("loss", "error")):
+        for split in splits:
+            curve = line[line["split"] == split].sort_values("alpha")
+            ax.plot(curve["alpha"], curve[metric], marker=".", markersize=3, label=f"{split} split",
+                    gid=f"line|{seed}|{split}|{metric}")
+        ax.axvline(0.0, color="grey", linestyle=":", linewidth=1, label=f"centre ({first['state_a']})")
+        if metric == "loss" and log_range(line["loss"]):
+            ax.set_yscale("log")
+        ax.set_xlabel(f"a (along {first['state_b']})")
+        ax.set_ylabel(metric)
+        ax.set_title(f"seed {seed}, line centre + a·d1: {metric}", fontsize=8)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, frameon=False)
 
 
 def write_plane_figure(files: list[str], out: str | Path, log: str | None = None) -> None:

@@ -193,9 +193,9 @@ def add_lmc_costs(plan, estimate, throughput: dict) -> None:
              paths=paths, path_points=paths * alphas)
     for job in lmc.planes.values():
         spec, (n_train, n_test), eval_rate = sizes(job.run_id)
-        points = job.spec.points ** 2
+        points = job.spec.evaluations()  # the grid, and a random plane's line
         images = sum(n_train if s == "train" else n_test for s in job.spec.splits)
         recompute = points * job.spec.bn_subset if job.spec.bn_mode == "recompute" and spec.model.batchnorm else 0
         rule = estimate.rules.setdefault("plane", RuleCost("plane"))
         _add(rule, f"{job.plane}/{job.run_id}", (points * images + recompute) / eval_rate / 3600,
-             paths=job.spec.points, path_points=points)
+             paths=job.spec.points + (1 if job.spec.random else 0), path_points=points)

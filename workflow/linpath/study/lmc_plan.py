@@ -6,8 +6,10 @@ same setting's run of the next seed (pair `independent`: other init, other data 
 al.'s k = 0 with different inits). Config `instability` says how they are measured (InstabilitySpec).
 
 Planes (linpath.paths.planes): the plane through three states A, B, C of one run, in affine coordinates
-θ(α, β) = A + α(B−A) + β(C−A), on a grid; the run's saved states projected onto it. Config `plane`
-holds the defaults, `planes.<name>` which states of which setting's runs (and any override; PlaneSpec).
+θ(α, β) = A + α(B−A) + β(C−A), on a grid; the run's saved states projected onto it. A random plane
+(`directions: random`) names one state, its centre, and is spanned by two filter-normalised Gaussian
+directions drawn from `direction_seeds`, with a line along the first. Config `plane` holds the defaults,
+`planes.<name>` which states of which setting's runs (and any override; PlaneSpec).
 Both specs are settings dataclasses in linpath.foundations.hparams; this module only plans.
 
 Pure Python (no torch): the Snakefile plans these at parse time.
@@ -49,7 +51,9 @@ class PlaneJob:
     run_id: str
     setting: str
     seed: int
-    states: tuple[str, ...]  # start points of linpath.paths.sweeps.resolve_start (init, epoch:<t>, other, label=file)
+    # start points of linpath.paths.sweeps.resolve_start (init, epoch:<t>, other, label=file): A, B, C, or a
+    # random plane's centre
+    states: tuple[str, ...]
     reads: tuple[str, ...]  # runs whose states it reads (their outcome files are its inputs)
     spec: PlaneSpec
 
@@ -177,7 +181,8 @@ class LmcPlan:
         return [str(self.plan.layout.run_file(r, "outcome")) for r in self.planes[(plane, run_id)].reads]
 
     def plane_args(self, plane: str, run_id: str) -> str:
-        """`linpath plane` arguments: the three states and the runs whose outcome it checks."""
+        """`linpath plane` arguments: the three states (a random plane: its centre) and the runs whose outcome it
+        checks."""
         job, layout = self.planes[(plane, run_id)], self.plan.layout
         return " ".join([*(f"--state {shlex.quote(s)}" for s in job.states),
                          *(f"--reads {shlex.quote(str(layout.run_dir(r)))}" for r in job.reads)])
