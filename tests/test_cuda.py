@@ -348,29 +348,6 @@ def test_a_packed_step_matches_single_steps_on_the_cpu(device, precision, record
         assert not beyond(gap, STEP_TOLERANCE[precision]), f"seed {s} of a {precision} pack on {device}: {gap}"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("device", DEVICES)
-def test_a_pack_of_seeds_matches_single_runs_on_the_cpu(tmp_path, cifar_root, device, precision, record_property):
-    pack = pack_module()
-    with precise("cpu"):
-        for s in range(SEEDS):
-            train(RunSpec.from_dict(run_settings(cifar_root, "cpu", seed=s)), tmp_path / f"single{s}", progress=False)
-    specs = [RunSpec.from_dict(run_settings(cifar_root, device, seed=s, precision=precision)) for s in range(SEEDS)]
-    with precise(device) if precision == "fp32" else contextlib.nullcontext():
-        outcomes = pack.train_pack(specs, [tmp_path / f"pack{s}" for s in range(SEEDS)], progress=False)
-    assert [type(o).__name__ for o in outcomes] == ["RunResult"] * SEEDS
-    for s in range(SEEDS):
-        start = load_tensors(tmp_path / f"single{s}" / "init.pt")
-        assert_states_equal(start, load_tensors(tmp_path / f"pack{s}" / "init.pt"))
-        gap = drift(start, load_tensors(tmp_path / f"single{s}" / "final.pt"),
-                    load_tensors(tmp_path / f"pack{s}" / "final.pt"))
-        record_property(f"seed{s}_drift", gap)
-        assert gap <= RUN_DRIFT[precision], f"seed {s} of a {precision} pack on {device}: drift {gap:.3g}"
-        summary = yaml.safe_load((tmp_path / f"pack{s}" / "summary.yaml").read_text())
-        assert summary["step_device"].startswith(device)
-        assert summary["step_precision"] == (precision if device == "cuda" else "fp32")
-
-
 # --- checkpoints that move between devices -------------------------------------------------------
 
 

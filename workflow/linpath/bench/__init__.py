@@ -5,8 +5,8 @@ timed tests, and nothing here runs in the workflow.
     python -m linpath.bench train             training steps and seed packs (linpath.bench.train)
     python -m linpath.bench noise --run DIR   rounding noise of a measured path (linpath.bench.noise)
 
-linpath.bench.pack trains K seeds of one setting as one vmapped model: a candidate for the GPU,
-used by no rule until `python -m linpath.bench train --device cuda` shows that a pack pays.
+linpath.bench.pack steps K seeds of one architecture as one vmapped model; `train` times such packs
+against the fastest single run, which on a GPU says whether training seeds in packs would pay.
 Each command checks what it compares (losses agree to a stated tolerance) and exits 1 when a
 check fails; `--json PATH` writes its figures.
 """
