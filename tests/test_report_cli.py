@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from test_tables import SEEDS, config, run_row, shape_row
+from conftest import SEEDS, config, run_row, shape_row
 
 SETTINGS = {"base": {"experiment": "E2"},
             "less_data": {"experiment": "E8", "baseline": "base"},
@@ -47,17 +47,15 @@ def write_inputs(tmp: Path) -> tuple[Path, Path]:
 
 
 def _table_without_name(tmp: Path) -> list[str]:
-    return ["report", "table", "--config", str(write_record(tmp)), "--runs-json", "[]", "--skipped-json", "{}",
-            "--out", str(tmp / "t.parquet")]
+    return ["report", "table", "--config", str(write_record(tmp)), "--out", str(tmp / "t.parquet")]
 
 
 def _figure_without_name(tmp: Path) -> list[str]:
-    return ["report", "figure", "--config", str(write_record(tmp)), "--runs-json", "[]",
-            "--out", str(tmp / "f.png")]
+    return ["report", "figure", "--config", str(write_record(tmp)), "--out", str(tmp / "f.png")]
 
 
-def _core_tables_without_runs_json(tmp: Path) -> list[str]:
-    return ["report", "core-tables", "--config", str(write_record(tmp)), "--skipped-json", "{}"]
+def _core_tables_without_out(tmp: Path) -> list[str]:
+    return ["report", "core-tables", "--config", str(write_record(tmp))]
 
 
 def _table1_with_one_out(tmp: Path) -> list[str]:
@@ -72,9 +70,15 @@ def _missing_config(tmp: Path) -> list[str]:
             "--shapes", str(shapes), "--out", str(tmp / "table1.parquet"), str(tmp / "table1.md")]
 
 
-def _runs_json_not_json(tmp: Path) -> list[str]:
-    return ["report", "table", "table_A2", "--config", str(write_record(tmp)), "--runs-json", "[base-s0",
-            "--skipped-json", "{}", "--out", str(tmp / "t.parquet")]
+def _run_files_not_planned(tmp: Path) -> list[str]:
+    """A file that exists but is no run file of the plan: the DAG and the command disagree."""
+    runs, _ = write_inputs(tmp)
+    return ["report", "core-tables", "--config", str(write_record(tmp)), "--run-files", str(runs),
+            "--out", str(tmp / "r.parquet"), str(tmp / "p.parquet"), str(tmp / "s.parquet")]
+
+
+def _unknown_table(tmp: Path) -> list[str]:
+    return ["report", "table", "table_nope", "--config", str(write_record(tmp)), "--out", str(tmp / "t.parquet")]
 
 
 def _missing_runs_parquet(tmp: Path) -> list[str]:
@@ -83,27 +87,31 @@ def _missing_runs_parquet(tmp: Path) -> list[str]:
             "--shapes", str(shapes), "--out", str(tmp / "table1.parquet"), str(tmp / "table1.md")]
 
 
-ERRORS = [  # (command, part of the message)
-    (_table_without_name, "report table needs NAME"),
-    (_figure_without_name, "report figure needs NAME"),
-    (_core_tables_without_runs_json, "report core-tables needs --runs-json"),
-    (_table1_with_one_out, "report table1 writes 2 or 3 file(s): --out got 1"),
-    (_missing_config, "--configfile: file not found: "),
-    (_runs_json_not_json, "--runs-json: not valid JSON"),
-    (_missing_runs_parquet, "--runs: file not found: "),
+ERRORS = [  # (command, who speaks, part of the message)
+    (_table_without_name, "linpath report table", "the following arguments are required: NAME"),
+    (_figure_without_name, "linpath report figure", "the following arguments are required: EXPERIMENT"),
+    (_core_tables_without_out, "linpath report core-tables", "the following arguments are required: --out"),
+    (_table1_with_one_out, "linpath report table1", "--out takes 2 or 3 file(s), got 1"),
+    (_missing_config, "linpath report", "--configfile: file not found: "),
+    (_run_files_not_planned, "linpath report", "--run-files: not the files of the planned runs: "
+                                               f"{len(SETTINGS) * len(SEEDS) * 3} planned file(s) not handed, e.g. "
+                                               "results/runs/base-s0-"),
+    (_unknown_table, "linpath report", "has no table 'table_nope'"),
+    (_missing_runs_parquet, "linpath report", "--runs: file not found: "),
 ]
 
 
-@pytest.mark.parametrize("command, message", ERRORS, ids=[c[0].__name__.strip("_") for c in ERRORS])
-def test_report_input_errors_are_one_line_with_status_2(command, message, tmp_path):
+@pytest.mark.parametrize("command, who, message", ERRORS, ids=[c[0].__name__.strip("_") for c in ERRORS])
+def test_report_input_errors_are_one_line_with_status_2(command, who, message, tmp_path):
     proc = run_cli(command(tmp_path))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("linpath report: error: ") and message in lines[0], lines[0]
+    assert lines[0].startswith(f"{who}: error: ") and message in lines[0], lines[0]
     assert proc.stdout == ""
-    assert not list(tmp_path.glob("t.parquet")) and not list(tmp_path.glob("table1.*")), "nothing is written"
+    assert not list(tmp_path.glob("*.parquet.*")) and not list(tmp_path.glob("table1.*")), "nothing is written"
+    assert not {"t.parquet", "r.parquet", "f.png"} & {p.name for p in tmp_path.iterdir()}, "nothing is written"
 
 
 def test_the_missing_paths_are_named_in_the_message(tmp_path):
@@ -166,8 +174,8 @@ def test_report_takes_configfile_as_plan_does_and_keeps_config_as_an_alias(tmp_p
     assert table.count("<tr>") == 1 + len(TABLE1) and table.count("<th>") == 17
     assert "<td>less data</td>" in table and "<td>less_data vs base</td>" in table
     assert "θ0 → θT" in page and "<code>layer_barrier</code>" in page
-    for verb in ("report", "plan"):
-        help_text = run_cli([verb, "--help"]).stdout
+    for verb in (["report", "table1"], ["report", "core-tables"], ["plan"]):
+        help_text = run_cli([*verb, "--help"]).stdout
         assert "--configfile" in help_text, verb
 
 

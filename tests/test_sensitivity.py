@@ -381,15 +381,18 @@ def test_a_missing_or_failed_group_list_is_named(groups_used):
 
 
 def test_report_verb_writes_the_sensitivity_and_table1_states_the_count(tmp_path: Path, groups_used):
+    config = {**plan(readers=True).config, "results": str(tmp_path / "results")}
     record = tmp_path / "config.json"
-    record.write_text(json.dumps(plan(readers=True).config, sort_keys=True))
+    record.write_text(json.dumps(config, sort_keys=True))
+    groups_file = Plan(config).layout.groups_file("ref")  # where the workflow writes it: the rule hands that file
+    groups_file.parent.mkdir(parents=True)
     runs().to_parquet(tmp_path / "runs.parquet", index=False)
     measured_shapes(with_ref=True).to_parquet(tmp_path / "shapes.parquet", index=False)
-    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(groups_used["ref"]))
+    groups_file.write_text(yaml.safe_dump(groups_used["ref"]))
     common = ["--config", str(record), "--runs", str(tmp_path / "runs.parquet"), "--shapes", str(tmp_path / "shapes.parquet")]
     sens = [tmp_path / "table1_sensitivity.parquet", tmp_path / "table1_sensitivity.md",
             tmp_path / "table1_sensitivity_groups.parquet"]
-    groups = ["--groups-json", json.dumps({"ref": str(tmp_path / "ref.yaml")})]
+    groups = ["--groups", str(groups_file)]
     proc = run_cli(["report", "table1-sensitivity", *common, *groups, "--out", *map(str, sens)])
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_parquet(sens[0])
@@ -407,6 +410,10 @@ def test_report_verb_writes_the_sensitivity_and_table1_states_the_count(tmp_path
     bad = run_cli(["report", "table1", *common, "--sensitivity", str(tmp_path / "missing.parquet"),
                    "--out", *map(str, out)])
     assert bad.returncode == 2 and "--sensitivity: file not found" in bad.stderr
-    missing = run_cli(["report", "table1-sensitivity", *common, "--groups-json", json.dumps({"ref": str(tmp_path / "no.yaml")}),
+    missing = run_cli(["report", "table1-sensitivity", *common, "--groups", str(tmp_path / "no.yaml"),
                        "--out", *map(str, sens)])
-    assert missing.returncode == 2 and "no.yaml" in missing.stderr
+    assert missing.returncode == 2 and "--groups: file not found" in missing.stderr and "no.yaml" in missing.stderr
+    (tmp_path / "other.yaml").write_text(groups_file.read_text())
+    other = run_cli(["report", "table1-sensitivity", *common, "--groups", str(tmp_path / "other.yaml"),
+                     "--out", *map(str, sens)])
+    assert other.returncode == 2 and "--groups: not the barrier-groups files of ref; missing " in other.stderr

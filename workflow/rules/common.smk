@@ -1,6 +1,4 @@
 # Shared helpers: config validation, the run plan, and the input functions of every rule.
-import copy
-import functools
 import json
 import os
 import sys
@@ -15,6 +13,7 @@ from linpath.study.plan import Plan, as_json  # noqa: E402
 from linpath.foundations.hparams import SettingsError  # noqa: E402
 from linpath.foundations.layout import JOB_VARIABLES, job_environment  # noqa: E402
 from linpath.study.lmc_plan import LmcPlan  # noqa: E402
+from linpath.study.curvature_plan import CurvaturePlan  # noqa: E402
 from linpath.study.config import job_reads  # noqa: E402
 from linpath.foundations.ids import digest  # noqa: E402
 
@@ -24,6 +23,7 @@ PLAN = Plan(config)
 PLAN.check()
 LAYOUT = PLAN.layout
 LMC = LmcPlan(PLAN)  # spawned pairs and loss planes (lmc.smk)
+CURV = CurvaturePlan(PLAN)  # curvature along paths (curvature.smk)
 
 
 # Every job runs `python -m linpath <verb>`. What makes that command find this checkout's linpath and the
@@ -113,6 +113,10 @@ def run_pattern(role):
 # trained again only when the decision changed.
 
 
+def read_yaml(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
 def barrier_group_files(wildcards):
     return [ancient(checkpoints.barrier_groups.get(setting=s).output[0]) for s in PLAN.runs[wildcards.run_id].groups_from]
 
@@ -129,58 +133,24 @@ def barrier_decision(wildcards):
     run = PLAN.runs[wildcards.run_id]
     if not run.barrier_from:
         return ""
-    info = measured_yaml(checkpoints.barrier_init.get(run_id=run.barrier_from).output.yaml)
+    info = read_yaml(checkpoints.barrier_init.get(run_id=run.barrier_from).output.yaml)
     return json.dumps({k: info.get(k) for k in ("has_barrier", "alpha_star", "alphas")}, sort_keys=True)
 
 
-def measurement_files(run_ids):
-    """Every barrier.yaml (E5) and barrier-groups file (E11/E13/E16) that decides which of these runs
-    exist: plain inputs, so that all these checkpoints are scheduled at once."""
-    closure = PLAN.upstream_closure(run_ids)
-    parents = {PLAN.runs[r].barrier_from for r in closure if PLAN.runs[r].barrier_from}
-    settings = {s for r in closure for s in PLAN.runs[r].groups_from}
-    return sorted([str(LAYOUT.barrier_yaml(p)) for p in parents] + [str(LAYOUT.groups_file(s)) for s in settings])
-
-
-def measured_yaml(path):
-    """A checkpoint's YAML output, parsed once per version of the file: Snakemake evaluates the input and
-    params functions that read these again after every checkpoint, for every job that waits on them."""
-    stat = os.stat(path)
-    return copy.deepcopy(_parsed_yaml(str(path), stat.st_mtime_ns, stat.st_size))
-
-
-@functools.lru_cache(maxsize=None)
-def _parsed_yaml(path, mtime_ns, size):
-    return yaml.load(Path(path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
 def skipped_runs(run_ids):
-    """Run id -> why it is not trained, for the measured ones among these runs (read from the checkpoints)."""
-    measured = [r for r in run_ids if PLAN.measured(r)]
-    closure = PLAN.upstream_closure(measured)
-    barriers = {
-        p: measured_yaml(checkpoints.barrier_init.get(run_id=p).output.yaml)
-        for p in sorted({PLAN.runs[r].barrier_from for r in closure if PLAN.runs[r].barrier_from})
-    }
-    groups = {
-        s: measured_yaml(checkpoints.barrier_groups.get(setting=s).output[0])
-        for s in sorted({s for r in closure for s in PLAN.runs[r].groups_from})
-    }
-    out = {}
-    for run_id in measured:
-        why = PLAN.skip_reason(run_id, groups, barriers)
-        if why:
-            out[run_id] = why
-    return out
+    """Run id -> why it is not trained, for the measured ones among these runs, once their checkpoints ran."""
+    parents, settings = PLAN.measurements(run_ids)
+    for parent in parents:
+        checkpoints.barrier_init.get(run_id=parent)
+    for setting in settings:
+        checkpoints.barrier_groups.get(setting=setting)
+    return PLAN.skipped_runs(run_ids, read_yaml)
 
 
 def run_settings_json(wildcards):
     """A run's concrete settings; measured group lists come from the barrier_groups checkpoint."""
     run = PLAN.runs[wildcards.run_id]
-    groups = {
-        s: measured_yaml(checkpoints.barrier_groups.get(setting=s).output[0])
-        for s in run.groups_from
-    }
+    groups = {s: read_yaml(checkpoints.barrier_groups.get(setting=s).output[0]) for s in run.groups_from}
     return json.dumps(PLAN.resolve(wildcards.run_id, groups), sort_keys=True)
 
 
@@ -213,45 +183,29 @@ WRITE_CONFIG = ("printf '%s\\n' {params.config:q} > {output}.part && mv {output}
                 "echo 'the config (digest of what this job reads: {params.digest}) -> {output}' > {log}")
 
 
-def run_files(run_ids):
-    """The files a table or figure reads of each run: its outcome (and summary), sweep and shapes (spawned
-    children have no sweep of their own: lmc.smk measures them in pairs)."""
-    return [str(f) for r in run_ids
-            for f in (LAYOUT.run_file(r, "outcome"), *((LAYOUT.sweep(r), LAYOUT.shapes(r)) if PLAN.swept(r) else ()))]
+def runs_input(job, wildcard=None):
+    """Input items of a table or figure job over its planned runs (Plan.report_runs), handed to its command
+    as they are (--run-files, --measurements). Separate items: the runs that exist at once are scheduled at
+    once; the measurement files (checkpoint outputs) are plain inputs, so all those checkpoints run in
+    parallel; the measured runs follow once the checkpoints have decided them (skipped ones left out)."""
 
+    def planned(w):
+        return PLAN.report_runs(job, getattr(w, wildcard) if wildcard else None)
 
-def runs_input(which):
-    """Input items of a job over the runs `which(wildcards)` returns. Separate items: the runs that exist
-    at once are scheduled at once; the measurement files (checkpoint outputs) are plain inputs, so all
-    those checkpoints run in parallel; the measured runs follow once the checkpoints have decided them."""
+    def measured(w):
+        runs = planned(w)
+        skipped = skipped_runs(runs)
+        return PLAN.run_files([r for r in runs if PLAN.measured(r) and r not in skipped])
+
     return {
-        "static": lambda w: run_files([r for r in which(w) if not PLAN.measured(r)]),
-        "measurements": lambda w: measurement_files(which(w)),
-        "measured": lambda w: run_files([r for r in which(w) if PLAN.measured(r) and r not in skipped_runs(which(w))]),
+        "static": lambda w: PLAN.run_files([r for r in planned(w) if not PLAN.measured(r)]),
+        "measurements": lambda w: PLAN.measurement_files(planned(w)),
+        "measured": measured,
     }
 
 
-def runs_params(which):
-    """The run ids a job reads (skipped ones left out) and the skipped ones with their reasons, as JSON."""
-    return {
-        "runs": lambda w: json.dumps([r for r in which(w) if r not in skipped_runs(which(w))]),
-        "skipped": lambda w: json.dumps(skipped_runs(which(w)), sort_keys=True),
-    }
-
-
-def table_runs(wildcards):
-    """The runs whose rows a per-experiment table shows."""
-    rows = REFERENCE["tables"][wildcards.table]["rows"]
-    settings = {PLAN.row_setting(row, wildcards.table) for row in rows}
-    return [r for s in PLAN.settings if s in settings for r in PLAN.runs_of(s)]
-
-
-def figure_runs(wildcards):
-    return PLAN.experiment_runs(wildcards.experiment)
-
-
-def all_runs(wildcards=None):
-    return list(PLAN.runs)
+# The run files and measurement files of a table or figure job, as its `linpath report` command takes them.
+HANDED_RUNS = "--run-files {input.static} {input.measured} --measurements {input.measurements}"
 
 
 def final_targets():
@@ -266,4 +220,5 @@ def final_targets():
         str(LAYOUT.figure("figure_A11", ".pdf")),
         *(str(LAYOUT.figure(e)) for e in EXPERIMENT_FIGURES),
         *LMC.targets(),
+        *CURV.targets(),
     ]

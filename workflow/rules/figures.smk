@@ -8,14 +8,12 @@ DRAWING = code_input("report/figures.py")
 
 rule experiment_figure:
     input:
-        **runs_input(figure_runs),
+        **runs_input("experiment_figure", "experiment"),
         config=job_config("experiment_figure", "experiment"),
         drawing=DRAWING,
     output:
         report(LAYOUT.figure("{experiment}"), caption="../report/experiment.rst", category="Experiments",
                labels=lambda w: {"experiment": w.experiment}),
-    params:
-        **runs_params(figure_runs),
     wildcard_constraints:
         experiment=one_of(EXPERIMENT_FIGURES),
     log:
@@ -27,7 +25,7 @@ rule experiment_figure:
     conda:
         CONDA_ENV
     shell:
-        f"{LINPATH} report figure {{wildcards.experiment}} --configfile {{input.config}} --runs-json {{params.runs:q}} "
+        f"{LINPATH} report figure {{wildcards.experiment}} --configfile {{input.config}} {HANDED_RUNS} "
         "--out {output} > {log} 2>&1"
 
 
@@ -52,7 +50,7 @@ rule figure_a11:
         CONDA_ENV
     shell:
         f"{LINPATH} report figure-a11 --configfile {{input.config}} --paths {{input.paths}} --shapes {{input.shapes}} "
-        "--table1 {input.table1} --runs {input.runs} --out {output.png} > {log} 2>&1"
+        "--table1 {input.table1} --runs {input.runs} --out {output.png} {output.pdf} > {log} 2>&1"
 
 
 for _experiment in PLAN.experiments:

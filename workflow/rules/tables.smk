@@ -44,14 +44,12 @@ rule job_config:
 rule core_tables:
     # runs / paths / shapes over every run: Table 1 and Figure A11 are the only targets that need them.
     input:
-        **runs_input(all_runs),
+        **runs_input("core_tables"),
         config=job_config("core_tables"),
     output:
         runs=LAYOUT.table("runs"),
         paths=LAYOUT.table("paths"),
         shapes=LAYOUT.table("shapes"),
-    params:
-        **runs_params(all_runs),
     log:
         LAYOUT.log("tables", "core_tables"),
     resources:
@@ -61,12 +59,12 @@ rule core_tables:
     conda:
         CONDA_ENV
     shell:
-        f"{LINPATH} report core-tables --configfile {{input.config}} --runs-json {{params.runs:q}} "
-        "--skipped-json {params.skipped:q} > {log} 2>&1"
+        f"{LINPATH} report core-tables --configfile {{input.config}} {HANDED_RUNS} "
+        "--out {output.runs} {output.paths} {output.shapes} > {log} 2>&1"
 
 
 # The settings whose barrier groups other settings read (E11, E13, E16).
-GROUP_LISTS = sorted({s for run in PLAN.runs.values() for s in run.groups_from})
+GROUP_LISTS = PLAN.group_list_settings()
 
 
 rule table1_sensitivity:
@@ -84,8 +82,6 @@ rule table1_sensitivity:
         groups=LAYOUT.table("table1_sensitivity_groups"),
         html=report(LAYOUT.table("table1_sensitivity", ".html"), caption="../report/table1_sensitivity.rst",
                     category="Tables"),
-    params:
-        groups=json.dumps({s: str(LAYOUT.groups_file(s)) for s in GROUP_LISTS}, sort_keys=True),
     log:
         LAYOUT.log("tables", "table1_sensitivity"),
     resources:
@@ -96,7 +92,7 @@ rule table1_sensitivity:
         CONDA_ENV
     shell:
         f"{LINPATH} report table1-sensitivity --configfile {{input.config}} --runs {{input.runs}} --shapes {{input.shapes}} "
-        "--groups-json {params.groups:q} --out {output.table} {output.markdown} {output.groups} {output.html} "
+        "--groups {input.groups} --out {output.table} {output.markdown} {output.groups} {output.html} "
         "> {log} 2>&1"
 
 
@@ -122,18 +118,17 @@ rule table1:
         CONDA_ENV
     shell:
         f"{LINPATH} report table1 --configfile {{input.config}} --runs {{input.runs}} --shapes {{input.shapes}} "
-        "--sensitivity {input.sensitivity} --out {output.table} {output.markdown} {output.html} > {log} 2>&1"
+        "--sensitivity {input.sensitivity} --groups {input.groups} --out {output.table} {output.markdown} {output.html} "
+        "> {log} 2>&1"
 
 
 rule experiment_table:
     # One per-experiment table (Tab. A2, A3, A4, ...) from the runs of its rows alone.
     input:
-        **runs_input(table_runs),
+        **runs_input("experiment_table", "table"),
         config=job_config("experiment_table", "table"),
     output:
         LAYOUT.table("{table}"),
-    params:
-        **runs_params(table_runs),
     wildcard_constraints:
         table=one_of(EXPERIMENT_TABLES),
     log:
@@ -145,5 +140,5 @@ rule experiment_table:
     conda:
         CONDA_ENV
     shell:
-        f"{LINPATH} report table {{wildcards.table}} --configfile {{input.config}} --runs-json {{params.runs:q}} "
-        "--skipped-json {params.skipped:q} --out {output} > {log} 2>&1"
+        f"{LINPATH} report table {{wildcards.table}} --configfile {{input.config}} {HANDED_RUNS} "
+        "--out {output} > {log} 2>&1"

@@ -1,5 +1,8 @@
 """`linpath report | plan`: the workflow's tables and figures from its config record, and what a config
-will cost before it is submitted."""
+will cost before it is submitted.
+
+Each `report` kind is a subcommand with its own arguments: it reads the files it is handed and writes
+exactly the files named by --out (the workflow's rules hand it their declared inputs and outputs)."""
 
 from __future__ import annotations
 
@@ -18,62 +21,61 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(format_estimate(estimate(load_config(files), files)))
 
 
-# What each `linpath report` kind reads (argument names) and how many --out files it writes (the last one of
-# table1 and table1-sensitivity, the markdown as an HTML page, is optional).
-REPORT_NEEDS = {
-    "core-tables": (("runs_json", "skipped_json"), (0,)),
-    "table1": (("runs", "shapes"), (2, 3)),
-    "table1-sensitivity": (("runs", "shapes"), (3, 4)),
-    "table": (("name", "runs_json", "skipped_json"), (1,)),
-    "figure": (("name", "runs_json"), (1,)),
-    "figure-a11": (("paths", "shapes", "table1", "runs"), (1,)),
-    "so-far": ((), (0,)),
-}
-
-
-def _cmd_report(args: argparse.Namespace) -> None:
-    """Tables and figures of the workflow, from the config record it wrote (Layout.config_record)."""
-    from ..foundations.convert import json_argument
+def _plan(args: argparse.Namespace):
+    """The plan of the config record, after every named input file was found."""
     from ..study.plan import Plan
 
-    needs, outputs = REPORT_NEEDS[args.what]
-    missing = [f"--{n.replace('_', '-')}" if n != "name" else "NAME" for n in needs if getattr(args, n) is None]
-    if missing:
-        raise SettingsError(f"report {args.what} needs {', '.join(missing)}")
-    if args.what == "so-far":
-        if len(args.out) > 1:
-            raise SettingsError(f"report so-far writes into one folder: --out got {len(args.out)}")
-    elif len(args.out) not in outputs:
-        raise SettingsError(f"report {args.what} writes {' or '.join(map(str, outputs))} file(s): --out got {len(args.out)}")
     if not Path(args.config).is_file():
         raise SettingsError(f"--configfile: file not found: {args.config}")
-    plan = Plan(read_config_record(Path(args.config)))
-    runs = json_argument(args.runs_json, "--runs-json", list, "a JSON list of run ids")
-    skipped = json_argument(args.skipped_json, "--skipped-json", dict, "a JSON object of run id -> reason")
-    for flag, path in (("--runs", args.runs), ("--shapes", args.shapes), ("--paths", args.paths),
-                       ("--table1", args.table1), ("--sensitivity", args.sensitivity)):
-        if args.what in ("table1", "table1-sensitivity", "figure-a11") and path is not None and not Path(path).is_file():
-            raise SettingsError(f"{flag}: file not found: {path}")
-    REPORTS[args.what](plan, args, runs, skipped)
+    for flag in ("runs", "shapes", "paths", "table1", "sensitivity"):
+        path = getattr(args, flag, None)
+        if path is not None and not Path(path).is_file():
+            raise SettingsError(f"--{flag}: file not found: {path}")
+    for flag in ("run_files", "measurements", "groups"):
+        missing = [f for f in getattr(args, flag, None) or [] if not Path(f).is_file()]
+        if missing:
+            raise SettingsError(f"--{flag.replace('_', '-')}: file not found: {missing[0]}")
+    return Plan(read_config_record(Path(args.config)))
 
 
-def _report_so_far(plan, args, runs, skipped) -> None:
-    from ..report.so_far import progress_markdown, write_so_far
+def _handed(plan, args: argparse.Namespace, job: str, name: str | None = None):
+    """The runs of a core-tables / table / figure job, from the files it was handed (Plan.handed_runs)."""
+    if job == "experiment_table" and name not in plan.reference().get("tables", {}):
+        raise SettingsError(f"report table: {plan.config.get('reference')} has no table {name!r}")
+    if job == "experiment_figure" and name not in plan.figure_experiments():
+        raise SettingsError(f"report figure: {name!r} is not an experiment with a figure in this config")
+    return plan.handed_runs(plan.report_runs(job, name), args.run_files, args.measurements)
 
-    out = Path(args.out[0]) if args.out else plan.layout.results / "so_far"
-    print(progress_markdown(write_so_far(plan, out), plan), end="")
-    print(f"tables so far -> {out}")
 
-
-def _report_core_tables(plan, args, runs, skipped) -> None:
+def _report_core_tables(args: argparse.Namespace) -> None:
     from ..report.tables import write_core_tables
 
-    write_core_tables(plan, runs, skipped)
+    plan = _plan(args)
+    handed = _handed(plan, args, "core_tables")
+    write_core_tables(plan, handed.read, handed.skipped, out=tuple(args.out), files=handed.files)
 
 
-def _report_table1(plan, args, runs, skipped) -> None:
+def _report_table(args: argparse.Namespace) -> None:
+    from ..report.tables import write_experiment_table
+
+    plan = _plan(args)
+    handed = _handed(plan, args, "experiment_table", args.name)
+    write_experiment_table(plan, args.name, handed.read, handed.skipped, args.out, files=handed.files)
+
+
+def _report_figure(args: argparse.Namespace) -> None:
+    from ..report.figures import write_experiment_figure
+
+    plan = _plan(args)
+    handed = _handed(plan, args, "experiment_figure", args.name)
+    write_experiment_figure(plan, args.name, handed.read, args.out, files=handed.files)
+
+
+def _report_table1(args: argparse.Namespace) -> None:
     from ..report.tables import write_table1
 
+    plan = _plan(args)
+    groups = None if args.groups is None else plan.handed_group_files(plan.table1_group_references(), args.groups)
     robustness = None
     if args.sensitivity is not None:
         import pandas as pd
@@ -82,17 +84,14 @@ def _report_table1(plan, args, runs, skipped) -> None:
 
         robustness = robustness_line(pd.read_parquet(args.sensitivity))
     write_table1(plan, args.runs, args.shapes, args.out[0], args.out[1], robustness=robustness,
-                 html=args.out[2] if len(args.out) > 2 else None)
+                 html=args.out[2] if len(args.out) > 2 else None, group_files=groups)
 
 
-def _report_sensitivity(plan, args, runs, skipped) -> None:
-    from ..foundations.convert import json_argument
+def _report_sensitivity(args: argparse.Namespace) -> None:
     from ..report.sensitivity import write_sensitivity
 
-    groups = json_argument(args.groups_json, "--groups-json", dict, "a JSON object of setting -> barrier-groups file") or {}
-    for setting, path in groups.items():
-        if not Path(path).is_file():
-            raise SettingsError(f"--groups-json: the barrier-groups file of {setting} not found: {path}")
+    plan = _plan(args)
+    groups = plan.handed_group_files(plan.group_list_settings(), args.groups)
     write_sensitivity(plan, args.runs, args.shapes, args.out[0], args.out[1], args.out[2], groups)
     if len(args.out) > 3:
         from ..report.html import write_markdown_html
@@ -100,53 +99,81 @@ def _report_sensitivity(plan, args, runs, skipped) -> None:
         write_markdown_html(args.out[1], args.out[3], "Table 1 under other thresholds")
 
 
-def _report_table(plan, args, runs, skipped) -> None:
-    from ..report.tables import write_experiment_table
-
-    write_experiment_table(plan, args.name, runs, skipped, args.out[0])
-
-
-def _report_figure(plan, args, runs, skipped) -> None:
-    from ..report.figures import write_experiment_figure
-
-    write_experiment_figure(plan, args.name, runs, args.out[0])
-
-
-def _report_figure_a11(plan, args, runs, skipped) -> None:
+def _report_figure_a11(args: argparse.Namespace) -> None:
     from ..report.figures import figure_a11
 
-    figure_a11(plan, args.paths, args.shapes, args.table1, args.runs, args.out[0])
+    figure_a11(_plan(args), args.paths, args.shapes, args.table1, args.runs, args.out[0],
+               args.out[1] if len(args.out) > 1 else None)
 
 
-# `linpath report <what>`: what each kind writes (REPORT_NEEDS says what it reads).
-REPORTS = {"core-tables": _report_core_tables, "table1": _report_table1, "table1-sensitivity": _report_sensitivity,
-           "table": _report_table, "figure": _report_figure, "figure-a11": _report_figure_a11,
-           "so-far": _report_so_far}
+def _report_so_far(args: argparse.Namespace) -> None:
+    from ..report.so_far import progress_markdown, write_so_far
+
+    plan = _plan(args)
+    out = Path(args.out) if args.out else plan.layout.results / "so_far"
+    print(progress_markdown(write_so_far(plan, out), plan), end="")
+    print(f"tables so far -> {out}")
+
+
+class _OutCount(argparse.Action):
+    """--out with a count the kind allows (a tuple of counts): usage error otherwise."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) not in self.const:
+            parser.error(f"--out takes {' or '.join(map(str, self.const))} file(s), got {len(values)}")
+        setattr(namespace, self.dest, values)
 
 
 def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
-    p = verbs.add_parser("report", parents=[debug], help="the workflow's tables and figures (what its table and figure rules run)")
-    p.add_argument("what", choices=list(REPORT_NEEDS),
-                   help="core-tables: runs/paths/shapes over --runs-json; table1; table1-sensitivity; table NAME; figure EXPERIMENT; "
-                        "figure-a11; so-far: runs/paths/shapes and Table 1 of the runs finished so far, with the "
-                        "pending and failed runs listed (into --out FOLDER, default <results>/so_far)")
-    p.add_argument("name", nargs="?", help="the per-experiment table (table) or the experiment (figure)")
+    report = verbs.add_parser("report", parents=[debug], help="the workflow's tables and figures (what its table and figure rules run)")
+    kinds = report.add_subparsers(dest="what", required=True, metavar="KIND")
+    common = argparse.ArgumentParser(add_help=False, parents=[debug])
     # --configfile as for `linpath plan` and Snakemake; --config, its older name, is kept as an alias.
-    p.add_argument("--configfile", "--config", dest="config", required=True,
-                   help="the workflow config as JSON or YAML (results/derived/config.json); alias: --config")
-    p.add_argument("--runs-json", help="the run ids to read, as a JSON list (core-tables, table, figure)")
-    p.add_argument("--skipped-json", help="run id -> why it was not trained, as a JSON object")
-    p.add_argument("--runs", help="runs.parquet (table1, figure-a11)")
-    p.add_argument("--shapes", help="shapes.parquet (table1, figure-a11)")
-    p.add_argument("--paths", help="paths.parquet (figure-a11)")
-    p.add_argument("--table1", help="table1.parquet (figure-a11)")
-    p.add_argument("--groups-json", help="table1-sensitivity: setting -> its barrier-groups file (results/derived/"
-                   "barrier_groups/<setting>.yaml), as a JSON object, for every setting whose groups others read")
-    p.add_argument("--sensitivity", help="table1_sensitivity.parquet (table1: its robustness count goes into table1.md)")
-    p.add_argument("--out", nargs="+", default=[], help="output file(s); table1: the parquet, the markdown and "
-                   "(optional) the markdown as HTML; table1-sensitivity: the parquet, the markdown, the barrier-group "
-                   "parquet and (optional) the markdown as HTML")
-    p.set_defaults(func=_cmd_report)
+    common.add_argument("--configfile", "--config", dest="config", required=True,
+                        help="the workflow config as JSON or YAML (results/derived/config.json); alias: --config")
+    handed = argparse.ArgumentParser(add_help=False)
+    handed.add_argument("--run-files", nargs="*", default=[], help="the runs' outcome.yaml, sweep and shapes files "
+                        "(exactly those the plan names for the runs read: Plan.run_files)")
+    handed.add_argument("--measurements", nargs="*", default=[], help="the barrier.yaml and barrier-groups files that "
+                        "decide which of the measured runs exist (Plan.measurement_files)")
+
+    def kind(name: str, func, help: str, parents=()) -> argparse.ArgumentParser:
+        p = kinds.add_parser(name, parents=[common, *parents], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = kind("core-tables", _report_core_tables, "runs, paths and shapes over every planned run", [handed])
+    p.add_argument("--out", nargs=3, required=True, metavar=("RUNS", "PATHS", "SHAPES"), help="the three parquet tables")
+    p = kind("table", _report_table, "one per-experiment table (Tab. A2, A3, ...) from its rows' runs", [handed])
+    p.add_argument("name", metavar="NAME", help="the table, as the reference file names it")
+    p.add_argument("--out", required=True, help="the table (parquet)")
+    p = kind("figure", _report_figure, "one experiment's figure from its runs' sweeps", [handed])
+    p.add_argument("name", metavar="EXPERIMENT", help="the experiment (E1, E2, ...)")
+    p.add_argument("--out", required=True, help="the figure (PNG)")
+    p = kind("table1", _report_table1, "Table 1 from the runs and shapes tables")
+    p.add_argument("--runs", required=True, help="runs.parquet")
+    p.add_argument("--shapes", required=True, help="shapes.parquet")
+    p.add_argument("--sensitivity", help="table1_sensitivity.parquet: its robustness count goes into table1.md")
+    p.add_argument("--groups", nargs="*", default=None, help="the barrier-groups files of the rows whose shape comes "
+                   "from the barrier groups (default: those under the config's results folder)")
+    p.add_argument("--out", nargs="+", required=True, action=_OutCount, const=(2, 3),
+                   help="the parquet, the markdown and (optional) the markdown as HTML")
+    p = kind("table1-sensitivity", _report_sensitivity, "Table 1 relabelled over a grid of thresholds")
+    p.add_argument("--runs", required=True, help="runs.parquet")
+    p.add_argument("--shapes", required=True, help="shapes.parquet")
+    p.add_argument("--groups", nargs="*", default=[], help="the barrier-groups file of every setting whose groups "
+                   "others read (results/derived/barrier_groups/<setting>.yaml)")
+    p.add_argument("--out", nargs="+", required=True, action=_OutCount, const=(3, 4),
+                   help="the parquet, the markdown, the barrier-group parquet and (optional) the markdown as HTML")
+    p = kind("figure-a11", _report_figure_a11, "Figure A11: shape against accuracy change, per Table 1 comparison")
+    for flag, what in (("paths", "paths.parquet"), ("shapes", "shapes.parquet"), ("table1", "table1.parquet"),
+                       ("runs", "runs.parquet")):
+        p.add_argument(f"--{flag}", required=True, help=what)
+    p.add_argument("--out", nargs="+", required=True, action=_OutCount, const=(1, 2),
+                   help="the figure as PNG and (optional) as PDF")
+    p = kind("so-far", _report_so_far, "runs/paths/shapes and Table 1 of the runs finished so far, with the pending "
+             "and failed runs listed")
+    p.add_argument("--out", help="the folder (default: <results>/so_far)")
 
     p = verbs.add_parser("plan", parents=[debug], help="runs, epochs, path sweeps and estimated hours of a config, before submitting")
     p.add_argument("--configfile", action="append", help="merged over the workflow config in order, as Snakemake does; repeatable")

@@ -26,17 +26,18 @@ from .tables import (  # noqa: E402
     collect,
     full_delta,
     group_barrier,
+    run_file_list,
     select,
     trained,
     trained_of_planned,
 )
 
 
-def _save(fig, out: Path, pdf: bool = False) -> None:
+def _save(fig, out: Path, pdf: Path | None = None) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
-    if pdf:
-        with atomic_path(out.with_suffix(".pdf")) as tmp:
+    if pdf is not None:
+        with atomic_path(pdf) as tmp:
             fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})  # same bytes each time
     plt.close(fig)
 
@@ -303,18 +304,21 @@ def experiment_figure(plan: Plan, experiment: str, paths, out: str | Path) -> No
 
 
 def write_experiment_figure(plan: Plan, experiment: str, run_ids: list[str], out: str | Path,
-                            log: str | None = None) -> None:
-    """One experiment's figure from the sweeps of its (trained) runs."""
-    paths = collect(plan, run_ids, [str(plan.layout.sweep(r)) for r in run_ids]) if run_ids else \
+                            log: str | None = None, files: dict[str, dict[str, str]] | None = None) -> None:
+    """One experiment's figure from the sweeps of its (trained) runs: the handed `files` (None: the layout's)."""
+    run_ids = [r for r in run_ids if plan.swept(r)]
+    paths = collect(plan, run_ids, run_file_list(plan, run_ids, "sweep", files)) if run_ids else \
         pd.DataFrame(columns=["setting", "seed", "path", "start", "group", "param_group", "bn_mode", "split", "alpha",
                               "loss"])
     experiment_figure(plan, experiment, paths, out)
     note(log, f"{experiment}: figure of {len(run_ids)} runs -> {out}")
 
 
-def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, log: str | None = None) -> None:
-    _save(a11_figure(plan, paths, shapes, table1, runs), Path(out), pdf=True)
-    note(log, f"wrote {out} and its PDF")
+def figure_a11(plan: Plan, paths, shapes, table1, runs, out: str | Path, pdf: str | Path | None = None,
+               log: str | None = None) -> None:
+    """Figure A11 as PNG (`out`) and, given `pdf`, as PDF (vector, for print)."""
+    _save(a11_figure(plan, paths, shapes, table1, runs), Path(out), Path(pdf) if pdf is not None else None)
+    note(log, f"wrote {out}" + (f" and {pdf}" if pdf is not None else ""))
 
 
 def a11_figure(plan: Plan, paths, shapes, table1, runs):

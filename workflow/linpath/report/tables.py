@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from ..foundations.io import note, write_parquet, write_text
+from ..foundations.layout import RunDir
 from ..foundations.outcome import read_outcome
 from ..study.plan import Plan, row_comparisons
 
@@ -35,20 +36,23 @@ def run_columns(plan: Plan, run_id: str) -> dict:
             "seed": run.seed, "parent": run.parent, "spawn_epoch": run.spawn_epoch, "child": run.child}
 
 
-def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = None) -> pd.DataFrame:
+def runs_table(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = None,
+               files: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
     """One row per planned run: trained runs with their final metrics, and runs that were not trained
-    (`status` skipped, with the reason) so that no planned run disappears silently."""
+    (`status` skipped, with the reason) so that no planned run disappears silently. `files`: each run's
+    handed outcome file (its folder holds the settings and summary); None: the layout's."""
     rows = []
     for run_id in run_ids:
-        outcome = read_outcome(plan.layout.run_dir(run_id))
+        run_dir = RunDir(Path(files[run_id]["outcome"]).parent if files else plan.layout.run_dir(run_id))
+        outcome = read_outcome(run_dir.path)
         if outcome is None:
-            raise FileNotFoundError(f"{plan.layout.run_file(run_id, 'outcome')}: run {run_id} has not finished")
-        spec = yaml.safe_load(plan.layout.run_file(run_id, "settings").read_text())
+            raise FileNotFoundError(f"{run_dir.outcome}: run {run_id} has not finished")
+        spec = yaml.safe_load(run_dir.settings.read_text())
         row = {**run_columns(plan, run_id), "status": outcome.status, "status_reason": outcome.reason,
                "failure": outcome.kind, "model": spec["model"]["arch"], "dataset": spec["data"]["dataset"],
                "settings": json.dumps(spec, sort_keys=True)}
         if outcome.trained:
-            summary = yaml.safe_load(plan.layout.run_file(run_id, "summary").read_text())
+            summary = yaml.safe_load(run_dir.summary.read_text())
             summary.pop("run", None)
             row.update(summary)
         rows.append(row)
@@ -108,15 +112,23 @@ def collect(plan: Plan, run_ids: list[str], files: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "experiment", "setting", "seed"])
 
 
+def run_file_list(plan: Plan, run_ids: list[str], role: str, files: dict[str, dict[str, str]] | None) -> list[str]:
+    """Each run's sweep or shapes file: the handed one (`files`, Plan.handed_runs), else the layout's."""
+    where = {"sweep": plan.layout.sweep, "shapes": plan.layout.shapes}[role]
+    return [files[r][role] if files else str(where(r)) for r in run_ids]
+
+
 def write_core_tables(plan: Plan, run_ids: list[str], skipped: dict[str, str] | None = None,
-                      log: str | None = None) -> None:
-    """runs / paths / shapes over these runs (skipped runs are rows of runs.parquet with their reason)."""
-    layout = plan.layout
-    write_parquet(runs_table(plan, run_ids, skipped), layout.table("runs"))
+                      log: str | None = None, *, out: tuple | None = None,
+                      files: dict[str, dict[str, str]] | None = None) -> None:
+    """runs / paths / shapes over these runs (skipped runs are rows of runs.parquet with their reason), into
+    `out` (three files; None: the layout's tables), from the handed `files` (None: the layout's)."""
+    runs_out, paths_out, shapes_out = out or (plan.layout.table(t) for t in ("runs", "paths", "shapes"))
+    write_parquet(runs_table(plan, run_ids, skipped, files), runs_out)
     swept = [r for r in run_ids if plan.swept(r)]  # spawned children are measured in pairs (linpath.paths.lmc)
-    write_parquet(collect(plan, swept, [str(layout.sweep(r)) for r in swept]), layout.table("paths"))
-    write_parquet(collect(plan, swept, [str(layout.shapes(r)) for r in swept]), layout.table("shapes"))
-    note(log, f"{len(run_ids)} runs ({len(skipped or {})} skipped) -> {layout.table('runs')} and beside it")
+    write_parquet(collect(plan, swept, run_file_list(plan, swept, "sweep", files)), paths_out)
+    write_parquet(collect(plan, swept, run_file_list(plan, swept, "shapes", files)), shapes_out)
+    note(log, f"{len(run_ids)} runs ({len(skipped or {})} skipped) -> {runs_out}, {paths_out}, {shapes_out}")
 
 
 # --- summary rules ---------------------------------------------------------------
@@ -445,12 +457,13 @@ def comparison_name(setting: str, baseline: str | None) -> str:
     return f"{setting} vs {baseline}" if baseline else f"{setting} (no baseline)"
 
 
-def read_barrier_groups(plan: Plan) -> dict[str, dict]:
-    """The measured barrier-groups files (barrier_groups/<setting>.yaml) of the settings whose groups decide
-    a `shape_from: barrier_groups` row; a setting without its file yet is left out (its row says so)."""
+def read_barrier_groups(plan: Plan, files: dict[str, str] | None = None) -> dict[str, dict]:
+    """The measured barrier-groups files of the settings whose groups decide a `shape_from: barrier_groups`
+    row: `files` (setting -> the handed file), else the layout's; a file not there yet is left out (its row
+    says so)."""
     out = {}
     for setting in plan.table1_group_references():
-        path = plan.layout.groups_file(setting)
+        path = Path(files[setting]) if files is not None else plan.layout.groups_file(setting)
         if path.is_file():
             out[setting] = yaml.safe_load(path.read_text()) or {}
     return out
@@ -698,13 +711,15 @@ def table1_markdown(t1: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
 
 
 def write_table1(plan: Plan, runs: str | Path, shapes: str | Path, out: str | Path, markdown: str | Path,
-                 log: str | None = None, robustness: str | None = None, html: str | Path | None = None) -> None:
+                 log: str | None = None, robustness: str | None = None, html: str | Path | None = None,
+                 group_files: dict[str, str] | None = None) -> None:
     """`robustness`: the line (linpath.report.sensitivity.robustness_line) that table1.md states after its agreement;
-    `html`: where the markdown goes as a page of its own (the workflow's report shows it)."""
+    `html`: where the markdown goes as a page of its own (the workflow's report shows it); `group_files`: the
+    barrier-groups files of the `shape_from: barrier_groups` rows (read_barrier_groups)."""
     from .html import markdown_html
 
     runs_frame = pd.read_parquet(runs)
-    t1 = table1(plan, runs_frame, pd.read_parquet(shapes), barrier_groups=read_barrier_groups(plan))
+    t1 = table1(plan, runs_frame, pd.read_parquet(shapes), barrier_groups=read_barrier_groups(plan, group_files))
     write_parquet(t1, out)
     text = table1_markdown(t1, runs_frame)
     if robustness is not None:
@@ -778,7 +793,7 @@ def experiment_table(name: str, spec: dict, runs: pd.DataFrame, shapes: pd.DataF
 
 
 def write_experiment_table(plan: Plan, name: str, run_ids: list[str], skipped: dict[str, str], out: str | Path,
-                           log: str | None = None) -> None:
+                           log: str | None = None, files: dict[str, dict[str, str]] | None = None) -> None:
     """One per-experiment table of the reference file, from the runs of its rows alone."""
     reference = plan.reference()
     if name not in reference.get("tables", {}):
@@ -786,8 +801,9 @@ def write_experiment_table(plan: Plan, name: str, run_ids: list[str], skipped: d
     spec = dict(reference["tables"][name])
     rows = [{**row, "setting": plan.row_setting(row, name)} for row in spec["rows"]]
     spec["rows"] = [row for row in rows if row["setting"] in plan.settings]  # what this config plans
-    shapes = collect(plan, run_ids, [str(plan.layout.shapes(r)) for r in run_ids]) if run_ids else None
-    frame = experiment_table(name, spec, runs_table(plan, run_ids, skipped), shapes,
+    swept = [r for r in run_ids if plan.swept(r)]
+    shapes = collect(plan, swept, run_file_list(plan, swept, "shapes", files)) if swept else None
+    frame = experiment_table(name, spec, runs_table(plan, run_ids, skipped, files), shapes,
                              SummaryRules.from_config(plan.config.get("shapes")))
     write_parquet(frame, out)
     note(log, f"{name}: {len(frame)} rows from {len(run_ids)} runs -> {out}")

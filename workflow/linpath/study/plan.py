@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -27,6 +28,16 @@ from ..foundations.layout import Layout
 from . import spawn as spawning
 from .config import check_config
 from .references import Reference, find, substitute
+
+@dataclass(frozen=True)
+class HandedRuns:
+    """The runs a table or figure job reads, from the files its rule handed it (Plan.handed_runs):
+    `files[run id][role]` is the handed outcome, sweep or shapes file of each run read."""
+
+    read: list[str]
+    skipped: dict[str, str]
+    files: dict[str, dict[str, str]]
+
 
 # The Snakemake rules that train a run, one per role (Plan.role), and the rules that measure paths of trained
 # states. Each of them asks for a GPU in profiles/default/config.yaml (tests/test_one_home.py checks that).
@@ -222,6 +233,87 @@ class Plan:
             if self.measured(up) and self.skip_reason(up, groups, barriers):
                 return f"its upstream run {up} is skipped"
         return None
+
+    def measurements(self, run_ids) -> tuple[list[str], list[str]]:
+        """(barrier parents, settings whose group lists are read): the measurements (barrier.yaml of E5,
+        barrier-groups files of E11/E13/E16) that decide which of these runs exist, upstream included."""
+        closure = self.upstream_closure([r for r in run_ids if self.measured(r)])
+        parents = sorted({self.runs[r].barrier_from for r in closure if self.runs[r].barrier_from})
+        settings = sorted({s for r in closure for s in self.runs[r].groups_from})
+        return parents, settings
+
+    def measurement_files(self, run_ids) -> list[str]:
+        parents, settings = self.measurements(run_ids)
+        return sorted([str(self.layout.barrier_yaml(p)) for p in parents]
+                      + [str(self.layout.groups_file(s)) for s in settings])
+
+    def skipped_runs(self, run_ids, read_yaml) -> dict[str, str]:
+        """Run id -> why it is not trained, for the measured ones among these runs. `read_yaml(path)` reads a
+        measurement file (Plan.measurement_files): the workflow's input functions and the report commands
+        work this out the same way, each from the files it has."""
+        parents, settings = self.measurements(run_ids)
+        barriers = {p: read_yaml(str(self.layout.barrier_yaml(p))) for p in parents}
+        groups = {s: read_yaml(str(self.layout.groups_file(s))) for s in settings}
+        reasons = {r: self.skip_reason(r, groups, barriers) for r in run_ids if self.measured(r)}
+        return {r: why for r, why in reasons.items() if why}
+
+    def run_files(self, run_ids) -> list[str]:
+        """The files a table or figure reads of each run: its outcome (its folder's settings and summary beside
+        it), sweep and shapes (spawned children have no sweep of their own: they are measured in pairs)."""
+        return [str(f) for r in run_ids
+                for f in (self.layout.run_file(r, "outcome"), *((self.layout.sweep(r), self.layout.shapes(r))
+                                                                 if self.swept(r) else ()))]
+
+    def report_runs(self, job: str, name: str | None = None) -> list[str]:
+        """The planned runs a table or figure job reads: every run (core tables), a per-experiment table's
+        rows' runs, or an experiment's figure's runs. Measured ones included; some may be skipped."""
+        if job == "core_tables":
+            return list(self.runs)
+        if job == "experiment_table":
+            rows = self.reference()["tables"][name]["rows"]
+            settings = {self.row_setting(row, name) for row in rows}
+            return [r for s in self.settings if s in settings for r in self.runs_of(s)]
+        if job == "experiment_figure":
+            return self.experiment_runs(name)
+        raise ValueError(f"no report job {job!r}")
+
+    def handed_runs(self, planned: list[str], run_files: list[str], measurement_files: list[str]) -> HandedRuns:
+        """The runs of `planned` a job reads, worked out from the measurement files it was handed, with their
+        handed files. The handed files must be exactly those the plan names (Plan.run_files and
+        Plan.measurement_files): a DAG and a command that disagree stop here, naming the first difference."""
+        def check(handed: list[str], expected: list[str], flag: str) -> dict[str, str]:
+            by_path = {os.path.normpath(f): f for f in handed}
+            want = {os.path.normpath(f) for f in expected}
+            missing, extra = sorted(want - set(by_path)), sorted(set(by_path) - want)
+            if missing or extra:
+                words = [f"{len(missing)} planned file(s) not handed, e.g. {missing[0]}" if missing else "",
+                         f"{len(extra)} handed file(s) not planned, e.g. {extra[0]}" if extra else ""]
+                raise SettingsError(f"{flag}: not the files of the planned runs: " + "; ".join(w for w in words if w))
+            return by_path
+
+        check(measurement_files, self.measurement_files(planned), "--measurements")
+        skipped = self.skipped_runs(planned, lambda path: yaml.safe_load(open(path)) or {})
+        read = [r for r in planned if r not in skipped]
+        handed = check(run_files, self.run_files(read), "--run-files")
+        roles = {"outcome": lambda r: self.layout.run_file(r, "outcome"), "sweep": self.layout.sweep,
+                 "shapes": self.layout.shapes}
+        files = {r: {role: handed[os.path.normpath(str(where(r)))] for role, where in roles.items()
+                     if role == "outcome" or self.swept(r)} for r in read}
+        return HandedRuns(read, skipped, files)
+
+    def group_list_settings(self) -> list[str]:
+        """The settings whose barrier groups other settings read (E11, E13, E16)."""
+        return sorted({s for run in self.runs.values() for s in run.groups_from})
+
+    def handed_group_files(self, settings: list[str], files: list[str], flag: str = "--groups") -> dict[str, str]:
+        """Setting -> its handed barrier-groups file; the files must be exactly those of `settings`."""
+        by_path = {os.path.normpath(f): f for f in files}
+        want = {os.path.normpath(str(self.layout.groups_file(s))): s for s in settings}
+        if set(by_path) != set(want):
+            missing, extra = sorted(set(want) - set(by_path)), sorted(set(by_path) - set(want))
+            raise SettingsError(f"{flag}: not the barrier-groups files of {', '.join(settings) or 'no setting'}"
+                                + (f"; missing {missing[0]}" if missing else "") + (f"; not planned {extra[0]}" if extra else ""))
+        return {s: by_path[path] for path, s in sorted(want.items(), key=lambda kv: kv[1])}
 
     def waiting_generations(self, run_id: str) -> int:
         """How many generations of runs wait on this one (0: none). The workflow gives a run's jobs this
