@@ -20,7 +20,7 @@ from linpath.foundations.hparams import GroupRule, RunSpec, SettingsError
 from linpath.study.barrier_groups import barrier_groups, group_decisions, write_barrier_groups
 from linpath.study.layer_groups import group_roles, layer_groups
 from linpath.study.references import Reference
-from test_paper_config import merged
+from conftest import merged
 from linpath.study.plan import Plan
 
 TOL = GroupRule().tol

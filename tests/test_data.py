@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,55 +16,9 @@ from linpath.engine import data
 from linpath.engine.data import DataError
 from linpath.foundations.hparams import DataSpec, SettingsError
 
+from conftest import CIFAR_TRAIN, write_cifar10, write_mnist
+
 # --- CIFAR-10: the python-pickle batches ----------------------------------------
-
-
-class _Py2Pickler(pickle._Pickler):
-    """Writes `bytes` as Python 2 `str` (BINSTRING), the way the official CIFAR batches were pickled:
-    read back with encoding="latin1" (torchvision) the keys are str, with encoding="bytes" they are b"data"."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_bytes(self, obj: bytes) -> None:
-        n = len(obj)
-        if n < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_bytes
-
-
-def _py2_pickle(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2).dump(obj)
-    path.write_bytes(buf.getvalue())
-
-
-CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR_LABEL_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-
-
-def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
-    """Write cifar-10-batches-py/ as the official archive lays it out; return the arrays written."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rows, labels = [], []
-    for i, name in enumerate(CIFAR_TRAIN + ["test_batch"]):
-        n = n_test if name == "test_batch" else per_batch
-        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        y = [int(v) for v in rng.integers(0, 10, size=n)]
-        label = b"testing batch 1 of 1" if name == "test_batch" else b"training batch %d of 5" % (i + 1)
-        _py2_pickle({b"batch_label": label, b"labels": y, b"data": x,
-                     b"filenames": [b"img_%d_%d.png" % (i, j) for j in range(n)]}, folder / name)
-        rows.append(x)
-        labels.append(np.asarray(y, dtype=np.int64))
-    _py2_pickle({b"num_cases_per_batch": per_batch, b"label_names": CIFAR_LABEL_NAMES, b"num_vis": 3072},
-                folder / "batches.meta")
-    return {"train_x": np.concatenate(rows[:5]), "train_y": np.concatenate(labels[:5]),
-            "test_x": rows[5], "test_y": labels[5]}
 
 
 def _md5(path: Path) -> str:
@@ -142,25 +94,6 @@ def test_cifar10_local_copies_load_without_the_official_checksums(tmp_path):
 
 
 # --- MNIST / Fashion-MNIST: big-endian idx files --------------------------------
-
-
-def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
-    header = struct.pack(">i", magic) + b"".join(struct.pack(">i", d) for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 12, n_test: int = 5, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    out = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 2049)
-        out[prefix] = (images, labels)
-    return out
 
 
 @pytest.mark.parametrize("verify", [True, False])

@@ -24,7 +24,7 @@ from conftest import assert_states_equal, checkpoint_epoch, load_tensors
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import RunSpec
 from linpath.engine.train import train
-from test_workflow import REPO, job_stats, output_of, snakemake, tail
+from conftest import REPO, job_stats, output_of, snakemake, tail
 
 FAULTS = REPO / "tests" / "configs" / "faults.yaml"
 CHECKOUT_PARTS = ("Snakefile", "workflow", "envs", "profiles")

@@ -292,8 +292,7 @@ def test_figure_a11_points_are_the_comparisons_of_table1():
     """Figure A11 pairs settings by Table 1's rule (row_comparisons): the middle fixed LR, whose row compares
     it with each other fixed LR, is a point against each of them (not against a baseline of its own), and
     each point's accuracy change is the one Table 1 states for that comparison."""
-    from test_table1_rows import fixed_lr_plan, fixed_lr_runs
-    from test_tables import SEEDS, shape_row
+    from conftest import SEEDS, fixed_lr_plan, fixed_lr_runs, shape_row
 
     from linpath.report.tables import table1
 

@@ -18,7 +18,7 @@ from linpath.paths.shapes import ShapeThresholds
 from linpath.report.tables import group_barrier, table1
 from linpath.study.barrier_groups import barrier_groups
 from linpath.foundations.hparams import GroupRule
-from test_paper_config import merged
+from conftest import merged
 
 SEEDS = [0, 1, 2, 3]
 

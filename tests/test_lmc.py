@@ -305,7 +305,7 @@ def test_a_run_that_saves_spawn_states_refuses_a_stop_rule_without_a_last_epoch(
 
 
 def test_the_instability_figure_alone_builds_only_base_runs_spawns_and_pair_sweeps(tmp_path):
-    from test_workflow import job_stats, output_of, snakemake, tail, with_default_config
+    from conftest import job_stats, output_of, snakemake, tail, with_default_config
 
     workdir = with_default_config(tmp_path)
     proc = snakemake(workdir, "-n", "--cores", "2", "results/figures/instability.png")
@@ -326,7 +326,7 @@ def test_the_instability_figure_alone_builds_only_base_runs_spawns_and_pair_swee
 @pytest.fixture(scope="module")
 def lmc_run(tmp_path_factory):
     """tests/configs/lmc_mini.yaml run to the end with `--cores 2`."""
-    from test_workflow import snakemake, tail
+    from conftest import snakemake, tail
 
     workdir = tmp_path_factory.mktemp("lmc_workflow")
     (workdir / "config").mkdir()
@@ -386,7 +386,7 @@ def report_results(report: Path) -> dict[str, dict]:
 def test_the_html_report_shows_the_tables_and_every_figure_with_its_caption(lmc_run, tmp_path):
     """`snakemake --report`: Table 1 and its sensitivity table as pages, the instability figure and each
     plane beside the experiment figures and Figure A11, each with its caption."""
-    from test_workflow import snakemake, tail
+    from conftest import snakemake, tail
 
     workdir, plan = lmc_run
     report = tmp_path / "report.html"
@@ -428,6 +428,8 @@ def test_linpath_plan_costs_the_children_pairs_and_planes():
     assert est.rules["spawn"].jobs == len(children) == 3 * 7 * 2
     assert est.rules["spawn"].epochs == sum(100 - r.spawn_epoch for r in children)
     assert est.rules["lmc_path"].jobs == len(lmc.pairs) and est.rules["lmc_path"].hours > 0
-    assert est.rules["plane"].jobs == len(lmc.planes) == 4  # E1's two MLPs, E2's base and children planes
-    # A grid of 29 x 29 points.
-    assert est.rules["plane"].path_points == 4 * 29 * 29
+    random = [job for job in lmc.planes.values() if job.spec.random]
+    # E1's two MLPs, E2's base and children planes; random planes: the spiral MLP's, base's in both BN modes.
+    assert est.rules["plane"].jobs == len(lmc.planes) == 4 + 3 and len(random) == 3
+    # A grid of 29 x 29 points; a random plane's grid and line.
+    assert est.rules["plane"].path_points == 4 * 29 * 29 + sum(j.spec.points**2 + j.spec.line_points for j in random)

@@ -4,24 +4,11 @@ and the variants of the paper that the default leaves out. Pure planning: nothin
 from __future__ import annotations
 
 import pytest
-import yaml
-from snakemake.utils import update_config, validate
+from snakemake.utils import validate
 
 from linpath.study.plan import Plan
 
-from conftest import REPO
-
-
-def load(name: str) -> dict:
-    return yaml.safe_load((REPO / "config" / name).read_text())
-
-
-def merged(*names: str) -> dict:
-    """config.yaml with each overlay merged over it, as Snakemake merges a --configfile."""
-    config = load("config.yaml")
-    for name in names:
-        update_config(config, load(name))
-    return config
+from conftest import REPO, load, merged, resolved
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +23,6 @@ def paper() -> Plan:
 @pytest.fixture(scope="module")
 def default() -> Plan:
     return Plan(load("config.yaml"))
-
-
-def resolved(plan: Plan, setting: str, seed: int = 0, groups: dict | None = None) -> dict:
-    placeholder = {s: {"with_barrier": ["block2", "block3"], "without_barrier": ["stem", "block1", "block4", "head"],
-                       "ranked": ["block3", "block2"], "widenable": []} for s in plan.settings}
-    return plan.resolve(plan.by_setting[(setting, seed)], groups or placeholder)
 
 
 @pytest.mark.parametrize("setting", [f"{tp}_all_but_ri{k}" for tp in ("t", "p") for k in (1, 2, 3, 4)])

@@ -21,8 +21,7 @@ import torchvision
 import yaml
 
 from linpath.study.plan import Plan
-from test_data import write_cifar10, write_mnist
-from test_workflow import TRAINING_RULES, paper_config, snakemake, tail, with_default_config
+from conftest import TRAINING_RULES, paper_config, snakemake, tail, with_default_config, write_cifar10, write_mnist
 
 # Any rise is a barrier: a full path's (label B) and a group path's (the monotonic rule).
 ZERO_THRESHOLDS = {"barrier_tol": 0.0, "barrier_rel": 0.0, "barrier_groups": {"rule": "monotonic", "tol": 0.0}}

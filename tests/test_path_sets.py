@@ -11,8 +11,7 @@ import pytest
 
 from linpath.study.plan import Plan, path_set_mismatches, swept_paths
 from linpath.foundations.hparams import SweepSpec
-from test_paper_config import merged
-from test_tables import config
+from conftest import config, merged
 
 
 def checked(cfg: dict) -> list[str]:

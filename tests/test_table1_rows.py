@@ -18,8 +18,7 @@ from linpath.foundations.hparams import RunSpec
 from linpath.report.tables import (LAYER_MISSING, agreement_counts, interval_caveat, interval_text, mean_interval,
                                    row_comparisons, table1, table1_markdown, unreachable_paper_labels)
 from linpath.engine.train import StepSettings
-from test_paper_config import merged, resolved
-from test_tables import SEEDS, config, run_row, shape_row
+from conftest import SEEDS, config, fixed_lr_plan, fixed_lr_runs, merged, resolved, run_row, shape_row
 
 
 @pytest.fixture(scope="module")
@@ -73,20 +72,6 @@ def test_fixed_lrs_are_compared_with_each_other_not_with_the_scheduled_base(plan
     assert row_comparisons(plan, mid) == [("fixed_lr_mid", s) for s in others]
     assert rows["fixed LR != 0.01"]["settings"] == others
     assert {b for _, b in row_comparisons(plan, rows["fixed LR != 0.01"])} == {"fixed_lr_mid"}
-
-
-def fixed_lr_plan() -> Plan:
-    settings = {"mid": {"experiment": "E10"}, "high": {"experiment": "E10", "baseline": "mid"},
-                "low": {"experiment": "E10", "baseline": "mid"}}
-    return Plan(config(settings, [
-        {"intervention": "fixed LR = 0.01", "settings": ["mid"], "compare": {"mid": ["high", "low"]},
-         "paper_shape": "P", "paper_acc": "better"},
-        {"intervention": "fixed LR != 0.01", "settings": ["high", "low"], "paper_shape": "NB", "paper_acc": "worse"}]))
-
-
-def fixed_lr_runs(low_acc: float) -> pd.DataFrame:
-    acc = {"mid": 0.92, "high": 0.90, "low": low_acc}
-    return pd.DataFrame([run_row(n, s, a + 0.001 * s * (1 if n == "mid" else -1)) for n, a in acc.items() for s in SEEDS])
 
 
 def test_the_middle_lr_is_better_only_when_it_beats_each_other_lr():

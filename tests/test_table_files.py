@@ -1,6 +1,6 @@
-"""Tables and barrier inits at the level of detail a wrong result would show up in: which rows are
-selected, which numbers are compared, what a file holds. Written against the mutants that the
-test set of test_tables / test_barrier let through (README "Mutation testing").
+"""The table files (linpath.report.tables) written from a study on disk, at the level of detail a wrong
+result would show up in: which rows are selected, which numbers are compared, what a file holds (the
+core tables, Table 1 and the experiment tables).
 
 The study below is a small set of finished runs written to disk in the pipeline's own formats
 (run.yaml, summary.yaml, outcome.yaml, paths and shapes parquet per run, shapes computed by `shape_table`), so
@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from conftest import run_dict
 from linpath.foundations.outcome import Outcome, write_outcome
-from linpath.paths.barrier import find_barrier, interpolate_state, write_barrier_inits
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import SettingsError
 from linpath.paths.shapes import ShapeThresholds, shape_table
-from linpath.report.tables import (SummaryRules, _ordered, accuracy_change, agreement_counts, combined_word,
-                                   experiment_table, full_delta, group_barrier, label_counts,
-                                   layer_barrier_tag, mean_interval, not_trained, paper_parts, setting_summary,
-                                   table1, table1_markdown, trained, write_core_tables,
-                                   write_experiment_table, write_table1)
+from linpath.report.tables import (SummaryRules, experiment_table, mean_interval, not_trained, table1_markdown,
+                                   trained, write_core_tables, write_experiment_table, write_table1)
 
 ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 SEEDS = [0, 1, 2]
@@ -358,199 +352,6 @@ def test_nonmonotonic_share_counts_the_main_path_only():
     spec = {"rows": [{"label": "s", "setting": "s"}], "columns": ["nonmonotonic_pct", "delta"]}
     row = experiment_table("t", spec, runs, shapes).iloc[0]
     assert row["nonmonotonic_pct_mean"] == 0.0 and row["delta_mean"] == 0.0
-
-
-# --- per-seed labels and group barriers ------------------------------------------------------------
-
-
-def shape(setting, label, delta, seed=0, **where):
-    row = {"setting": setting, "seed": seed, "path": "full", "start": "init", "group": "all", "bn_mode": "interpolate",
-           "split": "train", "label": label, "delta": delta, "label_rule": "rule"}
-    row.update(where)
-    return row
-
-
-DISTRACTORS = [dict(split="test"), dict(start="other_init"), dict(bn_mode="recompute")]
-
-
-def test_label_counts_and_deltas_read_the_main_path_only():
-    rows = [shape("s", "NB", 0.0, seed=0), shape("s", None, np.nan, seed=1)]
-    rows += [shape("s", "B", 9.0, **where) for where in DISTRACTORS + [dict(path="group", group="block1")]]
-    shapes = pd.DataFrame(rows)
-    assert label_counts(shapes, ["s"]) == Counter({"NB": 1, "NaN": 1}), "a missing label counts as NaN"
-    assert full_delta(shapes, "s") == 0.0
-    assert full_delta(shapes, "other") is None
-
-
-def test_group_barrier_reads_group_paths_from_init_on_the_train_split_only():
-    rows = [shape("s", "B", 0.5, path="group", group="block1"), shape("s", "NB", 0.25, path="group", group="block2")]
-    rows += [shape("s", "B", 9.0, path="group", group="block1", **where) for where in DISTRACTORS]
-    rows += [shape("s", "B", 9.0)]
-    shapes = pd.DataFrame(rows)
-    assert group_barrier(shapes, "s") == pytest.approx(0.375)
-    assert group_barrier(shapes[shapes["path"] == "full"], "s") is None
-
-
-def test_ordered_puts_unknown_labels_last_in_name_order():
-    assert _ordered(["zz", "B", "aa", "none", "NB", "H-LB", "NaN", "P", "L-LB"]) == \
-           ["NB", "B", "P", "NaN", "H-LB", "L-LB", "none", "aa", "zz"]
-
-
-@pytest.mark.parametrize("mine,baseline", [(float("nan"), 0.2), (0.2, float("nan")), (float("inf"), 0.2),
-                                           (0.2, None), (None, None)])
-def test_layer_barrier_tag_needs_two_finite_means(mine, baseline):
-    assert layer_barrier_tag(mine, baseline, SummaryRules()) is None
-
-
-def test_layer_barrier_tag_lower_at_exactly_the_ratio_is_none():
-    assert layer_barrier_tag(0.2, 0.25, SummaryRules()) == "none"
-    assert layer_barrier_tag(0.2, 0.2501, SummaryRules()) == "L-LB"
-
-
-def test_summary_rules_from_config():
-    rules = SummaryRules.from_config({"label_min_share": "0.5", "acc_confidence": 0.9, "barrier_tol": 0.3,
-                                      "layer_barrier_ratio": 2})
-    assert rules == SummaryRules(label_min_share=0.5, acc_confidence=0.9, layer_barrier_ratio=2.0)
-    assert isinstance(rules.layer_barrier_ratio, float)
-    assert SummaryRules.from_config(None) == SummaryRules() == SummaryRules.from_config({})
-    assert rules.acc_rule().startswith("better / worse: the 90% Student-t interval of the mean paired change lies "
-                                       "above / below 0; else same. ")
-    assert SummaryRules(layer_barrier_ratio=1.5, layer_barrier_floor=0.02).layer_rule() == \
-           "H-LB / L-LB: mean group delta above / below the baseline's by a factor 1.5, both raised to at least 0.02"
-    assert SummaryRules(label_min_share=0.3).label_rule() == \
-           "a label holds for a setting when at least 0.3 of its seeds show it"
-
-
-# --- the accuracy test -------------------------------------------------------------------------------
-
-
-def test_accuracy_change_is_in_points_and_paired_by_seed():
-    runs = pd.DataFrame([{"setting": "a", "seed": 0, "test_acc": 0.90}, {"setting": "a", "seed": 1, "test_acc": 0.80},
-                         {"setting": "a", "seed": 5, "test_acc": 0.10},
-                         {"setting": "b", "seed": 1, "test_acc": 0.75}, {"setting": "b", "seed": 0, "test_acc": 0.95}])
-    assert accuracy_change(runs, "a", "b") == pytest.approx([-5.0, 5.0])
-
-
-def test_mean_interval_with_two_seeds_and_without_spread():
-    low, high = mean_interval([1.0, 3.0], 0.95)
-    half = 12.706204736174704 * 1.0  # t(0.975, 1) · s / √2 with s = √2
-    assert (low, high) == (pytest.approx(2.0 - half), pytest.approx(2.0 + half))
-    assert mean_interval([1.0, 1.0, 1.0], 0.95) == (1.0, 1.0)
-    assert mean_interval([2, 2], 0.95) == (2.0, 2.0)
-    low, high = mean_interval([0.0, 1.0, 2.0], 0.5)
-    assert high - low == pytest.approx(2 * 0.8164965809277261 / math.sqrt(3)), "t(0.75, 2) · s / √3 with s = 1"
-
-
-def test_combined_word_takes_the_most_frequent_word():
-    assert combined_word(["better", "better", "same"]) == "often better"
-    assert combined_word(["same", "better", "better"]) == "often better"
-    assert combined_word(["better", "same", "worse"]) == "mixed"
-
-
-def test_paper_labels_with_commas():
-    assert paper_parts("NB, B") == ({"NB", "B"}, None)
-    assert paper_parts("B,H-LB") == ({"B"}, {"H-LB"})
-    assert paper_parts("") == (None, None) and paper_parts(None) == (None, None)
-
-
-def test_setting_summary_without_a_baseline():
-    runs = pd.DataFrame([{"setting": "s", "seed": 0, "test_acc": 0.5}])
-    shapes = pd.DataFrame([shape("s", "NB", 0.0), shape("s", "B", 0.5, path="group", group="block1")])
-    plan = Plan({"seeds": [0], "base": {}, "settings": {"s": {"experiment": "E2"}}, "table1": []})
-    out = setting_summary(plan, runs, shapes, "s", None, SummaryRules())
-    assert out["baseline"] is None and out["baseline_group_delta"] is None and out["layer_tag"] is None
-    assert out["group_delta"] == 0.5 and out["labels"] == ["NB"]
-    assert len(out["diffs"]) == 0 and out["word"] is None and out["ci"] == (-math.inf, math.inf)
-
-
-def test_agreement_counts_count_only_stated_parts():
-    t1 = pd.DataFrame({"agrees_shape": [True, False, None], "agrees_layer": [None, None, None],
-                       "agrees_acc": [True, True, False]})
-    for col in t1.columns:
-        t1[col] = t1[col].astype("boolean")
-    assert agreement_counts(t1) == {"shape": (1, 2), "layer": (0, 0), "acc": (2, 3)}
-
-
-def test_table1_single_setting_rows_and_the_ci_of_pooled_rows():
-    settings = {"base": {"experiment": "E2"}, "a": {"experiment": "E9", "baseline": "base"},
-                "b": {"experiment": "E9", "baseline": "base"}, "other": {"experiment": "E9"}}
-    rows = [{"intervention": "a", "settings": ["a"], "paper_shape": "NB", "paper_acc": "worse"},
-            {"intervention": "a and b", "settings": ["a", "b"]},
-            {"intervention": "against other", "settings": ["a"], "baseline": "other"},
-            {"intervention": "untrained", "settings": ["nothing_here"]}]
-    plan = Plan({"seeds": [0, 1, 2], "base": {}, "settings": settings, "table1": rows, "shapes": {"acc_confidence": 0.5}})
-    acc = {"base": [0.90, 0.90, 0.90], "a": [0.80, 0.82, 0.81], "b": [0.95, 0.96, 0.93], "other": [0.5, 0.5, 0.5]}
-    runs = pd.DataFrame([{"setting": s, "seed": i, "test_acc": v, "status": "trained"}
-                         for s, vs in acc.items() for i, v in enumerate(vs)])
-    shapes = pd.DataFrame([shape(s, "NB", 0.0, seed=i) for s in acc for i in range(3)])
-    t1 = table1(plan, runs, shapes)
-    a_diffs = np.array([-10.0, -8.0, -9.0])
-    assert (t1.iloc[0]["acc_ci_low"], t1.iloc[0]["acc_ci_high"]) == tuple(pytest.approx(v) for v in mean_interval(a_diffs, 0.5))
-    pooled = np.array([-10.0, -8.0, -9.0, 5.0, 6.0, 3.0])
-    assert (t1.iloc[1]["acc_ci_low"], t1.iloc[1]["acc_ci_high"]) == tuple(pytest.approx(v) for v in mean_interval(pooled, 0.5))
-    assert t1.iloc[1]["acc_word"] == "mixed" and t1.iloc[0]["acc_word"] == "worse"
-    assert t1.iloc[2]["acc_change_pp_mean"] == pytest.approx(100 * (0.81 - 0.5)), "the row's baseline wins"
-    assert t1.iloc[0]["layer_barrier"] == "not swept" and t1.iloc[0]["group_delta"] == "", "no group paths planned"
-    assert t1.iloc[0]["layer_missing"] == "a vs base: not swept"
-    assert not t1.iloc[0]["acc_pooled"] and t1.iloc[1]["acc_pooled"]
-    assert list(t1["comparison"]) == ["a vs base", "a vs base; b vs base", "a vs other", "nothing_here (no baseline)"]
-    assert t1.iloc[3]["layer_barrier"] == "no baseline" and t1.iloc[3]["acc_interval"] == "n/a"
-    assert t1.iloc[0]["agrees_shape"] == True and t1.iloc[0]["agrees_acc"] == True  # noqa: E712
-    assert t1.iloc[0]["shape_rule"] == f"rule; {SummaryRules().label_rule()}", "the label rule of the shapes read"
-    empty = t1.iloc[3]
-    assert (empty["settings"], empty["shape"], empty["shape_fractions"], empty["acc_word"]) == ("", "n/a", "n/a", "n/a")
-    assert math.isnan(empty["acc_change_pp_mean"]) and math.isnan(empty["acc_ci_low"]) and math.isnan(empty["acc_ci_high"])
-    assert math.isnan(empty["acc_change_pp_std"]) and empty["n_seeds"] == 0 and empty["figure"] == ""
-    assert pd.isna(empty["agrees"])
-    no_shapes = table1(plan, runs, shapes.iloc[:0])
-    assert no_shapes.iloc[0]["shape_rule"].startswith(ShapeThresholds().rule())
-
-
-# --- barrier inits --------------------------------------------------------------------------------
-
-
-def barrier_rows(losses, alphas, split="train", start_state="s.pt", end_state="e.pt"):
-    return [{"path": "full", "split": split, "start": "init", "bn_mode": "interpolate", "alpha": a, "loss": l,
-             "start_state": start_state, "end_state": end_state} for a, l in zip(alphas, losses)]
-
-
-def test_find_barrier_reports_its_threshold_and_the_files():
-    paths = pd.DataFrame(barrier_rows([2.0, 1.0, 1.5, 0.5, 0.25], ALPHAS))
-    info = find_barrier(paths, ShapeThresholds(barrier_tol=0.125, barrier_rel=0.0))
-    assert info["barrier_threshold"] == 0.125 and info["delta"] == 0.5 and info["has_barrier"] is True
-    assert (info["start_state"], info["end_state"]) == ("s.pt", "e.pt")
-    assert info["rise_start_alpha"] == 0.25 and info["alpha_star"] == 0.5
-
-
-def test_find_barrier_on_a_path_of_one_point():
-    info = find_barrier(pd.DataFrame(barrier_rows([2.0], [0.5])), ShapeThresholds())
-    assert info["has_barrier"] is False and info["delta"] == 0.0
-    assert (info["start_state"], info["end_state"]) == ("s.pt", "e.pt")
-
-
-def test_barrier_inits_on_the_split_asked_for(tmp_path):
-    start = {"w": torch.zeros(3, dtype=torch.float64), "h": torch.zeros(2, dtype=torch.float16),
-             "n": torch.tensor(1)}
-    end = {"w": torch.ones(3, dtype=torch.float64), "h": torch.ones(2, dtype=torch.float16), "n": torch.tensor(7)}
-    torch.save(start, tmp_path / "s.pt")
-    torch.save(end, tmp_path / "e.pt")
-    s, e = str(tmp_path / "s.pt"), str(tmp_path / "e.pt")
-    paths = pd.DataFrame(barrier_rows(FALLING, ALPHAS, "train", s, e) + barrier_rows(BUMP, ALPHAS, "test", s, e))
-    assert write_barrier_inits(paths, tmp_path / "train")["has_barrier"] is False
-    info = write_barrier_inits(paths, tmp_path / "test", split="test", offset=0.25)
-    assert info["has_barrier"] is True and info["alphas"] == {"before": 0.25, "at": 0.5, "after": 0.75}
-    at = torch.load(tmp_path / "test" / "at.pt", weights_only=True)
-    assert at["w"].dtype == torch.float64 and at["h"].dtype == torch.float16, "each tensor keeps its dtype"
-    assert torch.equal(at["w"], torch.full((3,), 0.5, dtype=torch.float64))
-    assert torch.equal(at["n"], torch.tensor(7))
-
-
-def test_interpolate_state_keeps_dtypes_and_copies_counters():
-    start = {"w": torch.zeros(2, dtype=torch.float64), "n": torch.tensor(3)}
-    end = {"w": torch.full((2,), 4.0, dtype=torch.float64), "n": torch.tensor(9)}
-    mid = interpolate_state(start, end, 0.25)
-    assert mid["w"].dtype == torch.float64 and torch.equal(mid["w"], torch.ones(2, dtype=torch.float64))
-    assert torch.equal(mid["n"], end["n"]) and mid["n"].data_ptr() != end["n"].data_ptr(), "a copy, not the tensor"
 
 
 def test_experiment_table_file_follows_the_config_rules_and_names_its_table(study):

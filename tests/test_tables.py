@@ -13,28 +13,14 @@ import pytest
 from linpath.study.plan import Plan
 from linpath.report.figures import rank_correlations, shape_vs_accuracy
 from linpath.paths.shapes import ShapeThresholds, curve_metrics
-from linpath.report.tables import (SummaryRules, accuracy_word, agreement_counts, combined_word,
-                                   experiment_table, label_fractions, label_set, layer_barrier_tag, mean_interval,
-                                   paper_parts, table1, table1_markdown)
+from linpath.report.tables import (SummaryRules, _ordered, accuracy_change, accuracy_word, agreement_counts,
+                                   combined_word, experiment_table, full_delta, group_barrier, label_counts,
+                                   label_fractions, label_set, layer_barrier_tag, mean_interval, paper_parts,
+                                   setting_summary, table1, table1_markdown)
+
+from conftest import SEEDS, config, run_row, shape_row
 
 RULES = SummaryRules()
-SEEDS = [0, 1, 2, 3]
-
-
-def config(settings: dict, table1_rows: list[dict], seeds=SEEDS, shapes: dict | None = None) -> dict:
-    return {"seeds": seeds, "base": {"model": {"arch": "resnet18", "width": 4}, "data": {"dataset": "digits"}},
-            "settings": settings, "table1": table1_rows, "shapes": shapes or {}}
-
-
-def shape_row(setting: str, seed: int, label: str, delta: float, *, path="full", group="all") -> dict:
-    return {"run_id": f"{setting}-s{seed}", "setting": setting, "seed": seed, "path": path, "start": "init",
-            "group": group, "param_group": "all", "bn_mode": "interpolate", "split": "train", "label": label,
-            "delta": delta, "monotonic": label != "B", "label_rule": ShapeThresholds().rule()}
-
-
-def run_row(setting: str, seed: int, test_acc: float, model: str = "resnet18") -> dict:
-    return {"run_id": f"{setting}-s{seed}", "setting": setting, "seed": seed, "test_acc": test_acc,
-            "train_acc": 1.0, "model": model, "relative_distance_mean": 0.5, "relative_distance_global": 0.4}
 
 
 # --- labels over seeds -------------------------------------------------------------------
@@ -280,3 +266,149 @@ def test_a_real_barrier_is_b_at_any_grid_that_contains_it(points):
     assert m["label"] == "B" and m["delta"] == pytest.approx(0.8)
     assert m["rise_alpha"] == pytest.approx(0.5) and m["rise_start_alpha"] == pytest.approx(0.25)
     assert m["above_start"] is False and m["barrier_alpha"] == 0.0, "the global maximum is L(0), not the barrier"
+
+
+# --- per-seed labels and group barriers, the summary rules, the accuracy test, one row at a time ------
+
+
+def shape(setting, label, delta, seed=0, **where):
+    row = {"setting": setting, "seed": seed, "path": "full", "start": "init", "group": "all", "bn_mode": "interpolate",
+           "split": "train", "label": label, "delta": delta, "label_rule": "rule"}
+    row.update(where)
+    return row
+
+
+DISTRACTORS = [dict(split="test"), dict(start="other_init"), dict(bn_mode="recompute")]
+
+
+def test_label_counts_and_deltas_read_the_main_path_only():
+    rows = [shape("s", "NB", 0.0, seed=0), shape("s", None, np.nan, seed=1)]
+    rows += [shape("s", "B", 9.0, **where) for where in DISTRACTORS + [dict(path="group", group="block1")]]
+    shapes = pd.DataFrame(rows)
+    assert label_counts(shapes, ["s"]) == Counter({"NB": 1, "NaN": 1}), "a missing label counts as NaN"
+    assert full_delta(shapes, "s") == 0.0
+    assert full_delta(shapes, "other") is None
+
+
+def test_group_barrier_reads_group_paths_from_init_on_the_train_split_only():
+    rows = [shape("s", "B", 0.5, path="group", group="block1"), shape("s", "NB", 0.25, path="group", group="block2")]
+    rows += [shape("s", "B", 9.0, path="group", group="block1", **where) for where in DISTRACTORS]
+    rows += [shape("s", "B", 9.0)]
+    shapes = pd.DataFrame(rows)
+    assert group_barrier(shapes, "s") == pytest.approx(0.375)
+    assert group_barrier(shapes[shapes["path"] == "full"], "s") is None
+
+
+def test_ordered_puts_unknown_labels_last_in_name_order():
+    assert _ordered(["zz", "B", "aa", "none", "NB", "H-LB", "NaN", "P", "L-LB"]) == \
+           ["NB", "B", "P", "NaN", "H-LB", "L-LB", "none", "aa", "zz"]
+
+
+@pytest.mark.parametrize("mine,baseline", [(float("nan"), 0.2), (0.2, float("nan")), (float("inf"), 0.2),
+                                           (0.2, None), (None, None)])
+def test_layer_barrier_tag_needs_two_finite_means(mine, baseline):
+    assert layer_barrier_tag(mine, baseline, SummaryRules()) is None
+
+
+def test_layer_barrier_tag_lower_at_exactly_the_ratio_is_none():
+    assert layer_barrier_tag(0.2, 0.25, SummaryRules()) == "none"
+    assert layer_barrier_tag(0.2, 0.2501, SummaryRules()) == "L-LB"
+
+
+def test_summary_rules_from_config():
+    rules = SummaryRules.from_config({"label_min_share": "0.5", "acc_confidence": 0.9, "barrier_tol": 0.3,
+                                      "layer_barrier_ratio": 2})
+    assert rules == SummaryRules(label_min_share=0.5, acc_confidence=0.9, layer_barrier_ratio=2.0)
+    assert isinstance(rules.layer_barrier_ratio, float)
+    assert SummaryRules.from_config(None) == SummaryRules() == SummaryRules.from_config({})
+    assert rules.acc_rule().startswith("better / worse: the 90% Student-t interval of the mean paired change lies "
+                                       "above / below 0; else same. ")
+    assert SummaryRules(layer_barrier_ratio=1.5, layer_barrier_floor=0.02).layer_rule() == \
+           "H-LB / L-LB: mean group delta above / below the baseline's by a factor 1.5, both raised to at least 0.02"
+    assert SummaryRules(label_min_share=0.3).label_rule() == \
+           "a label holds for a setting when at least 0.3 of its seeds show it"
+
+
+# --- the accuracy test -------------------------------------------------------------------------------
+
+
+def test_accuracy_change_is_in_points_and_paired_by_seed():
+    runs = pd.DataFrame([{"setting": "a", "seed": 0, "test_acc": 0.90}, {"setting": "a", "seed": 1, "test_acc": 0.80},
+                         {"setting": "a", "seed": 5, "test_acc": 0.10},
+                         {"setting": "b", "seed": 1, "test_acc": 0.75}, {"setting": "b", "seed": 0, "test_acc": 0.95}])
+    assert accuracy_change(runs, "a", "b") == pytest.approx([-5.0, 5.0])
+
+
+def test_mean_interval_with_two_seeds_and_without_spread():
+    low, high = mean_interval([1.0, 3.0], 0.95)
+    half = 12.706204736174704 * 1.0  # t(0.975, 1) · s / √2 with s = √2
+    assert (low, high) == (pytest.approx(2.0 - half), pytest.approx(2.0 + half))
+    assert mean_interval([1.0, 1.0, 1.0], 0.95) == (1.0, 1.0)
+    assert mean_interval([2, 2], 0.95) == (2.0, 2.0)
+    low, high = mean_interval([0.0, 1.0, 2.0], 0.5)
+    assert high - low == pytest.approx(2 * 0.8164965809277261 / math.sqrt(3)), "t(0.75, 2) · s / √3 with s = 1"
+
+
+def test_combined_word_takes_the_most_frequent_word():
+    assert combined_word(["better", "better", "same"]) == "often better"
+    assert combined_word(["same", "better", "better"]) == "often better"
+    assert combined_word(["better", "same", "worse"]) == "mixed"
+
+
+def test_paper_labels_with_commas():
+    assert paper_parts("NB, B") == ({"NB", "B"}, None)
+    assert paper_parts("B,H-LB") == ({"B"}, {"H-LB"})
+    assert paper_parts("") == (None, None) and paper_parts(None) == (None, None)
+
+
+def test_setting_summary_without_a_baseline():
+    runs = pd.DataFrame([{"setting": "s", "seed": 0, "test_acc": 0.5}])
+    shapes = pd.DataFrame([shape("s", "NB", 0.0), shape("s", "B", 0.5, path="group", group="block1")])
+    plan = Plan({"seeds": [0], "base": {}, "settings": {"s": {"experiment": "E2"}}, "table1": []})
+    out = setting_summary(plan, runs, shapes, "s", None, SummaryRules())
+    assert out["baseline"] is None and out["baseline_group_delta"] is None and out["layer_tag"] is None
+    assert out["group_delta"] == 0.5 and out["labels"] == ["NB"]
+    assert len(out["diffs"]) == 0 and out["word"] is None and out["ci"] == (-math.inf, math.inf)
+
+
+def test_agreement_counts_count_only_stated_parts():
+    t1 = pd.DataFrame({"agrees_shape": [True, False, None], "agrees_layer": [None, None, None],
+                       "agrees_acc": [True, True, False]})
+    for col in t1.columns:
+        t1[col] = t1[col].astype("boolean")
+    assert agreement_counts(t1) == {"shape": (1, 2), "layer": (0, 0), "acc": (2, 3)}
+
+
+def test_table1_single_setting_rows_and_the_ci_of_pooled_rows():
+    settings = {"base": {"experiment": "E2"}, "a": {"experiment": "E9", "baseline": "base"},
+                "b": {"experiment": "E9", "baseline": "base"}, "other": {"experiment": "E9"}}
+    rows = [{"intervention": "a", "settings": ["a"], "paper_shape": "NB", "paper_acc": "worse"},
+            {"intervention": "a and b", "settings": ["a", "b"]},
+            {"intervention": "against other", "settings": ["a"], "baseline": "other"},
+            {"intervention": "untrained", "settings": ["nothing_here"]}]
+    plan = Plan({"seeds": [0, 1, 2], "base": {}, "settings": settings, "table1": rows, "shapes": {"acc_confidence": 0.5}})
+    acc = {"base": [0.90, 0.90, 0.90], "a": [0.80, 0.82, 0.81], "b": [0.95, 0.96, 0.93], "other": [0.5, 0.5, 0.5]}
+    runs = pd.DataFrame([{"setting": s, "seed": i, "test_acc": v, "status": "trained"}
+                         for s, vs in acc.items() for i, v in enumerate(vs)])
+    shapes = pd.DataFrame([shape(s, "NB", 0.0, seed=i) for s in acc for i in range(3)])
+    t1 = table1(plan, runs, shapes)
+    a_diffs = np.array([-10.0, -8.0, -9.0])
+    assert (t1.iloc[0]["acc_ci_low"], t1.iloc[0]["acc_ci_high"]) == tuple(pytest.approx(v) for v in mean_interval(a_diffs, 0.5))
+    pooled = np.array([-10.0, -8.0, -9.0, 5.0, 6.0, 3.0])
+    assert (t1.iloc[1]["acc_ci_low"], t1.iloc[1]["acc_ci_high"]) == tuple(pytest.approx(v) for v in mean_interval(pooled, 0.5))
+    assert t1.iloc[1]["acc_word"] == "mixed" and t1.iloc[0]["acc_word"] == "worse"
+    assert t1.iloc[2]["acc_change_pp_mean"] == pytest.approx(100 * (0.81 - 0.5)), "the row's baseline wins"
+    assert t1.iloc[0]["layer_barrier"] == "not swept" and t1.iloc[0]["group_delta"] == "", "no group paths planned"
+    assert t1.iloc[0]["layer_missing"] == "a vs base: not swept"
+    assert not t1.iloc[0]["acc_pooled"] and t1.iloc[1]["acc_pooled"]
+    assert list(t1["comparison"]) == ["a vs base", "a vs base; b vs base", "a vs other", "nothing_here (no baseline)"]
+    assert t1.iloc[3]["layer_barrier"] == "no baseline" and t1.iloc[3]["acc_interval"] == "n/a"
+    assert t1.iloc[0]["agrees_shape"] == True and t1.iloc[0]["agrees_acc"] == True  # noqa: E712
+    assert t1.iloc[0]["shape_rule"] == f"rule; {SummaryRules().label_rule()}", "the label rule of the shapes read"
+    empty = t1.iloc[3]
+    assert (empty["settings"], empty["shape"], empty["shape_fractions"], empty["acc_word"]) == ("", "n/a", "n/a", "n/a")
+    assert math.isnan(empty["acc_change_pp_mean"]) and math.isnan(empty["acc_ci_low"]) and math.isnan(empty["acc_ci_high"])
+    assert math.isnan(empty["acc_change_pp_std"]) and empty["n_seeds"] == 0 and empty["figure"] == ""
+    assert pd.isna(empty["agrees"])
+    no_shapes = table1(plan, runs, shapes.iloc[:0])
+    assert no_shapes.iloc[0]["shape_rule"].startswith(ShapeThresholds().rule())

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from linpath.study.plan import TRAINING_ROLES, Plan
-from test_workflow import REPO, job_stats, output_of, paper_config, snakemake, tail, with_default_config
+from conftest import REPO, job_stats, output_of, paper_config, snakemake, tail, with_default_config
 
 
 def dry_run(workdir, *targets, paper=False) -> dict[str, int]:

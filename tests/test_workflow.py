@@ -8,11 +8,9 @@ Every workflow runs as a subprocess (`python -m snakemake` of this environment) 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,16 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import (CONFIGS, REPO, TRAINING_RULES, default_config, job_stats, output_of, paper_config,
+                      snakemake, tail, with_default_config)
 from linpath.study.plan import SWEEP_RULES, TRAINING_ROLES, Plan
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "Snakefile"
-CONFIGS = Path(__file__).resolve().parent / "configs"
 MINI = CONFIGS / "mini.yaml"
 MINI_REFERENCE = CONFIGS / "mini_reference.yaml"
-
-# The training rules of runs with a path sweep of their own (spawned children are measured in pairs).
-TRAINING_RULES = tuple(r for r in TRAINING_ROLES if r != "spawn")
 DAG_RULES = (*TRAINING_RULES, "interpolate", "barrier_init", "barrier_groups", "core_tables", "table1",
              "table1_sensitivity", "experiment_table", "experiment_figure", "figure_a11")
 RUN_ID = re.compile(r"^(?P<setting>[A-Za-z0-9_]+)-s(?P<seed>\d+)-[0-9a-f]{8}$")
@@ -38,49 +32,6 @@ RUN_IN_OUTPUT = re.compile(r"results/runs/([A-Za-z0-9_]+-s\d+-[0-9a-f]{8})/outco
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def snakemake(workdir: Path, *args: str, timeout: float = 300, snakefile: Path = SNAKEFILE) -> subprocess.CompletedProcess:
-    """`snakemake --snakefile <repo>/Snakefile --directory <workdir> ...`, started inside workdir."""
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    # The `linpath` console script of this environment, whatever else is on PATH.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def output_of(proc: subprocess.CompletedProcess) -> str:
-    return proc.stdout + proc.stderr
-
-
-def tail(proc: subprocess.CompletedProcess, n: int = 4000) -> str:
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
-
-
-def job_stats(text: str) -> dict[str, int]:
-    """The last 'Job stats' table Snakemake printed: rule -> job count."""
-    assert "Job stats:" in text, "no 'Job stats' table in the output"
-    counts: dict[str, int] = {}
-    for line in text.rsplit("Job stats:", 1)[1].splitlines():
-        line = line.strip()
-        if not line or line.split() == ["job", "count"] or set(line) <= {"-", " "}:
-            if counts:
-                break
-            continue
-        m = re.fullmatch(r"(\w+)\s+(\d+)", line)
-        assert m, f"unexpected line in the job stats table: {line!r}"
-        if m[1] == "total":
-            assert int(m[2]) == sum(counts.values())
-            break
-        counts[m[1]] = int(m[2])
-    return counts
-
-
-def with_default_config(workdir: Path) -> Path:
-    shutil.copytree(REPO / "config", workdir / "config")
-    return workdir
 
 
 def mini_config() -> dict:
@@ -98,19 +49,6 @@ def with_mini_config(workdir: Path, config: dict | None = None) -> Path:
     else:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def default_config() -> dict:
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-def paper_config() -> dict:
-    """config.yaml with paper.yaml merged over it, as Snakemake merges a --configfile."""
-    from snakemake.utils import update_config
-
-    config = default_config()
-    update_config(config, yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
-    return config
 
 
 def expected_dry_run_counts(plan: Plan) -> Counter:
