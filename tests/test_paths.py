@@ -322,6 +322,17 @@ def test_alpha_grid():
     assert alpha_grid([1, 0]).tolist() == [1.0, 0.0]
 
 
+@pytest.mark.parametrize("spec", ["0:1:51", "0:1:11", "-0.2:1.2:15", "1:0:7", "0.3:0.3:1", "-1:2:301"])
+def test_every_sweep_has_one_alpha_grid(spec):
+    """The planner's pure-Python grid (instability, curvature, costs) and the sweeps' array are one
+    definition, bit for bit the grid numpy.linspace gives (0.1·3 is 0.30000000000000004 in both)."""
+    from linpath.foundations.hparams import alpha_values
+
+    start, stop, count = spec.split(":")
+    expected = np.linspace(float(start), float(stop), int(count)).tolist()
+    assert alpha_values(spec) == expected and alpha_grid(spec).tolist() == expected
+
+
 # --- 4. fast paths equal the plain loop ----------------------------------------------
 
 

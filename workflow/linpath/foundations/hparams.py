@@ -429,6 +429,16 @@ class InstabilitySpec:
     threshold: float = 0.02
     # Also measure the run against the same setting's run of the next seed (other init and data order).
     independent: bool = True
+    # Settings that do not spawn but get that independent pair too (a setting with `spawn:` has it already).
+    independent_settings: list[str] = field(default_factory=list)
+    # Measure every independent pair again after weight matching (Ainsworth et al. 2023), without and
+    # with REPAIR (Jordan et al. 2023): pair kinds independent_aligned, independent_aligned_repair
+    # (linpath.paths.align). On by default: it is one more sweep per independent pair, and the barrier
+    # between independent runs says little about basins unless neuron order is factored out.
+    align: bool = True
+    # Passes of coordinate descent at most. A pass that changes no permutation ends it earlier (the fixed
+    # point); Ainsworth et al. report a handful of passes, so 100 is a cap that should not bind.
+    align_max_iter: int = 100
 
     @classmethod
     def from_config(cls, raw: dict | None, where: str = "instability") -> "InstabilitySpec":
@@ -441,6 +451,8 @@ class InstabilitySpec:
         _check_common(spec, where, spec.bn_modes)
         if not 0 < spec.threshold < 1:
             raise SettingsError(f"{where}.threshold must be an error in (0, 1), got {spec.threshold}")
+        if spec.align_max_iter < 1:
+            raise SettingsError(f"{where}.align_max_iter must be >= 1, got {spec.align_max_iter}")
         return spec
 
 
@@ -518,6 +530,61 @@ class PlaneSpec:
         return spec
 
 
+# --- curvature along paths (config `curvature`; linpath.paths.curvature) -------------------------------
+
+
+@dataclass
+class CurvatureSpec:
+    """Config `curvature`: the top Hessian eigenvalue and a Hutchinson trace along the full path θ₀ → θ_T of
+    the runs of some settings, and along group-wise paths. The BN modes and the BN-recompute subset are the
+    setting's own sweep's (`paths`): the curvature belongs to the losses the sweep measured."""
+
+    # setting -> the groups whose group-wise paths are measured besides the full path: [] (none), [all]
+    # (every group of the model), [barrier] (the setting's measured barrier groups, shapes.barrier_groups;
+    # needs its paths.groups) or group names.
+    settings: dict[str, list[str]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)  # empty: every seed of the config
+    # 11 points, 0, 0.1, ..., 1: each point costs a full Lanczos run and the probes, and curvature changes
+    # on the scale of the path, not of the 0.02 steps a barrier needs.
+    alphas: str = "0:1:11"
+    # Training images (first ones, no augmentation) the loss is averaged over: a fixed set, so that every α
+    # sees the same function; PyHessian estimates on a few batches of this size.
+    subset: int = 512
+    batch_size: int = 2048  # samples per forward pass in a Hessian-vector product (memory is bounded by it)
+    # Lanczos steps at most: the top eigenvalue of a network's Hessian stands apart from the bulk, and
+    # Lanczos reaches it to 1e-3 in about ten to twenty products; the residual column shows where it did not.
+    iterations: int = 30
+    # Stop when the Ritz residual estimate is at most tol x |λ|: 1e-3 relative is below the differences
+    # between α points and seeds that a curvature curve shows.
+    tol: float = 1.0e-3
+    # Rademacher probes of the trace: its standard error falls as 1/√probes; 20 give a few percent on the
+    # networks measured here, and each costs one product.
+    probes: int = 20
+    seed: int = 0  # the Lanczos start vector and the probes (the same at every α)
+    device: str = "auto"
+
+    MEASUREMENT = ("alphas", "subset", "batch_size", "iterations", "tol", "probes", "seed", "device")
+
+    def measurement(self) -> dict:
+        """What one job measures with (the settings and seeds only plan the jobs)."""
+        return {k: getattr(self, k) for k in self.MEASUREMENT}
+
+    @classmethod
+    def from_config(cls, raw: dict | None, where: str = "curvature") -> "CurvatureSpec":
+        spec = from_dict(cls, raw or {}, where)
+        check_alphas(spec.alphas, f"{where}.alphas")
+        grid = alpha_values(spec.alphas)
+        if grid != sorted(grid) or len(set(grid)) != len(grid):
+            raise SettingsError(f"{where}.alphas must rise without repeats, got {spec.alphas!r}")
+        for name in ("subset", "batch_size", "iterations", "probes"):
+            if getattr(spec, name) < 1:
+                raise SettingsError(f"{where}.{name} must be >= 1, got {getattr(spec, name)}")
+        if not 0 < spec.tol < 1:
+            raise SettingsError(f"{where}.tol must be a relative residual in (0, 1), got {spec.tol}")
+        check_device(spec.device, f"{where}.device")
+        return spec
+
+
 def _check_common(spec, where: str, bn_modes: list[str]) -> None:
     for mode in bn_modes:
         if mode not in BN_MODES:
@@ -536,9 +603,14 @@ def _even(span: list[float], points: int) -> list[float]:
 
 
 def alpha_values(text: str) -> list[float]:
-    """The α grid of "start:stop:count" or a comma list (pure Python twin of linpath.paths.sweeps.alpha_grid)."""
+    """The α grid of "start:stop:count" (both ends included) or a comma list: the one definition of every
+    sweep's grid (linpath.paths.sweeps.alpha_grid is its array). Start + i·step with the stop written last,
+    the arithmetic of numpy.linspace, in pure Python so that the planner needs no numpy."""
     parts = str(text).split(":")
     if len(parts) == 3:
         a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
-        return [a + (b - a) * i / (n - 1) for i in range(n)] if n > 1 else [a]
+        if n == 1:
+            return [a]
+        step = (b - a) / (n - 1)
+        return [float(i) * step + a for i in range(n - 1)] + [b]
     return [float(v) for v in str(text).split(",")]

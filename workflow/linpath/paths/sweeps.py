@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..engine import models
 from ..foundations.convert import check_alphas
 from ..foundations.device import pick_device
-from ..foundations.hparams import SweepSpec
+from ..foundations.hparams import SweepSpec, alpha_values
 from ..foundations.ids import digest
 from ..foundations.layout import RunDir
 from .evaluator import FULL, EvalSplit, PathEvaluator, tensor_kinds
@@ -34,10 +34,7 @@ def alpha_grid(spec: str | list[float] | None = None) -> np.ndarray:
         spec = SweepSpec.alphas
     if isinstance(spec, str):
         check_alphas(spec, "alphas")
-        parts = spec.split(":")
-        if len(parts) == 3:
-            return np.linspace(float(parts[0]), float(parts[1]), int(parts[2]))
-        return np.array([float(a) for a in spec.split(",")])
+        return np.asarray(alpha_values(spec), dtype=float)
     return np.asarray(spec, dtype=float)
 
 
