@@ -13,11 +13,11 @@ import traceback
 
 from ..foundations.hparams import SettingsError
 from ..foundations.io import CheckpointError
-from . import lmc, reports, sweeps, training
+from . import curvature, lmc, reports, sweeps, training
 from .args import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STATUS, CommandFailed
 
 # The table of verbs: each module adds its own (add_parsers), in this order in `linpath --help`.
-VERBS = (training, sweeps, reports, lmc)
+VERBS = (training, sweeps, reports, lmc, curvature)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -130,6 +130,10 @@ class Layout:
         """A loss plane through three states of a run, and the run's trajectory projected on it."""
         return self.results / "planes" / plane / f"{run_id}.parquet"
 
+    def curvature(self, run_id: str) -> Path:
+        """The top Hessian eigenvalue and the Hessian trace along a run's paths (linpath.paths.curvature)."""
+        return self.results / "curvature" / f"{run_id}.parquet"
+
     # --- per setting, table, figure --------------------------------------------------
     def groups_file(self, setting: str) -> Path:
         """E11/E13/E16: which groups of a setting's runs have barriers."""

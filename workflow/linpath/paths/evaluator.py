@@ -265,6 +265,34 @@ class PathEvaluator:
         frame.insert(0, "group", group)
         return frame
 
+    def states_along(self, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alphas, *,
+                     group: str = FULL, param_group: str = "all", bn_mode: str = "interpolate"):
+        """Yield each α after writing θ(α) into `self.model` (unfolded, eval mode) as `sweep` scores it: `end`
+        everywhere, the moving tensors of `group` interpolated, and in recompute mode the BN statistics
+        recomputed at that α (prefix once, as in `sweep`). For measurements that need the model itself
+        at a point of the path, such as gradients (linpath.paths.curvature)."""
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        recompute = bn_mode == "recompute" and has_batchnorm(self.model)
+        if recompute and self.bn_batches is None:
+            raise ValueError("bn_mode='recompute' needs bn_data (a non-augmented training subset)")
+        keys = self.moving_keys(group, param_group)
+        alphas = np.asarray(alphas, dtype=float)
+        first = self.stage_index[group] if (group != FULL and self.reuse_prefix) else 0
+        with torch.no_grad(), strict_fp32(self.device, allow_tf32=self.allow_tf32):
+            for key, value in end.items():
+                self.live[key].copy_(value)
+            path = _Path({k: start[k].to(self.device, torch.float32) for k in keys},
+                         {k: end[k].to(self.device, torch.float32) for k in keys})
+            if recompute:
+                path.bn_keys, path.bn_states = self._recompute_bn(first, path, alphas)
+        self.model.eval()
+        for j, alpha in enumerate(alphas):
+            with torch.no_grad():
+                path.write(self.live, float(alpha))
+                path.write_bn(self.live, j)
+            yield float(alpha)
+
     def _with_end_scores(self, totals: torch.Tensor, correct: torch.Tensor, at_end: np.ndarray):
         """The rows of the α ≠ 1 points with the stored scores of the end state put in at α = 1."""
         _, end_totals, end_correct = self._end_scores

@@ -42,7 +42,7 @@ class HandedRuns:
 # The Snakemake rules that train a run, one per role (Plan.role), and the rules that measure paths of trained
 # states. Each of them asks for a GPU in profiles/default/config.yaml (tests/test_one_home.py checks that).
 TRAINING_ROLES = ("pretrain", "pretrain_random_labels", "train", "retrain", "spawn")
-SWEEP_RULES = ("interpolate", "lmc_path", "plane")
+SWEEP_RULES = ("interpolate", "lmc_path", "plane", "curvature")
 
 
 @dataclass
