@@ -18,8 +18,9 @@ from linpath.engine import data, models
 from linpath.foundations.hparams import RunSpec, SettingsError
 from linpath.foundations.io import save_torch
 from linpath.engine.objective import strict_fp32
-from linpath.engine.train import (StepSettings, TargetNotReached, TrainingDiverged, evaluate, initial_state,
-                                  make_optimizer, train)
+from linpath.engine.train import (StepSettings, TargetNotReached, TrainingDiverged, evaluate, failure_outcome,
+                                  initial_state, make_optimizer, train)
+from linpath.foundations.outcome import read_outcome
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 
@@ -334,8 +335,9 @@ def test_huge_lr_raises_training_diverged(tmp_path):
     assert e.run == "diverge-me" and type(e.epoch) is int and 1 <= e.epoch <= 3
     assert type(e.loss) is float and not math.isfinite(e.loss)
     assert str(e) == f"run diverge-me: training loss became {e.loss} in epoch {e.epoch}"
-    again = pickle.loads(pickle.dumps(e))
-    assert (again.run, again.epoch, str(again)) == (e.run, e.epoch, str(e))
+    again = pickle.loads(pickle.dumps(e))  # as it would cross from a worker process
+    assert (again.run, again.epoch, str(again), again.metrics) == (e.run, e.epoch, str(e), e.metrics)
+    assert failure_outcome(again, spec) == read_outcome(out), "the unpickled error is the failure the run recorded"
     assert not (out / "final.pt").exists() and not (out / "metrics.parquet").exists()
     if (out / "checkpoint.pt").exists():
         assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] < e.epoch, "no checkpoint of a diverged epoch"
@@ -503,7 +505,8 @@ def test_a_missed_random_label_target_records_how_many_images_were_wrong(tmp_pat
     assert (outcome["metrics"]["train_wrong"], outcome["metrics"]["train_images"]) == (wrong, images)
     assert outcome["metrics"]["train_wrong_allowed"] == 0, "until_train_acc 1.0 allows no wrong image"
     assert f"{wrong} of {images}" in outcome["reason"]
-    assert pickle.loads(pickle.dumps(err.value)).wrong == wrong
+    again = pickle.loads(pickle.dumps(err.value))
+    assert again.wrong == wrong and failure_outcome(again, spec) == read_outcome(out)
 
 
 def test_a_reached_target_records_the_wrong_images_it_allowed(tmp_path):

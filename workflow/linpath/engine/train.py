@@ -345,98 +345,24 @@ def train(spec: RunSpec, out: str | Path, *, threads: int | None = None, progres
 
 def _train(spec: RunSpec, out: Path, threads: int | None, progress: bool, eval_cache: str | Path | None,
            checkpoint_minutes: float | None) -> RunResult:
+    """`train` in its steps: open the directory, set up where training stands, run the epochs, finish."""
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
     prep = data_mod.prepare(spec.data)
-    opened = open_run(spec, out, prep, eval_cache)
+    opened = _open_run(spec, out, prep, eval_cache)
     if opened.finished is not None:
-        if not RunDir(out).outcome.is_file():  # finished before it could write its outcome
-            write_outcome(Outcome("trained", run=spec.name, settings_digest=spec.digest()), out)
-        return run_result(out, opened.finished, started)
-    spec, device, init_state, ckpt = opened.spec, opened.device, opened.init_state, opened.checkpoint
-    t = spec.train
-    ckpt_path = RunDir(out).checkpoint
-
-    model = models.build(spec.model)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer, scheduler = optimizer_and_schedule(spec, model)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history, done = list(ckpt["metrics"]), int(ckpt["epoch"])
-        torch.set_rng_state(ckpt["rng_torch"])
-        if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"])
-    else:
-        model.load_state_dict(init_state)
-        optimizer, scheduler = optimizer_and_schedule(spec, model)
-        history, done = [], 0
-        if spec.init.spawn:
-            done = continue_from_spawn(spec, optimizer, scheduler)
-        torch.manual_seed(stream_seed(t.seed, "model"))  # randomness inside the model (dropout) has its own stream
-
-    how = StepSettings.of(t, device, spec.model.arch)
-    model.to(device)
-    optimizer_to(optimizer, device)
-    if how.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not t.deterministic
-        torch.backends.cudnn.deterministic = t.deterministic
-    forward = torch.compile(model) if how.compile else model
-    eval_sets = {"train": (prep.train_x.to(device), prep.train_y.to(device)),
-                 "test": (prep.test_x.to(device), prep.test_y.to(device))}
-    loader = data_mod.DeviceLoader(*eval_sets["train"], t.batch_size, t.seed, prep.augment, device, prep.pad_value)
-    if not history:  # epoch 0, or a spawned child's epoch k
-        history.append(epoch_metrics(model, eval_sets, t.loss, done, optimizer.param_groups[0]["lr"], how))
-        if done == 0 and 0 in t.spawn_epochs:
-            _save_checkpoint(RunDir(out).spawn(0), spec, 0, model, optimizer, scheduler, history, device)
-
+        return _already_finished(opened.spec, out, opened.finished, started)
+    run = _set_up(opened, out, prep)
     # Every step in IEEE fp32 (no TF32, no reduced-precision oneDNN), bf16 autocast inside it where
     # train.precision asks; summary.yaml reads the precision from the flags in force here.
-    with strict_fp32(device):
-        target, checkpointed, compile_seconds = t.until_train_acc, done, None
-        last_checkpoint = time.monotonic()
-        bar = tqdm(range(done + 1, t.epochs + 1), desc=spec.name, unit="epoch", disable=not progress,
-                   initial=done, total=t.epochs)
-        for epoch in bar:
-            if target_reached(t, history):
-                break
-            lr = optimizer.param_groups[0]["lr"]
-            model.train()
-            losses, t0 = [], synced_time(device)
-            for xb, yb in tqdm(loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch}", leave=False,
-                               disable=not progress, unit="batch"):
-                losses.append(train_step(forward, optimizer, xb, yb, t.loss, how))
-                if how.compile and compile_seconds is None:
-                    compile_seconds = synced_time(device) - t0
-            _check_finite(torch.stack(losses), spec.name, epoch, history[-1])
-            scheduler.step()
-            done = epoch
-            if evaluated(t, epoch):
-                history.append(epoch_metrics(model, eval_sets, t.loss, epoch, lr, how))
-                bar.set_postfix(train_acc=f"{history[-1]['train_acc']:.3f}", test_acc=f"{history[-1]['test_acc']:.3f}")
-            if epoch in t.save_epochs:
-                save_torch(_cpu_state(model), RunDir(out).epoch(epoch))
-            if epoch in t.spawn_epochs:
-                _save_checkpoint(RunDir(out).spawn(epoch), spec, epoch, model, optimizer, scheduler, history, device)
-            overdue = checkpoint_minutes is not None and time.monotonic() - last_checkpoint >= 60 * checkpoint_minutes
-            if (epoch % t.checkpoint_every == 0 or overdue) and epoch < t.epochs:
-                _save_checkpoint(ckpt_path, spec, epoch, model, optimizer, scheduler, history, device)
-                checkpointed, last_checkpoint = epoch, time.monotonic()
-
-        if missed_target(t, history):
-            if checkpointed < done:  # a retry then fails at once instead of training again
-                _save_checkpoint(ckpt_path, spec, done, model, optimizer, scheduler, history, device)
-            raise TargetNotReached(spec.name, history[-1]["train_acc"], target, t.epochs, history[-1],
-                                   images=len(prep.train_y))
-        return write_outputs(spec, out, model, init_state, _cpu_state(model), history, how, compile_seconds,
-                             started, train_images=len(prep.train_y))
+    with strict_fp32(run.how.device):
+        compile_seconds = _run_epochs(run, progress, checkpoint_minutes)
+        return _finish(run, compile_seconds, started)
 
 
 @dataclass
-class OpenedRun:
+class _OpenedRun:
     """A run directory claimed for `spec` and where its training stands: finished (its metrics),
     to resume (its checkpoint, digest checked) or new (θ₀ written to init.pt)."""
 
@@ -447,7 +373,7 @@ class OpenedRun:
     finished: pd.DataFrame | None = None
 
 
-def open_run(spec: RunSpec, out: Path, prep: data_mod.Prepared, eval_cache: str | Path | None = None) -> OpenedRun:
+def _open_run(spec: RunSpec, out: Path, prep: data_mod.Prepared, eval_cache: str | Path | None = None) -> _OpenedRun:
     """Everything a run does before its first step; bad settings fail before anything is written."""
     spec = resolve(spec, prep)
     t = spec.train
@@ -462,27 +388,181 @@ def open_run(spec: RunSpec, out: Path, prep: data_mod.Prepared, eval_cache: str 
         for split in ("train", "test"):
             data_mod.write_eval_split(spec.data, split, eval_cache, prep)
     if run.final.exists() and run.metrics.exists():
-        return OpenedRun(spec, device, finished=pd.read_parquet(run.metrics))
+        return _OpenedRun(spec, device, finished=pd.read_parquet(run.metrics))
     if resuming:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("digest") != spec.digest():
             raise SettingsError(f"{ckpt_path} belongs to other settings; remove it or use another output directory")
-        return OpenedRun(spec, device, _init_for_resume(spec, out), ckpt)
+        return _OpenedRun(spec, device, _init_for_resume(spec, out), ckpt)
     save_torch(init_state, run.init)
-    return OpenedRun(spec, device, init_state)
+    return _OpenedRun(spec, device, init_state)
 
 
-def missed_target(t: TrainSpec, history: list[dict]) -> bool:
+def _already_finished(spec: RunSpec, out: Path, metrics: pd.DataFrame, started: float) -> RunResult:
+    """A finished run trains nothing: a rerun (a workflow manager's retry) reports its metrics, and writes
+    the outcome.yaml it did not live to write if it was killed just after final.pt."""
+    if not RunDir(out).outcome.is_file():
+        write_outcome(Outcome("trained", run=spec.name, settings_digest=spec.digest()), out)
+    return _run_result(out, metrics, started)
+
+
+@dataclass
+class _Training:
+    """A run while it trains: what checkpoint.pt holds (model, optimiser, schedule, metrics so far and
+    `done`, the last finished epoch) and what its steps and evaluations read."""
+
+    spec: RunSpec
+    out: RunDir
+    init_state: dict[str, torch.Tensor]
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its compiled version
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    history: list[dict]
+    done: int
+    how: StepSettings
+    eval_sets: dict
+    loader: data_mod.DeviceLoader
+    checkpointed: int = 0  # the epoch checkpoint.pt holds (`done` where training starts)
+
+    @property
+    def train_images(self) -> int:
+        """The size of the training split (the stop rule's accuracy is measured on it)."""
+        return len(self.eval_sets["train"][1])
+
+    def save(self, path: Path, epoch: int) -> None:
+        """checkpoint.pt (or spawn_<k>.pt) of the state now, recorded as the state after `epoch`."""
+        _save_checkpoint(path, self.spec, epoch, self.model, self.optimizer, self.scheduler, self.history,
+                         self.how.device)
+
+
+def _set_up(opened: _OpenedRun, out: Path, prep: data_mod.Prepared) -> _Training:
+    """Model, optimiser and schedule as they stand before the next epoch (from the checkpoint, a spawn
+    parent's state, or θ₀), moved to the device with the step settings, and the metrics of the starting
+    point when nothing was measured yet: after this the epoch loop treats every run alike."""
+    spec, device, t = opened.spec, opened.device, opened.spec.train
+    model = models.build(spec.model)
+    if opened.checkpoint is not None:
+        optimizer, scheduler, history, done = _resume(spec, model, opened.checkpoint, device)
+    else:
+        optimizer, scheduler, history, done = _start(spec, model, opened.init_state)
+
+    how = StepSettings.of(t, device, spec.model.arch)
+    model.to(device)
+    _optimizer_to(optimizer, device)
+    if how.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not t.deterministic
+        torch.backends.cudnn.deterministic = t.deterministic
+    forward = torch.compile(model) if how.compile else model
+    eval_sets = {"train": (prep.train_x.to(device), prep.train_y.to(device)),
+                 "test": (prep.test_x.to(device), prep.test_y.to(device))}
+    loader = data_mod.DeviceLoader(*eval_sets["train"], t.batch_size, t.seed, prep.augment, device, prep.pad_value)
+    run = _Training(spec, RunDir(out), opened.init_state, model, forward, optimizer, scheduler, history, done, how,
+                    eval_sets, loader, checkpointed=done)
+    if not history:  # epoch 0, or a spawned child's epoch k
+        history.append(_epoch_metrics(model, eval_sets, t.loss, done, optimizer.param_groups[0]["lr"], how))
+        if done == 0 and 0 in t.spawn_epochs:
+            run.save(run.out.spawn(0), 0)
+    return run
+
+
+def _resume(spec: RunSpec, model: nn.Module, ckpt: dict, device: torch.device):
+    """A killed run continues from checkpoint.pt: its states, metrics, finished epoch and global RNG
+    states (the data order and augmentation need none: they are redrawn from the epoch)."""
+    model.load_state_dict(ckpt["model"])
+    optimizer, scheduler = _optimizer_and_schedule(spec, model)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    history, done = list(ckpt["metrics"]), int(ckpt["epoch"])
+    torch.set_rng_state(ckpt["rng_torch"])
+    if device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"])
+    return optimizer, scheduler, history, done
+
+
+def _start(spec: RunSpec, model: nn.Module, init_state: dict[str, torch.Tensor]):
+    """A new run starts at θ₀ with a fresh optimiser, at epoch 0; a spawned child at its parent's epoch k
+    with the optimiser and schedule that init.spawn_optimizer / init.spawn_schedule carry over."""
+    model.load_state_dict(init_state)
+    optimizer, scheduler = _optimizer_and_schedule(spec, model)
+    history, done = [], 0
+    if spec.init.spawn:
+        done = continue_from_spawn(spec, optimizer, scheduler)
+    torch.manual_seed(stream_seed(spec.train.seed, "model"))  # randomness inside the model (dropout) has its own stream
+    return optimizer, scheduler, history, done
+
+
+def _run_epochs(run: _Training, progress: bool, checkpoint_minutes: float | None) -> float | None:
+    """Epochs from `run.done + 1` until train.epochs or the stop rule, each followed by what it keeps
+    (metrics, states, checkpoints); returns the first step's seconds (compilation included) when compiled."""
+    t = run.spec.train
+    compile_seconds = None
+    last_checkpoint = time.monotonic()
+    bar = tqdm(range(run.done + 1, t.epochs + 1), desc=run.spec.name, unit="epoch", disable=not progress,
+               initial=run.done, total=t.epochs)
+    for epoch in bar:
+        if _target_reached(t, run.history):
+            break
+        lr = run.optimizer.param_groups[0]["lr"]
+        first_step = _train_epoch(run, epoch, progress, time_first_step=run.how.compile and compile_seconds is None)
+        compile_seconds = first_step if compile_seconds is None else compile_seconds
+        run.done = epoch
+        if evaluated(t, epoch):
+            run.history.append(_epoch_metrics(run.model, run.eval_sets, t.loss, epoch, lr, run.how))
+            bar.set_postfix(train_acc=f"{run.history[-1]['train_acc']:.3f}", test_acc=f"{run.history[-1]['test_acc']:.3f}")
+        if epoch in t.save_epochs:
+            save_torch(_cpu_state(run.model), run.out.epoch(epoch))
+        if epoch in t.spawn_epochs:
+            run.save(run.out.spawn(epoch), epoch)
+        overdue = checkpoint_minutes is not None and time.monotonic() - last_checkpoint >= 60 * checkpoint_minutes
+        if (epoch % t.checkpoint_every == 0 or overdue) and epoch < t.epochs:
+            run.save(run.out.checkpoint, epoch)
+            run.checkpointed, last_checkpoint = epoch, time.monotonic()
+    return compile_seconds
+
+
+def _train_epoch(run: _Training, epoch: int, progress: bool, time_first_step: bool) -> float | None:
+    """The steps of one epoch, then the LR schedule's step. Raises TrainingDiverged (nothing of the epoch
+    kept) when a step loss is not finite; the losses stay on the device until then, so a step waits for
+    no other. Returns the seconds to the end of the first step where `time_first_step`."""
+    run.model.train()
+    losses, first_step, t0 = [], None, synced_time(run.how.device)
+    for xb, yb in tqdm(run.loader.epoch(epoch), total=len(run.loader), desc=f"epoch {epoch}", leave=False,
+                       disable=not progress, unit="batch"):
+        losses.append(train_step(run.forward, run.optimizer, xb, yb, run.spec.train.loss, run.how))
+        if time_first_step and first_step is None:
+            first_step = synced_time(run.how.device) - t0
+    _check_finite(torch.stack(losses), run.spec.name, epoch, run.history[-1])
+    run.scheduler.step()
+    return first_step
+
+
+def _finish(run: _Training, compile_seconds: float | None, started: float) -> RunResult:
+    """The run's outputs (final.pt last), or TargetNotReached with the last state checkpointed, so that a
+    retry fails at once instead of training again."""
+    t = run.spec.train
+    if _missed_target(t, run.history):
+        if run.checkpointed < run.done:
+            run.save(run.out.checkpoint, run.done)
+        raise TargetNotReached(run.spec.name, run.history[-1]["train_acc"], t.until_train_acc, t.epochs,
+                               run.history[-1], images=run.train_images)
+    return _write_outputs(run.spec, run.out.path, run.model, run.init_state, _cpu_state(run.model), run.history,
+                          run.how, compile_seconds, started, train_images=run.train_images)
+
+
+def _missed_target(t: TrainSpec, history: list[dict]) -> bool:
     """Whether a run that stopped training ends without θ_T (TargetNotReached)."""
     return t.until_train_acc is not None and history[-1]["train_acc"] < t.until_train_acc
 
 
-def target_reached(t: TrainSpec, history: list[dict]) -> bool:
+def _target_reached(t: TrainSpec, history: list[dict]) -> bool:
     """Whether the stop rule ends the run before its next epoch."""
     return t.until_train_acc is not None and history[-1]["train_acc"] >= t.until_train_acc
 
 
-def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, final: dict, history: list[dict],
+def _write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, final: dict, history: list[dict],
                   how: StepSettings, compile_seconds: float | None, started: float,
                   train_images: int | None = None) -> RunResult:
     """metrics.parquet, summary.yaml, then final.pt (its presence marks a finished run); removes
@@ -502,27 +582,16 @@ def write_outputs(spec: RunSpec, out: Path, model: nn.Module, init_state: dict, 
     write_outcome(Outcome("trained", run=spec.name, epoch=int(history[-1]["epoch"]), metrics=counts,
                           settings_digest=spec.digest()), out)
     run.checkpoint.unlink(missing_ok=True)
-    result = run_result(out, metrics, started)
+    result = _run_result(out, metrics, started)
     result.compile_seconds = compile_seconds
     return result
-
-
-def write_checkpoint(path: Path, spec: RunSpec, epoch: int, model_state: dict, optimizer_state: dict,
-                     scheduler_state: dict, history: list[dict], rng_torch: torch.Tensor,
-                     rng_cuda: torch.Tensor | None) -> None:
-    """checkpoint.pt from CPU states: the one format a single run and a seed of a pack both resume from."""
-    save_torch({
-        "epoch": epoch, "digest": spec.digest(), "model": model_state,
-        "optimizer": optimizer_state, "scheduler": scheduler_state,
-        "rng_torch": rng_torch, "rng_cuda": rng_cuda, "metrics": history,
-    }, path)
 
 
 def train_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
                xb: torch.Tensor, yb: torch.Tensor, loss: str, how: StepSettings) -> torch.Tensor:
     """One optimiser step on a batch; returns the batch's mean loss, detached and left on the
     device (no sync). `forward` is the model, its compiled version, or any module of the same
-    contract (logits of a batch), e.g. several seeds packed into one."""
+    contract (logits of a batch)."""
     if how.channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
     if how.bf16:
@@ -561,15 +630,21 @@ def _init_for_resume(spec: RunSpec, out: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def optimizer_and_schedule(spec: RunSpec, model: nn.Module):
+def _optimizer_and_schedule(spec: RunSpec, model: nn.Module):
     """The run's optimiser and its step schedule (milestones, gamma)."""
     optimizer = make_optimizer(spec, model)
     return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
 
 
 def _save_checkpoint(path: Path, spec: RunSpec, epoch: int, model, optimizer, scheduler, history, device) -> None:
-    write_checkpoint(path, spec, epoch, _cpu_state(model), _optimizer_cpu_state(optimizer), scheduler.state_dict(),
-                     history, torch.get_rng_state(), torch.cuda.get_rng_state() if device.type == "cuda" else None)
+    """checkpoint.pt (or spawn_<k>.pt): CPU copies of the training state after `epoch`, the metrics so far
+    and the global RNG states, with the settings digest a resume checks."""
+    save_torch({
+        "epoch": epoch, "digest": spec.digest(), "model": _cpu_state(model),
+        "optimizer": _optimizer_cpu_state(optimizer), "scheduler": scheduler.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None, "metrics": history,
+    }, path)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -597,7 +672,7 @@ def _claim_directory(spec: RunSpec, out: Path) -> None:
     write_yaml(spec.to_dict(), settings)
 
 
-def epoch_metrics(model: nn.Module, eval_sets: dict, loss: str, epoch: int, lr: float, how: StepSettings) -> dict:
+def _epoch_metrics(model: nn.Module, eval_sets: dict, loss: str, epoch: int, lr: float, how: StepSettings) -> dict:
     """One metrics row, in strict fp32 and the default memory layout."""
     row = {"epoch": epoch, "lr": lr}
     layout = _default_layout(model) if how.channels_last else contextlib.nullcontext()
@@ -622,7 +697,7 @@ def _optimizer_cpu_state(optimizer: torch.optim.Optimizer) -> dict:
     return state
 
 
-def optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     """The optimiser's state tensors onto `device` (a checkpoint loads them on the CPU)."""
     for per_param in optimizer.state.values():
         for name, value in per_param.items():
@@ -630,7 +705,7 @@ def optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None
                 per_param[name] = value.to(device)
 
 
-def run_result(out: Path, metrics: pd.DataFrame, started: float) -> RunResult:
+def _run_result(out: Path, metrics: pd.DataFrame, started: float) -> RunResult:
     """What `train` returns: the last epoch's metrics and the wall time."""
     last = metrics.iloc[-1]
     return RunResult(out, int(last["epoch"]), float(last["train_loss"]), float(last["train_acc"]),
