@@ -4,7 +4,8 @@
 #                       run and another seed's (linpath.paths.lmc); both BN modes, both splits
 #   instability_table   instability.parquet (barriers per setting, seed, k, BN mode, split) + lmc_paths.parquet
 #   instability_figure  results/figures/instability.png
-#   plane               a loss plane through three states of one run, with its projected trajectory
+#   plane               a loss plane through three states of one run, with its projected trajectory; or
+#                       (directions: random) a random plane and line around one state (linpath.paths.planes)
 #   planes_table        planes.parquet
 #   plane_figure        results/figures/plane_<name>.png
 # Every job that reads a run's states waits for its outcome.yaml; a run that did not train gives rows
