@@ -1,7 +1,9 @@
 # Beyond the straight line from θ₀ (config `instability`, settings.<name>.spawn, `plane`, `planes`):
 #   spawn               trains a child spawned from a run after epoch k (the train rule's body, own logs)
 #   lmc_path            straight lines between the final states of a pair: the children of one spawn, or a
-#                       run and another seed's (linpath.paths.lmc); both BN modes, both splits
+#                       run and another seed's (linpath.paths.lmc); both BN modes, both splits. Pair
+#                       independent_aligned: the same two runs after weight matching, without and with
+#                       REPAIR (linpath.paths.align; `instability.align`)
 #   instability_table   instability.parquet (barriers per setting, seed, k, BN mode, split) + lmc_paths.parquet
 #   instability_figure  results/figures/instability.png
 #   plane               a loss plane through three states of one run, with its projected trajectory; or
@@ -32,7 +34,7 @@ rule lmc_path:
     params:
         ends=lambda w: LMC.pair_args(w.run_id, w.pair),
         cache=str(LAYOUT.eval_cache()),
-        sweep=LMC.sweep_json(),
+        sweep=lambda w: LMC.sweep_json(w.run_id, w.pair),
         meta=lambda w: json.dumps(LMC.meta(LMC.pairs[(w.run_id, w.pair)]), sort_keys=True),
     wildcard_constraints:
         run_id=one_of(LMC.spawning_runs()),

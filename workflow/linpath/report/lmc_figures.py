@@ -23,6 +23,10 @@ from ..paths.lmc import END_STATISTICS  # noqa: E402
 from ..paths.planes import affine_note, log_range, random_note  # noqa: E402
 
 BN_STYLE = {"interpolate": "-", "recompute": "--"}
+# Independent pairs as measured (unaligned), after weight matching, and after weight matching and REPAIR
+# (linpath.paths.align): their labels and colours in the instability figure.
+PAIR_KINDS = {"independent": ("unaligned", "black"), "independent_aligned": ("weight matching", "tab:red"),
+              "independent_aligned_repair": ("matching + REPAIR", "tab:green")}
 
 
 def _save(fig, out: str | Path) -> None:
@@ -52,7 +56,10 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
     """Per spawning setting (one row of panels): the error barrier against the spawn epoch k for each
     split (mean ± sd over seeds, one line per BN mode; the independent pair and the threshold as
     horizontal lines), and beside it the error along the paths of each k (test split, or the first
-    measured; mean over seeds and child pairs), one panel per BN mode.
+    measured; mean over seeds and child pairs), one panel per BN mode, with the independent pairs'
+    paths (unaligned dotted, aligned, aligned + REPAIR). Where independent pairs were aligned, a last
+    panel shows their error barriers as bars: per pair kind, one bar per split and BN mode (mean over
+    pairs, the value written on it; REPAIR of a BN network has recompute bars only).
 
     Returns (figure, plotted): plotted holds one row per plotted barrier point (setting, split,
     bn_mode, spawn_epoch, mean, sd, n)."""
@@ -61,7 +68,9 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
     splits = [s for s in ("test", "train") if s in set(table["split"])]
     modes = [m for m in BN_STYLE if m in set(table["bn_mode"])]
     path_split = splits[0] if splits else "test"
-    ncols = len(splits) + len(modes)
+    kinds = [k for k in PAIR_KINDS if k in set(measured["pair_kind"])]
+    bar_panel = len(kinds) > 1  # aligned pairs measured: their own panel
+    ncols = len(splits) + len(modes) + bar_panel
     fig, axes = plt.subplots(max(1, len(settings)), max(1, ncols), figsize=(3.8 * max(1, ncols), 3.4 * max(1, len(settings))),
                              squeeze=False)
     plotted = []
@@ -91,7 +100,8 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
             if ks:
                 _k_axis(ax, ks)
             ax.set_ylabel("error barrier")
-            ax.set_title(f"{setting}, {split} split\nstable: {_stable_words(table, setting, split) or 'n/a'}", fontsize=8)
+            words = _stable_words(table, setting, split) or ("no spawns: independent pairs only" if not ks else "n/a")
+            ax.set_title(f"{setting}, {split} split\nstable: {words}", fontsize=8)
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
         curves = paths[(paths["setting"] == setting) & (paths["status"] == "measured") & (paths["split"] == path_split)]
         palette = dict(zip(ks, sns.color_palette("viridis", len(ks))))
@@ -101,13 +111,17 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
             for k in ks:
                 mean = sel[sel["spawn_epoch"] == k].groupby("alpha")["error"].mean()
                 ax.plot(mean.index, mean.to_numpy(), color=palette[k], label=f"k={int(k)}")
-            ind = sel[sel["pair_kind"] == "independent"].groupby("alpha")["error"].mean()
-            if len(ind):
-                ax.plot(ind.index, ind.to_numpy(), color="black", linestyle=":", label="independent")
+            for kind, (label, color) in PAIR_KINDS.items():
+                ind = sel[sel["pair_kind"] == kind].groupby("alpha")["error"].mean()
+                if len(ind):
+                    ax.plot(ind.index, ind.to_numpy(), color=color, linestyle=":" if kind == "independent" else "-.",
+                            label=f"independent, {label}" if kind != "independent" else "independent")
             ax.set_xlabel("α (child 1 → child 2)")
             ax.set_ylabel(f"{path_split} error")
             ax.set_title(f"{setting}: paths between children, BN {mode}", fontsize=8)
             ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+        if bar_panel:
+            _pair_bars(axes[row, -1], own, setting, kinds, splits, modes)
     if not settings:
         axes[0, 0].text(0.5, 0.5, "no spawned pairs measured", ha="center")
     ends = "; ".join(f"BN {m}: {END_STATISTICS[m]}" for m in modes)
@@ -116,6 +130,34 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
                  fontsize=9 if len(modes) < 2 else 7)
     fig.tight_layout()
     return fig, pd.DataFrame(plotted, columns=["setting", "split", "bn_mode", "spawn_epoch", "mean", "sd", "n"])
+
+
+def _pair_bars(ax, own: pd.DataFrame, setting: str, kinds: list[str], splits: list[str], modes: list[str]) -> None:
+    """Error barrier of each independent pair kind: one bar per (split, BN mode), mean over the pairs."""
+    combos = [(split, mode) for split in splits for mode in modes]
+    width = 0.8 / max(1, len(combos))
+    palette = sns.color_palette("Paired", len(combos))
+    for i, (split, mode) in enumerate(combos):
+        labelled = False
+        for x, kind in enumerate(kinds):
+            sel = own[(own["pair_kind"] == kind) & (own["split"] == split) & (own["bn_mode"] == mode)]
+            if not len(sel):
+                continue
+            value = float(sel["error_barrier"].mean())
+            bar = ax.bar(x - 0.4 + width * (i + 0.5), value, width, color=palette[i],
+                         hatch="//" if mode == "recompute" else None, edgecolor="white",
+                         label=None if labelled else f"{split}, BN {mode}")
+            labelled = True
+            bar.patches[0].set_gid(f"pairs|{setting}|{split}|{mode}|{kind}")
+            ax.annotate(f"{value:.2f}", (bar.patches[0].get_x() + width / 2, value), ha="center", va="bottom",
+                        fontsize=5, rotation=90)
+    ax.set_xticks(range(len(kinds)))
+    ax.set_xticklabels([PAIR_KINDS[k][0] for k in kinds], fontsize=7)
+    ax.set_ylabel("error barrier")
+    iterations = own.loc[own["pair_kind"] == "independent_aligned", "align_iterations"]
+    matched = f"matching: {int(iterations.max())} passes at most" if len(iterations.dropna()) else ""
+    ax.set_title(f"{setting}: independent pairs\n{matched}", fontsize=8)
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
 
 
 def write_instability_figure(table: str | Path, paths: str | Path, out: str | Path, log: str | None = None) -> None:

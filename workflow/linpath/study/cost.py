@@ -172,7 +172,7 @@ def format_estimate(est: Estimate) -> str:
 def add_lmc_costs(plan, estimate, throughput: dict) -> None:
     """Add the pair and plane sweeps of `plan` to an Estimate (rules lmc_path, plane)."""
     from ..foundations.hparams import alpha_values
-    from .lmc_plan import LmcPlan
+    from .lmc_plan import ALIGNED, LmcPlan
 
     lmc = LmcPlan(plan)
     placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in plan.settings}
@@ -189,6 +189,13 @@ def add_lmc_costs(plan, estimate, throughput: dict) -> None:
         images = sum(n_train if s == "train" else n_test for s in inst.splits)
         recompute = lines * alphas * inst.bn_subset if "recompute" in inst.bn_modes and spec.model.batchnorm else 0
         paths = lines * len(inst.bn_modes)
+        if pair.kind == ALIGNED:  # linpath.paths.lmc.sweep_aligned (weight matching itself costs no images)
+            if spec.model.batchnorm:  # REPAIR is the recompute sweep, measured whatever bn_modes says
+                paths = len(set(inst.bn_modes) | {"recompute"})
+                recompute = alphas * inst.bn_subset
+            else:  # the REPAIRed line once, and its statistics: one pass over the subset per α
+                paths = len(inst.bn_modes) + 1
+                recompute = (alphas + 2) * inst.bn_subset
         rule = estimate.rules.setdefault("lmc_path", RuleCost("lmc_path"))
         _add(rule, f"{pair.run_id}/{pair.name}", (paths * alphas * images + recompute) / eval_rate / 3600,
              paths=paths, path_points=paths * alphas)

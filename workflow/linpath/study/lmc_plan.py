@@ -3,7 +3,10 @@
 Pairs (linpath.paths.lmc): the straight line between two trained end states, θ(α) = (1−α)·θ₁ + α·θ₂. Either
 the children of one spawn (pair `k<k>` of the spawning run: every two of them), or the run and the
 same setting's run of the next seed (pair `independent`: other init, other data order, Frankle et
-al.'s k = 0 with different inits). Config `instability` says how they are measured (InstabilitySpec).
+al.'s k = 0 with different inits), also for the settings `instability.independent_settings` names. With
+`instability.align`, every independent pair is measured again after weight matching, without and with
+REPAIR (pair `independent_aligned`, linpath.paths.align). Config `instability` says how they are
+measured (InstabilitySpec).
 
 Planes (linpath.paths.planes): the plane through three states A, B, C of one run, in affine coordinates
 θ(α, β) = A + α(B−A) + β(C−A), on a grid; the run's saved states projected onto it. A random plane
@@ -28,19 +31,28 @@ from ..foundations.layout import spawn_file
 from .spawn import SpawnSpec, child_name
 
 INDEPENDENT = "independent"
+# An independent pair measured again after weight matching, and after weight matching and REPAIR
+# (linpath.paths.align): one job (`lmc_path` with pair independent_aligned) writes both kinds.
+ALIGNED = "independent_aligned"
+ALIGNED_REPAIR = "independent_aligned_repair"
+PAIR_KINDS = ("spawn", INDEPENDENT, ALIGNED, ALIGNED_REPAIR)
+# The InstabilitySpec fields only the aligned job reads, and the one that only plans jobs: left out of the
+# other jobs' sweep settings, so that changing them reruns no other pair sweep.
+ALIGN_FIELDS = ("align", "align_max_iter")
+PLAN_FIELDS = ("independent_settings",)
 
 
 @dataclass(frozen=True)
 class Pair:
     """One pair sweep: the straight lines between every two of `ends` (their final states)."""
 
-    name: str  # k<k> or independent
+    name: str  # k<k>, independent or independent_aligned
     run_id: str  # the spawning run (the first end of an independent pair)
     setting: str
     seed: int
     spawn_epoch: int | None
     ends: tuple[str, ...]
-    kind: str  # spawn | independent
+    kind: str  # spawn | independent | independent_aligned (whose job also writes independent_aligned_repair)
 
 
 @dataclass(frozen=True)
@@ -79,13 +91,11 @@ class LmcPlan:
                 for k in spawn.epochs:
                     ends = tuple(plan.run_of(child_name(setting, k, i), seed) for i in range(spawn.children))
                     self.pairs[(run_id, f"k{k}")] = Pair(f"k{k}", run_id, setting, seed, k, ends, "spawn")
-                if self.instability.independent and len(plan.seeds) > 1:
-                    other = plan.seeds[(plan.seeds.index(seed) + 1) % len(plan.seeds)]
-                    ends = (run_id, plan.run_of(setting, other))
-                    if frozenset(ends) not in independent:
-                        independent.add(frozenset(ends))
-                        self.pairs[(run_id, INDEPENDENT)] = Pair(INDEPENDENT, run_id, setting, seed, None, ends,
-                                                                 INDEPENDENT)
+                if self.instability.independent:
+                    self._independent(setting, seed, independent)
+        for setting in self._independent_settings():
+            for seed in plan.seeds:
+                self._independent(setting, seed, independent)
         self.planes: dict[tuple[str, str], PlaneJob] = {}
         for name, own in (config.get("planes") or {}).items():
             where = f"planes.{name}"
@@ -101,6 +111,36 @@ class LmcPlan:
                 starts, reads = zip(*(self._state(s, run_id, spec.setting, seed, where) for s in spec.states))
                 reads = tuple(dict.fromkeys([run_id, *(r for rs in reads for r in rs)]))  # the run: model, trajectory
                 self.planes[(name, run_id)] = PlaneJob(name, run_id, spec.setting, seed, tuple(starts), reads, spec)
+
+    def _independent_settings(self) -> list[str]:
+        """`instability.independent_settings`, checked: non-helper settings of the config that do not
+        spawn (a spawning setting has its independent pair already)."""
+        out = []
+        for name in self.instability.independent_settings:
+            where = "instability.independent_settings"
+            if name not in self.plan.settings or self.plan.settings[name].aux:
+                raise SettingsError(f"{where}: {name!r} is not a (non-helper) setting of the config")
+            if self.instability.independent and name in self.spawns:
+                continue
+            out.append(name)
+        return out
+
+    def _independent(self, setting: str, seed: int, seen: set) -> None:
+        """The run of `setting` and `seed` against the same setting's run of the next seed (pair
+        `independent`), and the same two after alignment (`independent_aligned`) where the config aligns.
+        With two seeds, seed 1's next seed is seed 0: one line, planned once."""
+        plan = self.plan
+        if len(plan.seeds) < 2:
+            return
+        run_id = plan.run_of(setting, seed)
+        other = plan.seeds[(plan.seeds.index(seed) + 1) % len(plan.seeds)]
+        ends = (run_id, plan.run_of(setting, other))
+        if frozenset(ends) in seen:
+            return
+        seen.add(frozenset(ends))
+        self.pairs[(run_id, INDEPENDENT)] = Pair(INDEPENDENT, run_id, setting, seed, None, ends, INDEPENDENT)
+        if self.instability.align:
+            self.pairs[(run_id, ALIGNED)] = Pair(ALIGNED, run_id, setting, seed, None, ends, ALIGNED)
 
     def _state(self, text: str, run_id: str, setting: str, seed: int, where: str) -> tuple[str, tuple[str, ...]]:
         """(start point for linpath.paths.sweeps.resolve_start, runs read) of one named state."""
@@ -166,8 +206,13 @@ class LmcPlan:
                 "spawn_epoch": pair.spawn_epoch, "run_id": pair.run_id,
                 "experiment": self.plan.settings[pair.setting].experiment}
 
-    def sweep_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self.instability), sort_keys=True)
+    def sweep_json(self, run_id: str | None = None, pair: str | None = None) -> str:
+        """The InstabilitySpec a pair sweep reads: the alignment fields only for an aligned pair, the list of
+        extra independent settings never (so that changing them reruns no other pair sweep)."""
+        aligned = pair is not None and self.pairs[(run_id, pair)].kind == ALIGNED
+        drop = PLAN_FIELDS if aligned else (*PLAN_FIELDS, *ALIGN_FIELDS)
+        spec = {k: v for k, v in dataclasses.asdict(self.instability).items() if k not in drop}
+        return json.dumps(spec, sort_keys=True)
 
     def pair_inputs(self, run_id: str, pair: str) -> list[str]:
         """The outcome files a pair sweep waits for (its ends' states exist only when they trained)."""
@@ -175,7 +220,9 @@ class LmcPlan:
 
     def pair_args(self, run_id: str, pair: str) -> str:
         """`linpath lmc-path` arguments naming the pair's end runs."""
-        return " ".join(f"--end {shlex.quote(str(self.plan.layout.run_dir(r)))}" for r in self.pairs[(run_id, pair)].ends)
+        found = self.pairs[(run_id, pair)]
+        ends = " ".join(f"--end {shlex.quote(str(self.plan.layout.run_dir(r)))}" for r in found.ends)
+        return f"{ends} --align" if found.kind == ALIGNED else ends
 
     def plane_inputs(self, plane: str, run_id: str) -> list[str]:
         return [str(self.plan.layout.run_file(r, "outcome")) for r in self.planes[(plane, run_id)].reads]
