@@ -178,7 +178,9 @@ def test_pairs_cover_every_spawn_and_one_independent_line_per_pair_of_seeds():
     lmc = LmcPlan(plan)
     names = sorted((plan.runs[r].seed, n) for r, n in lmc.pairs)
     # Two seeds: seed 1's next seed is seed 0, the same line as seed 0's: measured once.
-    assert names == [(0, INDEPENDENT), (0, "k0"), (0, "k1"), (0, "k3"), (1, "k0"), (1, "k1"), (1, "k3")]
+    # The independent pair is measured again after alignment (instability.align, on by default).
+    assert names == [(0, INDEPENDENT), (0, "independent_aligned"), (0, "k0"), (0, "k1"), (0, "k3"), (1, "k0"),
+                     (1, "k1"), (1, "k3")]
     independent = lmc.pairs[(plan.run_of("base", 0), INDEPENDENT)]
     assert independent.ends == (plan.run_of("base", 0), plan.run_of("base", 1)) and independent.spawn_epoch is None
     assert str(plan.layout.table("instability")) in lmc.targets()
@@ -313,7 +315,9 @@ def test_the_instability_figure_alone_builds_only_base_runs_spawns_and_pair_swee
     stats = job_stats(output_of(proc))
     plan = Plan(yaml.safe_load((workdir / "config" / "config.yaml").read_text()))
     lmc = LmcPlan(plan)
-    spawning = {p.setting for p in lmc.pairs.values()}
+    spawning = {p.setting for p in lmc.pairs.values() if p.kind == "spawn"}
+    # the settings measured besides: independent pairs only (instability.independent_settings)
+    assert {p.setting for p in lmc.pairs.values()} - spawning == set(lmc.instability.independent_settings)
     parents = {r for p in lmc.pairs.values() for r in p.ends if plan.runs[r].spawn_epoch is None} | {
         p.run_id for p in lmc.pairs.values()}
     children = [r for r in plan.runs if plan.runs[r].spawn_epoch is not None]
@@ -346,8 +350,14 @@ def test_lmc_workflow_writes_the_instability_and_plane_outputs(lmc_run):
     for name in ("instability.png", "plane_mlp_lucas.png", "plane_base_children.png", "figure_A11.png"):
         assert (results / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     table = pd.read_parquet(results / "tables" / "instability.parquet")
-    # 2 seeds x 3 spawn epochs + 1 independent line, x 2 BN modes x 2 splits.
-    assert len(table) == (2 * 3 + 1) * 2 * 2 and (table["status"] == "measured").all()
+    # 2 seeds x 3 spawn epochs + 1 independent line, x 2 BN modes x 2 splits; the independent line aligned
+    # (2 BN modes) and REPAIRed (the recompute mode, in a BN network), x 2 splits.
+    assert (table["status"] == "measured").all()
+    assert table["pair_kind"].value_counts().to_dict() == {"spawn": 2 * 3 * 2 * 2, "independent": 2 * 2,
+                                                           "independent_aligned": 2 * 2,
+                                                           "independent_aligned_repair": 2}
+    aligned = table[table["pair_kind"] == "independent_aligned"]
+    assert (aligned["distance_l2"] < aligned["distance_l2_unaligned"]).all() and (aligned["align_iterations"] >= 1).all()
     last = table[table["spawn_epoch"] == 3]
     assert (last["error_barrier"] == 0).all() and (last["distance_l2"] == 0).all() and last["stable"].all()
     early = table[table["spawn_epoch"] == 0]

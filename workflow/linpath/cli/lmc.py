@@ -1,7 +1,9 @@
 """Command-line verbs of the instability analysis and the loss planes (added to `linpath` by linpath.cli):
 
-    linpath lmc-path     the straight lines between the final states of two or more runs -> parquet
-    linpath plane        a loss plane through three states of a run, with its projected trajectory
+    linpath lmc-path     the straight lines between the final states of two or more runs -> parquet;
+                         --align: two runs, the second's units matched to the first's, without and with REPAIR
+    linpath plane        a loss plane through three states of a run, with its projected trajectory, or a
+                         random plane and line around one state (filter-normalised directions)
     linpath lmc-report   instability table | instability figure | planes table | plane figure
 
 Each job prints the CPU seconds it used (the cost of these sweeps is measured per job).
@@ -53,8 +55,10 @@ def _cmd_lmc_path(args: argparse.Namespace) -> None:
         raise SettingsError(f"--end: give at least two run directories, got {len(args.end)}")
     spec = InstabilitySpec.from_config(_json(args.sweep_json, "--sweep-json"), "--sweep-json")
     _threads(args.threads)
+    if args.align and len(args.end) != 2:
+        raise SettingsError(f"--align: an aligned pair has two ends (--end), got {len(args.end)}")
     frame, summary = pair_sweep(_run_dirs(args.end, "--end"), args.eval_cache, spec, _json(args.meta_json, "--meta-json"),
-                                progress=not args.no_progress)
+                                align=args.align, progress=not args.no_progress)
     write_parquet(frame, args.out)
     print(f"{len(frame)} rows -> {args.out}; {summary}")
     print(_cpu(started))
@@ -116,6 +120,9 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-cache", default=str(Layout().eval_cache()), help="folder of cached evaluation splits")
     p.add_argument("--sweep-json", help="linpath.foundations.hparams.InstabilitySpec as JSON (config `instability`)")
     p.add_argument("--meta-json", help="columns written beside the curves (setting, seed, pair, spawn_epoch, ...)")
+    p.add_argument("--align", action="store_true",
+                   help="align the second end's hidden units to the first's (weight matching) and measure the line "
+                        "without and with REPAIR (pair kinds independent_aligned, independent_aligned_repair)")
     p.add_argument("--out", required=True, help="parquet, one row per line, BN mode, split and α")
     p.add_argument("--threads", type=count, default=None)
     p.add_argument("--no-progress", action="store_true")
