@@ -229,3 +229,25 @@ def test_the_default_config_plans_the_spiral_mlps_random_plane_and_prices_it():
     states_points = sum(j.spec.points**2 for j in lmc.planes.values() if not j.spec.random)
     assert est.rules["plane"].path_points == states_points + job.spec.points**2 + job.spec.line_points
     assert est.rules["plane"].jobs == len(lmc.planes)
+
+
+def test_linpath_plane_writes_a_random_plane_and_refuses_three_states_for_it(trained_resnet, tmp_path, capsys):
+    import json
+
+    from linpath.cli import commands as cli
+
+    run, _, _ = trained_resnet
+    spec = json.dumps({"directions": "random", "range": [-1.0, 1.0], "points": 3, "line_points": 5,
+                       "direction_seeds": [4, 9]})
+    out = tmp_path / "random.parquet"
+    base = ["plane", "--run", str(run), "--eval-cache", str(tmp_path / "cache"), "--spec-json", spec,
+            "--meta-json", json.dumps({"plane": "r", "seed": 0}), "--out", str(out), "--no-progress"]
+    code = cli.main([*base[:3], "--state", "init", "--state", f"final={run / 'final.pt'}", "--state", "other",
+                     *base[3:]])
+    assert code != 0 and "--state: give one state (the centre of a random plane), got 3" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main([*base[:3], "--state", f"final={run / 'final.pt'}", *base[3:]]) == 0
+    frame = pd.read_parquet(out)
+    assert set(frame["kind"]) == {"grid", "line", "anchor"} and (frame["directions"] == "random").all()
+    assert set(frame["direction_seed_1"]) == {4} and set(frame["direction_seed_2"]) == {9}
+    assert "3x3 grid and a line of 5 points" in capsys.readouterr().out

@@ -70,10 +70,12 @@ def _cmd_plane(args: argparse.Namespace) -> None:
     from ..paths.planes import plane_job
 
     started = time.process_time()
-    spec = PlaneSpec.from_config({}, {"setting": "?", **_json(args.spec_json, "--spec-json")}, "--spec-json")
-    wanted = "one state (the centre of a random plane)" if spec.random else "three states (A, B, C)"
-    if len(args.state) != (1 if spec.random else 3):
+    raw = {"setting": "?", **_json(args.spec_json, "--spec-json")}
+    random = raw.get("directions") == "random"
+    wanted = "one state (the centre of a random plane)" if random else "three states (A, B, C)"
+    if len(args.state) != (1 if random else 3):
         raise SettingsError(f"--state: give {wanted}, got {len(args.state)}")
+    spec = PlaneSpec.from_config({}, {**raw, "states": args.state}, "--spec-json")  # the states are --state's
     _threads(args.threads)
     run = _run_dirs([args.run], "--run")[0]
     frame, summary = plane_job(run, _run_dirs(args.reads or [args.run], "--reads"), args.state, args.eval_cache, spec,
