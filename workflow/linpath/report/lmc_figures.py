@@ -27,6 +27,8 @@ BN_STYLE = {"interpolate": "-", "recompute": "--"}
 # (linpath.paths.align): their labels and colours in the instability figure.
 PAIR_KINDS = {"independent": ("unaligned", "black"), "independent_aligned": ("weight matching", "tab:red"),
               "independent_aligned_repair": ("matching + REPAIR", "tab:green")}
+_BAR_TICKS = {"independent": "unaligned", "independent_aligned": "weight\nmatching",
+              "independent_aligned_repair": "matching\n+ REPAIR"}
 
 
 def _save(fig, out: str | Path) -> None:
@@ -118,8 +120,9 @@ def instability_figure(table: pd.DataFrame, paths: pd.DataFrame):
                             label=f"independent, {label}" if kind != "independent" else "independent")
             ax.set_xlabel("α (child 1 → child 2)")
             ax.set_ylabel(f"{path_split} error")
-            ax.set_title(f"{setting}: paths between children, BN {mode}", fontsize=8)
-            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+            ax.set_title(f"{setting}: paths between {'children' if ks else 'independent runs'}, BN {mode}", fontsize=8)
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2 if bar_panel else 3,
+                      frameon=False)
         if bar_panel:
             _pair_bars(axes[row, -1], own, setting, kinds, splits, modes)
     if not settings:
@@ -152,7 +155,7 @@ def _pair_bars(ax, own: pd.DataFrame, setting: str, kinds: list[str], splits: li
             ax.annotate(f"{value:.2f}", (bar.patches[0].get_x() + width / 2, value), ha="center", va="bottom",
                         fontsize=5, rotation=90)
     ax.set_xticks(range(len(kinds)))
-    ax.set_xticklabels([PAIR_KINDS[k][0] for k in kinds], fontsize=7)
+    ax.set_xticklabels([_BAR_TICKS[k] for k in kinds], fontsize=7)
     ax.set_ylabel("error barrier")
     iterations = own.loc[own["pair_kind"] == "independent_aligned", "align_iterations"]
     matched = f"matching: {int(iterations.max())} passes at most" if len(iterations.dropna()) else ""
