@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -22,12 +23,13 @@ import yaml
 from conftest import assert_states_equal, load_tensors, run_dict
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import RunSpec, SettingsError
-from linpath.paths.lmc import barrier, instability_table, pair_sweep, peak_alpha, stable_from, sweep_pairs
+from linpath.paths.lmc import (barrier, instability_table, pair_sweep, parameter_distance, peak_alpha, stable_from,
+                                sweep_pairs)
 from linpath.report.lmc_figures import instability_figure
 from linpath.study.lmc_plan import INDEPENDENT, LmcPlan
 from linpath.foundations.hparams import InstabilitySpec
 from linpath.foundations.outcome import Outcome, write_outcome
-from linpath.study.spawn import CHILD_SEED_STEP, child_name
+from linpath.study.spawn import CHILD_SEED_STEP, SpawnSpec, child_name, parent_spawn_epochs
 from linpath.engine.train import train
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -63,6 +65,54 @@ def test_stable_from_is_the_first_k_that_stays_stable(means, expected):
     rows = pd.DataFrame([{"spawn_epoch": k, "error_barrier": v + d} for k, v in means.items() for d in (-1e-4, 1e-4)])
     found = stable_from(rows, 0.02)
     assert (np.isnan(found) and np.isnan(expected)) or found == expected
+
+
+def test_a_curve_needs_two_points_for_a_barrier_and_a_nan_has_no_peak():
+    assert np.isnan(barrier([0.3])) and np.isnan(barrier([]))
+    assert barrier([0.1, 0.3]) == pytest.approx(0.1), "two points: the higher end minus the mean of both"
+    assert np.isnan(peak_alpha([0.0, 0.5, 1.0], [0.1, float("nan"), 0.1]))
+    assert peak_alpha([0.0, 0.5, 1.0], [0.1, 0.1, 0.1]) == 0.0, "a tie: the first alpha"
+
+
+def test_parameter_distance_is_the_l2_distance_and_its_share_of_the_mean_norm():
+    a = {"w": torch.tensor([3.0, 0.0]), "b": torch.tensor([4.0]), "skipped": torch.tensor([100.0])}
+    b = {"w": torch.tensor([0.0, 0.0]), "b": torch.tensor([0.0]), "skipped": torch.tensor([-100.0])}
+    l2, rel = parameter_distance(a, b, ["w", "b"])
+    assert l2 == 5.0 and rel == 5.0 / (0.5 * (5.0 + 0.0)), "only the keys given; the norms of both ends"
+    assert parameter_distance(b, a, ["w", "b"]) == (l2, rel), "symmetric in the two ends"
+    c = {"w": torch.tensor([0.0, 6.0]), "b": torch.tensor([8.0])}
+    assert parameter_distance(a, c, ["w", "b"]) == pytest.approx((math.sqrt(9 + 36 + 16), math.sqrt(61) / 7.5))
+    zero, rel_zero = parameter_distance(b, b, ["w", "b"])
+    assert zero == 0.0 and np.isnan(rel_zero), "two zero states: no scale to divide by"
+
+
+def one_line(error_peak: float, *, pair="k1", k=1, seed=0, status="measured") -> list[dict]:
+    """One measured line (interpolate, train) whose error curve is 0, error_peak, 0 (barrier error_peak)."""
+    return [{"setting": "base", "experiment": "E2", "seed": seed, "pair_kind": "spawn", "pair": pair, "spawn_epoch": k,
+             "run_id": f"base-s{seed}", "end_a": "a", "end_b": "b", "bn_mode": "interpolate", "split": "train",
+             "alpha": alpha, "loss": 1.0 + e, "accuracy": 1.0 - e, "error": e, "distance_l2": 2.0,
+             "distance_rel": 0.5, "status": status, "status_reason": ""}
+            for alpha, e in ((0.0, 0.0), (0.5, error_peak), (1.0, 0.0))]
+
+
+def test_a_barrier_at_the_threshold_is_stable_and_one_just_above_is_not():
+    threshold = 0.25
+    for peak, stable in ((0.25, True), (0.25 + 2 ** -20, False), (0.0, True)):
+        table = instability_table(pd.DataFrame(one_line(peak)), threshold)
+        assert table["error_barrier"].iloc[0] == peak
+        assert table["stable"].iloc[0] == stable, (peak, threshold)
+        found = table["stable_from_k"].iloc[0]
+        assert found == 1.0 if stable else np.isnan(found), "its one spawn epoch, k = 1, is stable or not"
+    assert "error barrier <= 0.25" in table["stability_rule"].iloc[0], "the threshold is printed beside its rule"
+
+
+def test_the_mean_over_the_lines_of_a_pair_decides_and_the_worst_line_is_kept():
+    rows = one_line(0.125) + [{**r, "end_b": "c"} for r in one_line(0.5)]
+    table = instability_table(pd.DataFrame(rows), 0.3)
+    row = table.iloc[0]
+    assert row["n_lines"] == 2 and row["error_barrier"] == pytest.approx(0.3125) and row["stable"] == False  # noqa: E712
+    assert row["error_barrier_max"] == 0.5 and row["error_barrier_alpha"] == 0.5
+    assert row["ends"] == "a, b, c" and row["accuracy_ends_mean"] == 1.0
 
 
 def hand_paths(seeds=(0, 1), ks=(0, 1, 3)) -> pd.DataFrame:
@@ -191,12 +241,31 @@ def test_pairs_cover_every_spawn_and_one_independent_line_per_pair_of_seeds():
     ({"epochs": [1], "seeds": [5]}, "not seeds of the config"),
     ({"epochs": [9]}, "spawn_epochs: 9 is not an epoch in 0..train.epochs=3"),
     ({"epochs": [1, 1]}, "distinct"),
+    ({"epochs": [-1, 1]}, r"distinct epochs >= 0, got \[-1, 1\]"),
+    ({"epochs": []}, "give at least one spawn epoch"),
 ])
 def test_a_bad_spawn_section_is_refused_naming_it(spawn, message):
     config = lmc_config()
     config["settings"]["base"]["spawn"] = spawn
     with pytest.raises(SettingsError, match=message):
         Plan(config).check()
+
+
+def test_the_smallest_spawn_section_is_accepted_in_order_and_for_every_seed():
+    """The boundaries of the checks above: epoch 0, two children, no seeds given (every seed)."""
+    spec = SpawnSpec.from_config({"epochs": [3, 0], "children": 2}, "settings.base.spawn", [0, 1])
+    assert (spec.epochs, spec.children, spec.seeds) == ([0, 3], 2, [0, 1])
+    assert spec.keep_optimizer and spec.keep_schedule, "a child takes over the whole state unless told"
+    only = SpawnSpec.from_config({"epochs": [1], "seeds": [1]}, "settings.base.spawn", [0, 1])
+    assert only.seeds == [1]
+    config = lmc_config()
+    config["settings"]["base"]["spawn"] = {"epochs": [3, 0], "seeds": [1]}
+    config["planes"] = {}
+    plan = Plan(config)
+    base = plan.settings["base"]
+    assert parent_spawn_epochs(base, 1, plan.seeds) == [0, 3] and parent_spawn_epochs(base, 0, plan.seeds) == []
+    assert parent_spawn_epochs(plan.settings[child_name("base", 0, 1)], 1, plan.seeds) == [], "a child spawns nothing"
+    assert child_name("base", 3, 1) == "base_k3c1"
 
 
 def test_a_plane_through_a_missing_child_is_refused():

@@ -17,7 +17,8 @@ from linpath.engine import models
 from linpath.foundations.hparams import PlaneSpec
 from linpath.foundations.outcome import Outcome, write_outcome
 from linpath.paths.evaluator import EvalSplit, PathEvaluator
-from linpath.paths.planes import plane_grid, plane_job, project
+from linpath.paths.planes import (affine_note, load_any_state, log_range, moving_keys, plane_geometry, plane_grid,
+                                  plane_job, project, random_note)
 from linpath.engine.train import evaluate, train
 
 ALPHAS = np.array([-0.5, 0.0, 0.25, 1.0, 1.5])
@@ -146,3 +147,45 @@ def test_the_grid_holds_zero_and_one_exactly_and_no_negative_zero(points, span):
     assert 0.0 in grid and 1.0 in grid
     assert all(np.copysign(1.0, v) > 0 for v in grid if v == 0), grid
     assert grid == sorted(grid) and len(set(grid)) == points
+
+
+@pytest.mark.parametrize("values, log", [
+    ([1.0, 20.0], False),  # a span of exactly 20x stays linear
+    ([1.0, 20.001], True),
+    ([0.5, 100.0, 2.0], True),
+    ([0.0, 100.0], False),  # a zero (or anything below) cannot be drawn on a log scale
+    ([-1.0, 100.0], False),
+    ([1.0, float("nan"), float("inf"), 30.0], True),  # only the finite values count
+    ([float("nan")], False),
+    ([], False),
+])
+def test_the_colour_scale_is_logarithmic_only_above_a_span_of_20(values, log):
+    assert log_range(values) is log
+
+
+def test_geometry_of_a_plane_and_of_a_degenerate_one():
+    a = {"w": torch.zeros(2), "n": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 0.0]), "n": torch.tensor(7)}
+    c = {"w": torch.tensor([1.0, 1.0]), "n": torch.tensor(9)}
+    keys = moving_keys(b)
+    assert keys == ["w"], "the counter does not move"
+    geometry = plane_geometry(a, b, c, keys)
+    assert geometry == pytest.approx({"norm_ba": 3.0, "norm_ca": 2 ** 0.5, "cos_ba_ca": 2 ** -0.5})
+    for flat in (plane_geometry(a, a, c, keys), plane_geometry(a, b, a, keys)):
+        assert np.isnan(flat["cos_ba_ca"]), "a direction of length 0 has no angle"
+    assert plane_geometry(a, a, c, keys)["norm_ca"] == pytest.approx(2 ** 0.5)
+    assert project(a, a, b, c, keys) == (0.0, 0.0, 0.0), "A itself: no offset to divide by"
+
+
+def test_a_spawn_state_and_a_plain_state_load_as_the_same_weights(tmp_path):
+    weights = {"w": torch.arange(3.0)}
+    torch.save(weights, tmp_path / "plain.pt")
+    torch.save({"epoch": 1, "model": weights, "optimizer": {}, "scheduler": {}}, tmp_path / "spawn_1.pt")
+    for name in ("plain.pt", "spawn_1.pt"):
+        loaded = load_any_state(tmp_path / name)
+        assert loaded.keys() == {"w"} and torch.equal(loaded["w"], weights["w"]), name
+
+
+def test_the_notes_state_the_coordinates_the_figure_uses():
+    assert "A + α(B−A) + β(C−A)" in affine_note() and "(0,0), (1,0), (0,1)" in affine_note()
+    assert "centre + a·d1 + b·d2" in random_note() and "filter-normalised" in random_note()
