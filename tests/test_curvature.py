@@ -177,6 +177,10 @@ def test_the_verb_writes_the_columns_for_the_full_and_group_paths(trained_mlp, t
     assert frame["alpha"].round(12).tolist()[:11] == [round(a, 12) for a in np.linspace(0, 1, 11)]
     assert (frame["run"] == "r1").all() and (frame["subset"] == 128).all()
     assert frame["lambda_max"].notna().all() and (frame["iterations"] >= 1).all() and (frame["trace_se"] > 0).all()
+    # At α = 1 both paths reach θ_T, and a group's Hessian is a block of the full one: its top eigenvalue is
+    # no larger (Cauchy's interlacing theorem), up to the Lanczos tolerance.
+    end = frame[frame["alpha"] == 1.0].set_index("group")["lambda_max"]
+    assert end["layer2"] <= end["all"] * (1 + 1e-3)
     assert sorted(p.name for p in out.parent.iterdir()) == ["c.parquet"], "exactly the file it was told"
     assert "cpu seconds" in proc.stdout
 
@@ -247,3 +251,23 @@ def test_a_bad_curvature_config_is_an_error_naming_the_setting(change, words):
     config["curvature"] = {**config["curvature"], **change}
     with pytest.raises(SettingsError, match=words.replace(".", r"\.")):
         CurvaturePlan(Plan(config))
+
+
+def test_the_figure_draws_the_tables_values_beside_the_sweeps_loss(trained_mlp, tmp_path):
+    from linpath.foundations.hparams import SweepSpec
+    from linpath.paths.curvature import curvature_job
+    from linpath.paths.sweeps import interpolate_run
+    from linpath.report.curvature_figures import curvature_figure
+
+    run, _, _ = trained_mlp
+    cache = tmp_path / "cache"
+    sweep = SweepSpec(alphas="0:1:6")
+    table, _ = curvature_job(run, cache, CurvatureSpec(alphas="0:1:6", subset=64, probes=2, iterations=5), sweep, [],
+                             {"run": "r1", "setting": "mlp", "seed": 0, "experiment": "E1"})
+    sweeps = interpolate_run(run, cache, sweep, run_id="r1", progress=False)
+    fig, plotted = curvature_figure(table, sweeps)
+    lam = plotted[plotted["panel"] == "lambda_max"]
+    assert lam["value"].tolist() == table.sort_values("alpha")["lambda_max"].tolist()
+    loss = plotted[plotted["panel"] == "loss"]
+    train = sweeps[(sweeps["split"] == "train") & (sweeps["path"] == "full") & (sweeps["start"] == "init")]
+    assert loss["value"].tolist() == train.sort_values("alpha")["loss"].tolist() and len(loss) == 6

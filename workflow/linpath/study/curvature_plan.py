@@ -12,7 +12,7 @@ Pure Python (no torch): the Snakefile plans these at parse time.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..foundations.hparams import CurvatureSpec, SettingsError
 
@@ -92,7 +92,10 @@ class CurvaturePlan:
         return json.dumps(self.spec.measurement(), sort_keys=True)
 
     def sweep_json(self, run_id: str) -> str:
-        return json.dumps(asdict(self.plan.sweep_spec(self.jobs[run_id].setting)), sort_keys=True)
+        """The parts of the setting's sweep the curvature follows: its BN modes and BN-recompute subset (the
+        rest of `paths` changes nothing here, so a change to it reruns no curvature job)."""
+        sweep = self.plan.sweep_spec(self.jobs[run_id].setting)
+        return json.dumps({"bn_modes": sweep.bn_modes, "bn_subset": sweep.bn_subset}, sort_keys=True)
 
     def meta(self, run_id: str) -> str:
         job = self.jobs[run_id]
