@@ -474,8 +474,7 @@ class PlaneSpec:
     # drawn again exactly, and so that another draw (other seeds) shows how much the picture owes to the draw.
     direction_seeds: list[int] = field(default_factory=lambda: [1, 2])
     # Random planes: points of the line centre + a·d1 over `range`. A 1-D curve costs `points` times less than
-    # the grid per point, so it is drawn finer: 41 points over [-1, 1] are steps of 0.05, on which the grid's
-    # steps of 0.1 (21 points) fall.
+    # the grid, so it is drawn finer: 41 points are half the steps of a grid of 21, whose points all fall on it.
     line_points: int = 41
     range: list[float] = field(default_factory=lambda: [-0.2, 1.2])  # α and β from, to
     points: int = 15  # per axis
