@@ -10,6 +10,7 @@ verb writes the tables and Table 1 states the count."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,8 +22,8 @@ import yaml
 from conftest import run_cli
 from linpath.foundations.hparams import GroupRule, RunSpec, SettingsError, ShapeThresholds
 from linpath.paths.shapes import curve_metrics, shape_table
-from linpath.report.sensitivity import (SensitivityGrid, grid_points, group_references, group_sensitivity, relabel,
-                                        robust_counts, robustness_line, sensitivity_markdown, sensitivity_table)
+from linpath.report.sensitivity import (SensitivityGrid, _lucas, _nearest_flip, grid_points, group_references,
+                                        group_sensitivity, point_name, relabel, robust_counts, robustness_line, sensitivity_markdown, sensitivity_table)
 from linpath.report.tables import table1
 from linpath.study.barrier_groups import write_barrier_groups
 from linpath.study.plan import Plan
@@ -417,3 +418,101 @@ def test_report_verb_writes_the_sensitivity_and_table1_states_the_count(tmp_path
     other = run_cli(["report", "table1-sensitivity", *common, "--groups", str(tmp_path / "other.yaml"),
                      "--out", *map(str, sens)])
     assert other.returncode == 2 and "--groups: not the barrier-groups files of ref; missing " in other.stderr
+
+
+# --- each threshold decision at its boundary --------------------------------------------------------
+
+
+@pytest.mark.parametrize("sensitivity, grid", [
+    ({"plateau_alpha": [0, 1]}, {"plateau_alpha": (0.0, 1.0)}),  # both ends of [0, 1]
+    ({"barrier_rel": [0], "barrier_tol": [0], "group_tol": [0]}, {"barrier_rel": (0.0,), "barrier_tol": (0.0,),
+                                                                 "group_tol": (0.0,)}),
+    ({"layer_barrier_ratio": [1]}, {"layer_barrier_ratio": (1.0,)}),
+    ({"label_min_share": [1], "group_min_share": [1e-9, 1]}, {"label_min_share": (1.0,), "group_min_share": (1e-9, 1.0)}),
+    ({"barrier_tol": [0.01, 0.001, 0.01]}, {"barrier_tol": (0.01, 0.001)}),  # repeats dropped, order kept
+    ({"lucas_tol": 0}, {"lucas_tol": 0.0}),
+    ({"lucas_tol": 1}, {"lucas_tol": 1.0}),
+])
+def test_the_edges_of_each_grid_range_are_accepted(sensitivity, grid):
+    got = SensitivityGrid.from_config({"sensitivity": sensitivity})
+    assert got == SensitivityGrid(**grid)
+    assert all(type(v) is float for values in dataclasses.astuple(got)[:-1] for v in values)
+    assert type(got.lucas_tol) is float
+    assert SensitivityGrid.from_config(None) == SensitivityGrid() == SensitivityGrid.from_config({"sensitivity": None})
+
+
+@pytest.mark.parametrize("sensitivity, message", [
+    ({"plateau_alpha": [-0.01]}, "plateau_alpha must be a non-empty list of numbers in [0, 1], got [-0.01]"),
+    ({"plateau_alpha": [1.01]}, "plateau_alpha must be"),
+    ({"barrier_rel": [-1e-9]}, "barrier_rel must be a non-empty list of numbers in [0, inf), got"),
+    ({"layer_barrier_ratio": [0.999]}, "layer_barrier_ratio must be"),
+    ({"label_min_share": [1.001]}, "label_min_share must be a non-empty list of numbers in (0, 1], got [1.001]"),
+    ({"group_min_share": [0]}, "group_min_share must be a non-empty list of numbers in (0, 1]"),
+    ({"barrier_tol": [True]}, "barrier_tol must be"),  # a bool is no number here
+    ({"barrier_tol": 0.01}, "barrier_tol must be a non-empty list"),
+    ({"barrier_tol": ["0.01"]}, "barrier_tol must be"),
+    ({"lucas_tol": -1e-9}, "lucas_tol must be a number >= 0, got -1e-09"),
+    ({"lucas_tol": "small"}, "lucas_tol must be a number >= 0, got 'small'"),
+    ({"zeta": [1], "alpha": [1]}, r"shapes.sensitivity.alpha: unknown setting \(known: barrier_rel, barrier_tol, "),
+])
+def test_just_outside_each_grid_range_is_refused(sensitivity, message):
+    pattern = message if message.startswith("shapes.") else "shapes.sensitivity." + "".join(
+        "\\" + c if c in "()[]." else c for c in message)
+    with pytest.raises(SettingsError, match=pattern):
+        SensitivityGrid.from_config({"sensitivity": sensitivity})
+
+
+def test_the_group_grid_is_described_as_configured():
+    assert SensitivityGrid().describe_groups() == (
+        "rule monotonic at tol {0, 1e-05, 0.0001, 0.001, 0.01}; rule label at every barrier_rel x barrier_tol pair; "
+        "the configured rule at min_share {0.25, 1}")
+
+
+def lucas_rows(deltas, setting="s", **where) -> pd.DataFrame:
+    row = {"setting": setting, "path": "full", "start": "init", "group": "all", "bn_mode": "interpolate",
+           "split": "train", **where}
+    return pd.DataFrame([{**row, "delta": d} for d in deltas])
+
+
+def test_lucas_calls_a_path_non_monotonic_only_above_its_tolerance():
+    tol = 1e-4
+    shapes = pd.concat([lucas_rows([tol, tol + 1e-12, np.nan, np.inf]), lucas_rows([5.0], setting="other"),
+                        lucas_rows([5.0], split="test"), lucas_rows([5.0], path="group", group="block1")])
+    assert _lucas(shapes, ["s"], tol, 0.25) == ("NB/B/NaN", "NB 1/4, B 1/4, NaN 2/4"), "at the tolerance: NB"
+    assert _lucas(shapes, ["s"], tol, 0.3) == ("NaN", "NB 1/4, B 1/4, NaN 2/4"), "the label share as in Table 1"
+    assert _lucas(shapes, [], tol, 0.25) == ("n/a", "n/a"), "no trained run of the row"
+
+
+def flip_grid(rows: list[tuple[int, bool, str, str]]) -> pd.DataFrame:
+    """(steps, configured, shape, layer) per point; the point's thresholds in its own columns."""
+    out = []
+    for i, (steps, configured, shape, layer) in enumerate(rows):
+        out.append({"steps": steps, "configured": configured, "shape": shape, "layer_barrier": layer,
+                    "barrier_rel": 0.05 if configured else 0.01 * i, "barrier_tol": 0.01, "layer_barrier_floor": 0.01,
+                    "plateau_alpha": 0.7, "layer_barrier_ratio": 1.25, "label_min_share": 0.25})
+    return pd.DataFrame(out)
+
+
+def test_the_nearest_flip_is_the_closest_point_and_names_every_flip_at_that_distance():
+    g = flip_grid([(0, True, "NB", "none"), (2, False, "B", "none"), (1, False, "NB", "none"),
+                   (1, False, "B", "H-LB"), (1, False, "P", "none"), (3, False, "B", "L-LB")])
+    steps, text = _nearest_flip(g)
+    assert steps == 1 and type(steps) is int
+    assert text == "barrier_rel 0.03: shape NB → B, layer none → H-LB; barrier_rel 0.04: shape NB → P"
+    layer_only = flip_grid([(0, True, "NB", "none"), (2, False, "NB", "H-LB")])
+    assert _nearest_flip(layer_only) == (2, "barrier_rel 0.01: layer none → H-LB")
+    assert _nearest_flip(flip_grid([(0, True, "NB", "none"), (1, False, "NB", "none")])) == (None, "none on the grid")
+
+
+def test_a_point_is_named_by_the_thresholds_where_it_differs():
+    conf = {"barrier_rel": 0.05, "barrier_tol": 0.01, "layer_barrier_floor": 0.01, "plateau_alpha": 0.7,
+            "layer_barrier_ratio": 1.25, "label_min_share": 0.25}
+    assert point_name(dict(conf), conf) == "configured"
+    assert point_name({**conf, "barrier_tol": 0.001, "layer_barrier_floor": 0.001}, conf) == "barrier_tol 0.001", \
+        "a floor that follows barrier_tol is not named again"
+    assert point_name({**conf, "layer_barrier_floor": 0.02}, conf) == "layer_barrier_floor 0.02"
+    product = {**conf, "varied": "barrier_rel x barrier_tol"}
+    assert point_name(product) == "barrier_rel 0.05, barrier_tol 0.01"
+    assert point_name({**product, "varied": "configured", "layer_barrier_floor": 0.02}) == \
+        "barrier_rel 0.05, barrier_tol 0.01, layer_barrier_floor 0.02"
+    assert point_name({**conf, "varied": "plateau_alpha", "plateau_alpha": 0.9}) == "plateau_alpha 0.9"
