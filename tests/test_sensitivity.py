@@ -23,7 +23,8 @@ from conftest import run_cli
 from linpath.foundations.hparams import GroupRule, RunSpec, SettingsError, ShapeThresholds
 from linpath.paths.shapes import curve_metrics, shape_table
 from linpath.report.sensitivity import (SensitivityGrid, _lucas, _nearest_flip, grid_points, group_references,
-                                        group_sensitivity, point_name, relabel, robust_counts, robustness_line, sensitivity_markdown, sensitivity_table)
+                                        group_sensitivity, point_name, relabel, robust_counts, robustness_line,
+                                        sensitivity_markdown, sensitivity_table)
 from linpath.report.tables import table1
 from linpath.study.barrier_groups import write_barrier_groups
 from linpath.study.plan import Plan
