@@ -141,7 +141,8 @@ def test_core_tables_hold_every_planned_run_and_every_curve(study):
     assert len(shapes) == len(paths) // len(ALPHAS)
     full = shapes[(shapes["path"] == "full") & (shapes["split"] == "train")]
     assert dict(zip(full["setting"], full["label"])) == {"base": "NB", "more_wd": "B", "less_data": "NB"}
-    assert log.read_text() == f"8 runs (1 skipped) -> {layout.table('runs')} and beside it\n"
+    assert log.read_text() == (f"8 runs (1 skipped) -> {layout.table('runs')}, {layout.table('paths')}, "
+                               f"{layout.table('shapes')}\n"), "the log names the three files written"
 
 
 def test_trained_and_not_trained():
