@@ -207,11 +207,18 @@ def two_mlps(tmp_path_factory):
     return runs
 
 
-def test_on_two_mlps_from_different_seeds_the_aligned_barrier_is_not_above_the_unaligned_one(two_mlps, tmp_path):
-    plain, _ = pair_sweep(two_mlps, tmp_path / "cache", SPEC, {**META, "pair_kind": INDEPENDENT,
-                                                                  "pair": INDEPENDENT})
-    aligned, _ = pair_sweep(two_mlps, tmp_path / "cache", SPEC, META, align=True)
-    table = instability_table(pd.concat([plain, aligned], ignore_index=True), 0.02)
+@pytest.fixture(scope="module")
+def mlp_pairs(two_mlps, tmp_path_factory):
+    """The two MLPs' line as measured and aligned: (curves, instability table)."""
+    cache = tmp_path_factory.mktemp("cache")
+    plain, _ = pair_sweep(two_mlps, cache, SPEC, {**META, "pair_kind": INDEPENDENT, "pair": INDEPENDENT})
+    aligned, _ = pair_sweep(two_mlps, cache, SPEC, META, align=True)
+    paths = pd.concat([plain, aligned], ignore_index=True)
+    return paths, instability_table(paths, 0.02)
+
+
+def test_on_two_mlps_from_different_seeds_the_aligned_barrier_is_not_above_the_unaligned_one(mlp_pairs):
+    table = mlp_pairs[1]
     train_rows = table[(table["split"] == "train") & (table["bn_mode"] == "interpolate")].set_index("pair_kind")
     assert train_rows.loc[INDEPENDENT, "loss_barrier"] > 0  # there is a barrier to remove
     assert train_rows.loc[ALIGNED, "loss_barrier"] <= train_rows.loc[INDEPENDENT, "loss_barrier"]
@@ -222,6 +229,23 @@ def test_on_two_mlps_from_different_seeds_the_aligned_barrier_is_not_above_the_u
     # the ends of the aligned line are the same two networks: same end scores as the plain line
     for end in ("accuracy_a", "accuracy_b"):
         assert train_rows.loc[ALIGNED, end] == pytest.approx(train_rows.loc[INDEPENDENT, end])
+
+
+def test_the_instability_figure_draws_each_pair_kinds_barrier_as_in_the_table(mlp_pairs, tmp_path):
+    from linpath.report.lmc_figures import instability_figure, write_instability_figure
+
+    paths, table = mlp_pairs
+    fig, _ = instability_figure(table, paths)
+    bars = {p.get_gid(): p.get_height() for ax in fig.axes for p in ax.patches if (p.get_gid() or "").startswith("pairs|")}
+    assert len(bars) == 3 * 2 * 2  # pair kinds x splits x BN modes (no BN: REPAIR in both)
+    for _, row in table.iterrows():
+        assert bars[f"pairs|s|{row['split']}|{row['bn_mode']}|{row['pair_kind']}"] == pytest.approx(row["error_barrier"])
+    labels = {line.get_label() for ax in fig.axes for line in ax.get_lines()}
+    assert {"independent", "independent, weight matching", "independent, matching + REPAIR"} <= labels
+    paths.assign(align_converged=paths["align_converged"].astype("boolean")).to_parquet(tmp_path / "p.parquet")
+    table.to_parquet(tmp_path / "t.parquet")
+    write_instability_figure(tmp_path / "t.parquet", tmp_path / "p.parquet", tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
 
 
 # --- REPAIR ------------------------------------------------------------------------------------------
@@ -311,3 +335,24 @@ def test_aligned_rows_keep_their_columns_when_an_end_did_not_train(tmp_path, tra
     assert set(frame["pair_kind"]) == {ALIGNED, ALIGNED_REPAIR} and (frame["status"] == "skipped").all()
     table = instability_table(frame, 0.02)
     assert len(table) == 2 * 2 * 2 and np.isnan(table["align_iterations"]).all()
+
+
+def test_linpath_plan_prices_the_aligned_pairs():
+    """`linpath plan` counts each aligned job: a BN network's sweeps in both modes (REPAIR is the recompute
+    one), an MLP's two modes and its REPAIRed line."""
+    from pathlib import Path
+
+    from linpath.study.config import load_config
+    from linpath.study.cost import estimate
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [str(repo / "config" / "config.yaml"), str(repo / "config" / "paper.yaml")]
+    config = load_config(files)
+    lmc = LmcPlan(Plan(config))
+    without = {**config, "instability": {**config["instability"], "align": False}}
+    priced, plain = estimate(config, files).rules["lmc_path"], estimate(without, files).rules["lmc_path"]
+    aligned = [p for p in lmc.pairs.values() if p.kind == ALIGNED]
+    assert {p.setting for p in aligned} == {"base", "mlp_digits"} and len(aligned) == 3 + 10
+    assert priced.jobs == plain.jobs + len(aligned) and priced.hours > plain.hours
+    alphas = 26
+    assert priced.path_points == plain.path_points + alphas * (3 * 2 + 10 * 3)

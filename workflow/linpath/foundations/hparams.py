@@ -413,6 +413,11 @@ class RunSpec:
 
 # --- the instability analysis and the loss planes (config `instability`, `plane`, `planes`) ---------
 
+# Pair kinds an aligned pair sweep writes (linpath.paths.align; config `instability.align`): the independent
+# pair after weight matching, and after weight matching and REPAIR.
+ALIGNED = "independent_aligned"
+ALIGNED_REPAIR = "independent_aligned_repair"
+
 
 @dataclass
 class InstabilitySpec:

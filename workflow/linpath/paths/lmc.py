@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..foundations.hparams import InstabilitySpec, alpha_values
+from ..foundations.hparams import ALIGNED, ALIGNED_REPAIR, InstabilitySpec, alpha_values
 from ..foundations.io import note, write_parquet
 from ..foundations.layout import RunDir
 from ..foundations.outcome import read_outcome
@@ -38,7 +38,6 @@ PATH_COLUMNS = [*CURVE_KEYS, "alpha", "loss", "accuracy", "error", "distance_l2"
                 "eval_data", "status", "status_reason"]
 LINE_COLUMNS = [*CURVE_KEYS, "loss_barrier", "error_barrier", "error_barrier_alpha", "accuracy_a", "accuracy_b",
                 "loss_a", "loss_b", "distance_l2", "distance_rel", *ALIGN_COLUMNS]
-ALIGNED, ALIGNED_REPAIR = "independent_aligned", "independent_aligned_repair"
 REPAIR_METHOD = {
     "batchnorm": "BN statistics recomputed on the training subset at every alpha (bn_mode recompute), "
                  "BN affine parameters as interpolated",

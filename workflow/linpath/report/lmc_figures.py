@@ -18,6 +18,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from ..foundations.hparams import ALIGNED, ALIGNED_REPAIR  # noqa: E402
 from ..foundations.io import atomic_path, note  # noqa: E402
 from ..paths.lmc import END_STATISTICS  # noqa: E402
 from ..paths.planes import affine_note, log_range, random_note  # noqa: E402
@@ -25,10 +26,9 @@ from ..paths.planes import affine_note, log_range, random_note  # noqa: E402
 BN_STYLE = {"interpolate": "-", "recompute": "--"}
 # Independent pairs as measured (unaligned), after weight matching, and after weight matching and REPAIR
 # (linpath.paths.align): their labels and colours in the instability figure.
-PAIR_KINDS = {"independent": ("unaligned", "black"), "independent_aligned": ("weight matching", "tab:red"),
-              "independent_aligned_repair": ("matching + REPAIR", "tab:green")}
-_BAR_TICKS = {"independent": "unaligned", "independent_aligned": "weight\nmatching",
-              "independent_aligned_repair": "matching\n+ REPAIR"}
+PAIR_KINDS = {"independent": ("unaligned", "black"), ALIGNED: ("weight matching", "tab:red"),
+              ALIGNED_REPAIR: ("matching + REPAIR", "tab:green")}
+_BAR_TICKS = {"independent": "unaligned", ALIGNED: "weight\nmatching", ALIGNED_REPAIR: "matching\n+ REPAIR"}
 
 
 def _save(fig, out: str | Path) -> None:
@@ -157,7 +157,7 @@ def _pair_bars(ax, own: pd.DataFrame, setting: str, kinds: list[str], splits: li
     ax.set_xticks(range(len(kinds)))
     ax.set_xticklabels([_BAR_TICKS[k] for k in kinds], fontsize=7)
     ax.set_ylabel("error barrier")
-    iterations = own.loc[own["pair_kind"] == "independent_aligned", "align_iterations"]
+    iterations = own.loc[own["pair_kind"] == ALIGNED, "align_iterations"]
     matched = f"matching: {int(iterations.max())} passes at most" if len(iterations.dropna()) else ""
     ax.set_title(f"{setting}: independent pairs\n{matched}", fontsize=8)
     ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)

@@ -26,16 +26,13 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from ..foundations.hparams import InstabilitySpec, PlaneSpec, SettingsError
+from ..foundations.hparams import ALIGNED, ALIGNED_REPAIR, InstabilitySpec, PlaneSpec, SettingsError  # noqa: F401
 from ..foundations.layout import spawn_file
 from .spawn import SpawnSpec, child_name
 
 INDEPENDENT = "independent"
-# An independent pair measured again after weight matching, and after weight matching and REPAIR
-# (linpath.paths.align): one job (`lmc_path` with pair independent_aligned) writes both kinds.
-ALIGNED = "independent_aligned"
-ALIGNED_REPAIR = "independent_aligned_repair"
-PAIR_KINDS = ("spawn", INDEPENDENT, ALIGNED, ALIGNED_REPAIR)
+# An independent pair measured again after weight matching (ALIGNED), and after weight matching and REPAIR
+# (ALIGNED_REPAIR; linpath.paths.align): one job (`lmc_path` with pair independent_aligned) writes both kinds.
 # The InstabilitySpec fields only the aligned job reads, and the one that only plans jobs: left out of the
 # other jobs' sweep settings, so that changing them reruns no other pair sweep.
 ALIGN_FIELDS = ("align", "align_max_iter")
