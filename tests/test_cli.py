@@ -129,7 +129,8 @@ def test_installed_console_script(tmp_path, write_config):
 def _one_error_line(err: str, verb: str = "train") -> str:
     assert "Traceback" not in err, err
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"linpath {verb}: error: "), err
+    # a verb with kinds (`report table1`, `lmc-report planes`) names the kind its usage error is about
+    assert len(lines) == 1 and re.match(rf"linpath {verb}( [a-z0-9-]+)?: error: ", lines[0]), err
     return lines[0]
 
 
@@ -232,6 +233,14 @@ def test_settings_json_errors_name_the_flag(tmp_path, capsys):
     (["barrier-init", "--sweep", "p", "--out", "o", "--barrier-rel=-inf"], "argument --barrier-rel: must be a finite"),
     (["train", "--config", "c", "--out", "o", "--threads", "0"], "argument --threads: must be >= 1"),
     (["label", "--sweep", "s", "--out", "o", "--barrier-tol", "nan"], "argument --barrier-tol: must be a finite"),
+    (["lmc-report", "instability", "--inputs", "x", "--threshold", "-1", "--out", "a", "b"],
+     "argument --threshold: must be >= 0"),
+    (["lmc-report", "instability", "--inputs", "x", "--threshold", "0.02", "--out", "a"], "argument --out: expected 2"),
+    (["lmc-report", "planes", "--inputs", "x"], "the following arguments are required: --out"),
+    (["lmc-report", "sideways", "--out", "x"], "invalid choice: 'sideways'"),
+    (["report", "table1", "--configfile", "c", "--runs", "r", "--shapes", "s", "--out", "a"],
+     "--out takes 2 or 3 file(s), got 1"),
+    (["report", "core-tables", "--configfile", "c", "--out", "a", "b"], "argument --out: expected 3"),
 ])
 def test_bad_flags_are_one_line_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -18,9 +18,7 @@ from pathlib import Path
 from ..foundations.convert import json_argument
 from ..foundations.hparams import SettingsError
 from ..foundations.layout import Layout, RunDir
-from .args import count
-
-REPORTS = ("instability", "instability-figure", "planes", "plane-figure")
+from .args import count, number
 
 
 def _json(text: str | None, flag: str) -> dict:
@@ -86,33 +84,38 @@ def _cmd_plane(args: argparse.Namespace) -> None:
     print(_cpu(started))
 
 
-def _cmd_lmc_report(args: argparse.Namespace) -> None:
-    outputs = {"instability": 2, "instability-figure": 1, "planes": 1, "plane-figure": 1}[args.what]
-    if len(args.out) != outputs:
-        raise SettingsError(f"lmc-report {args.what} writes {outputs} file(s): --out got {len(args.out)}")
-    missing = [f for f in [*(args.inputs or []), args.table, args.paths] if f and not Path(f).is_file()]
+def _found(*files: str) -> None:
+    missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise SettingsError(f"lmc-report {args.what}: file not found: {missing[0]}")
-    if args.what == "instability":
-        from ..paths.lmc import write_instability
+        raise SettingsError(f"file not found: {missing[0]}")
 
-        if args.threshold is None or not args.inputs:
-            raise SettingsError("lmc-report instability needs --inputs (pair sweeps) and --threshold")
-        write_instability(args.inputs, args.threshold, args.out[0], args.out[1])
-    elif args.what == "instability-figure":
-        from ..report.lmc_figures import write_instability_figure
 
-        if not (args.table and args.paths):
-            raise SettingsError("lmc-report instability-figure needs --table and --paths")
-        write_instability_figure(args.table, args.paths, args.out[0])
-    elif args.what == "planes":
-        from ..paths.planes import write_planes
+def _report_instability(args: argparse.Namespace) -> None:
+    from ..paths.lmc import write_instability
 
-        write_planes(args.inputs or [], args.out[0])
-    else:
-        from ..report.lmc_figures import write_plane_figure
+    _found(*args.inputs)
+    write_instability(args.inputs, args.threshold, args.out[0], args.out[1])
 
-        write_plane_figure(args.inputs or [], args.out[0])
+
+def _report_instability_figure(args: argparse.Namespace) -> None:
+    from ..report.lmc_figures import write_instability_figure
+
+    _found(args.table, args.paths)
+    write_instability_figure(args.table, args.paths, args.out)
+
+
+def _report_planes(args: argparse.Namespace) -> None:
+    from ..paths.planes import write_planes
+
+    _found(*args.inputs)
+    write_planes(args.inputs, args.out)
+
+
+def _report_plane_figure(args: argparse.Namespace) -> None:
+    from ..report.lmc_figures import write_plane_figure
+
+    _found(*args.inputs)
+    write_plane_figure(args.inputs, args.out)
 
 
 def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
@@ -146,11 +149,26 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_plane)
 
-    p = verbs.add_parser("lmc-report", parents=[debug], help="instability table / figure, planes table / figure")
-    p.add_argument("what", choices=REPORTS)
-    p.add_argument("--inputs", nargs="+", help="pair sweeps (instability) or plane sweeps (planes, plane-figure)")
-    p.add_argument("--threshold", type=float, default=None, help="error barrier at or below which a spawn is stable")
-    p.add_argument("--table", help="instability.parquet (instability-figure)")
-    p.add_argument("--paths", help="lmc_paths.parquet (instability-figure)")
-    p.add_argument("--out", nargs="+", default=[], help="instability: the table and the curves; else one file")
-    p.set_defaults(func=_cmd_lmc_report)
+    report = verbs.add_parser("lmc-report", parents=[debug], help="instability table / figure, planes table / figure")
+    kinds = report.add_subparsers(dest="what", required=True, metavar="KIND")
+
+    def kind(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = kinds.add_parser(name, parents=[debug], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = kind("instability", _report_instability, "instability.parquet and lmc_paths.parquet from the pair sweeps")
+    p.add_argument("--inputs", nargs="+", required=True, help="the pair sweeps (`linpath lmc-path` outputs)")
+    p.add_argument("--threshold", type=number(minimum=0), required=True,
+                   help="the error barrier at or below which a spawn is stable (config instability.threshold)")
+    p.add_argument("--out", nargs=2, required=True, metavar=("TABLE", "PATHS"), help="the table and the curves")
+    p = kind("instability-figure", _report_instability_figure, "the instability figure")
+    p.add_argument("--table", required=True, help="instability.parquet")
+    p.add_argument("--paths", required=True, help="lmc_paths.parquet")
+    p.add_argument("--out", required=True, help="the figure (PNG)")
+    p = kind("planes", _report_planes, "planes.parquet from the plane sweeps")
+    p.add_argument("--inputs", nargs="+", required=True, help="the plane sweeps (`linpath plane` outputs)")
+    p.add_argument("--out", required=True, help="the table (parquet)")
+    p = kind("plane-figure", _report_plane_figure, "one plane's figure from its sweeps")
+    p.add_argument("--inputs", nargs="+", required=True, help="the plane's sweeps (one per seed)")
+    p.add_argument("--out", required=True, help="the figure (PNG)")
