@@ -14,7 +14,7 @@ from conftest import run_cli, run_spec
 from linpath.cli import commands as cli
 from linpath.study.cost import TRAINING_RULES, count_paths, estimate
 from linpath.study.config import load_config
-from linpath.study.plan import Plan
+from linpath.study.plan import SWEEP_RULES, Plan
 from linpath.foundations.hparams import RunSpec, SweepSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,8 +40,7 @@ def paper():
 def test_paper_counts_are_the_plans(paper):
     config, plan, est = paper
     roles = Counter(plan.role(r) for r in plan.runs)
-    sweeps = ("interpolate", "lmc_path", "plane")
-    assert {rule: r.jobs for rule, r in est.rules.items() if r.jobs and rule not in sweeps} == dict(roles)
+    assert {rule: r.jobs for rule, r in est.rules.items() if r.jobs and rule not in SWEEP_RULES} == dict(roles)
     assert est.rules["interpolate"].jobs == sum(plan.swept(r) for r in plan.runs)  # spawned children: in pairs
     placeholder = {s: {"with_barrier": [], "without_barrier": []} for s in plan.settings}
     epochs = Counter()
