@@ -17,9 +17,6 @@ from ..foundations.hparams import SettingsError
 from ..foundations.layout import Layout, RunDir
 from .args import count
 
-REPORTS = ("table", "figure")
-
-
 def _cmd_curvature(args: argparse.Namespace) -> None:
     from ..foundations.hparams import CurvatureSpec, SweepSpec
     from ..foundations.io import write_parquet
@@ -47,22 +44,26 @@ def _cmd_curvature(args: argparse.Namespace) -> None:
     print(f"cpu seconds: {time.process_time() - started:.2f}")
 
 
-def _cmd_curvature_report(args: argparse.Namespace) -> None:
-    missing = [f for f in [*(args.inputs or []), args.table, *(args.sweeps or [])] if f and not Path(f).is_file()]
+def _found(*files: str) -> None:
+    missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        raise SettingsError(f"curvature-report {args.what}: file not found: {missing[0]}")
-    if args.what == "table":
-        from ..paths.curvature import write_curvature_table
+        raise SettingsError(f"file not found: {missing[0]}")
 
-        table = write_curvature_table(args.inputs or [], args.out)
-        print(f"{len(table)} rows -> {args.out}")
-    else:
-        from ..report.curvature_figures import write_curvature_figure
 
-        if not args.table:
-            raise SettingsError("curvature-report figure needs --table (curvature.parquet)")
-        write_curvature_figure(args.table, args.sweeps or [], args.out)
-        print(f"-> {args.out}")
+def _report_table(args: argparse.Namespace) -> None:
+    from ..paths.curvature import write_curvature_table
+
+    _found(*args.inputs)
+    table = write_curvature_table(args.inputs, args.out)
+    print(f"{len(table)} rows -> {args.out}")
+
+
+def _report_figure(args: argparse.Namespace) -> None:
+    from ..report.curvature_figures import write_curvature_figure
+
+    _found(args.table, *args.sweeps)
+    write_curvature_figure(args.table, args.sweeps, args.out)
+    print(f"-> {args.out}")
 
 
 def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
@@ -81,10 +82,14 @@ def add_parsers(verbs, debug: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_curvature)
 
-    p = verbs.add_parser("curvature-report", parents=[debug], help="curvature table or figure")
-    p.add_argument("what", choices=REPORTS)
-    p.add_argument("--inputs", nargs="+", help="per-run curvature files (table)")
-    p.add_argument("--table", help="curvature.parquet (figure)")
-    p.add_argument("--sweeps", nargs="*", help="the runs' sweeps: the loss path drawn beside the curvature (figure)")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=_cmd_curvature_report)
+    report = verbs.add_parser("curvature-report", parents=[debug], help="curvature table or figure")
+    kinds = report.add_subparsers(dest="what", required=True, metavar="KIND")
+    p = kinds.add_parser("table", parents=[debug], help="curvature.parquet from the per-run curvature files")
+    p.add_argument("--inputs", nargs="+", required=True, help="per-run curvature files (`linpath curvature` outputs)")
+    p.add_argument("--out", required=True, help="the table (parquet)")
+    p.set_defaults(func=_report_table)
+    p = kinds.add_parser("figure", parents=[debug], help="λ_max and the trace against α beside the loss path")
+    p.add_argument("--table", required=True, help="curvature.parquet")
+    p.add_argument("--sweeps", nargs="*", default=[], help="the runs' sweeps: the loss path drawn beside the curvature")
+    p.add_argument("--out", required=True, help="the figure (PNG)")
+    p.set_defaults(func=_report_figure)

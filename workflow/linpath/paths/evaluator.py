@@ -230,21 +230,9 @@ class PathEvaluator:
     def sweep(self, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alphas, *,
               group: str = FULL, param_group: str = "all", bn_mode: str = "interpolate") -> pd.DataFrame:
         """Loss and accuracy at every α of θ(α) = θ_T with `group` moved from start to end."""
-        if bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-        recompute = bn_mode == "recompute" and has_batchnorm(self.model)
-        if recompute and self.bn_batches is None:
-            raise ValueError("bn_mode='recompute' needs bn_data (a non-augmented training subset)")
-        keys = self.moving_keys(group, param_group)
         alphas = np.asarray(alphas, dtype=float)
-        first = self.stage_index[group] if (group != FULL and self.reuse_prefix) else 0
         with strict_fp32(self.device, allow_tf32=self.allow_tf32):
-            for key, value in end.items():
-                self.live[key].copy_(value)
-            path = _Path({k: start[k].to(self.device, torch.float32) for k in keys},
-                         {k: end[k].to(self.device, torch.float32) for k in keys})
-            if recompute:
-                path.bn_keys, path.bn_states = self._recompute_bn(first, path, alphas)
+            path, first, recompute = self._path_from(start, end, alphas, group, param_group, bn_mode)
             self._sync_twin(self.live)
             at_end = alphas == 1.0
             known = not recompute and self._end_scores is not None and self._end_scores[0] is end and at_end.any()
@@ -271,27 +259,35 @@ class PathEvaluator:
         everywhere, the moving tensors of `group` interpolated, and in recompute mode the BN statistics
         recomputed at that α (prefix once, as in `sweep`). For measurements that need the model itself
         at a point of the path, such as gradients (linpath.paths.curvature)."""
-        if bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-        recompute = bn_mode == "recompute" and has_batchnorm(self.model)
-        if recompute and self.bn_batches is None:
-            raise ValueError("bn_mode='recompute' needs bn_data (a non-augmented training subset)")
-        keys = self.moving_keys(group, param_group)
         alphas = np.asarray(alphas, dtype=float)
-        first = self.stage_index[group] if (group != FULL and self.reuse_prefix) else 0
         with torch.no_grad(), strict_fp32(self.device, allow_tf32=self.allow_tf32):
-            for key, value in end.items():
-                self.live[key].copy_(value)
-            path = _Path({k: start[k].to(self.device, torch.float32) for k in keys},
-                         {k: end[k].to(self.device, torch.float32) for k in keys})
-            if recompute:
-                path.bn_keys, path.bn_states = self._recompute_bn(first, path, alphas)
+            path, _, _ = self._path_from(start, end, alphas, group, param_group, bn_mode)
         self.model.eval()
         for j, alpha in enumerate(alphas):
             with torch.no_grad():
                 path.write(self.live, float(alpha))
                 path.write_bn(self.live, j)
             yield float(alpha)
+
+    def _path_from(self, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alphas: np.ndarray,
+                   group: str, param_group: str, bn_mode: str) -> tuple["_Path", int, bool]:
+        """`end` written into the live model and the path of `group`'s moving tensors (in recompute mode with
+        the BN statistics at every α): what `sweep` scores and `states_along` hands out. Returns the path,
+        the first stage that changes along it, and whether BN statistics are recomputed."""
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        recompute = bn_mode == "recompute" and has_batchnorm(self.model)
+        if recompute and self.bn_batches is None:
+            raise ValueError("bn_mode='recompute' needs bn_data (a non-augmented training subset)")
+        keys = self.moving_keys(group, param_group)
+        first = self.stage_index[group] if (group != FULL and self.reuse_prefix) else 0
+        for key, value in end.items():
+            self.live[key].copy_(value)
+        path = _Path({k: start[k].to(self.device, torch.float32) for k in keys},
+                     {k: end[k].to(self.device, torch.float32) for k in keys})
+        if recompute:
+            path.bn_keys, path.bn_states = self._recompute_bn(first, path, alphas)
+        return path, first, recompute
 
     def _with_end_scores(self, totals: torch.Tensor, correct: torch.Tensor, at_end: np.ndarray):
         """The rows of the α ≠ 1 points with the stored scores of the end state put in at α = 1."""
