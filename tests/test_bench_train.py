@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import pytest
 import torch
 
 from linpath import bench
@@ -20,6 +21,7 @@ TINY = ["--images", "512", "--batch-size", "128", "--width", "2", "--size", "16"
         "--repeats", "3", "--threads", "1", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_bench_train_agrees_and_the_device_loader_is_not_slower(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(["train", *TINY, "--json", str(out)])

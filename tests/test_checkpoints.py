@@ -47,6 +47,7 @@ def _kill_after_first_checkpoint(config: Path, out: Path) -> int:
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["every-epoch", "sparse-checkpoints-and-metrics"])
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tmp_path, write_config, sparse):
     raw = {**RESUME_RUN, "train": {**RESUME_RUN["train"], **(SPARSE if sparse else {})}}
     config = write_config(raw)

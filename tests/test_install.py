@@ -44,12 +44,14 @@ def _from_install(target: Path, args: list[str], cwd: Path) -> subprocess.Comple
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_the_config_schema(installed):
     wheel = next((installed.parent / "dist").glob("linpath-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "linpath/schemas/config.schema.yaml" in names, [n for n in names if not n.endswith(".py")]
 
 
+@pytest.mark.slow
 def test_an_installed_linpath_plans_the_paper_study(installed, tmp_path):
     """From a folder holding config/ alone (no checkout): `linpath plan` reads the schema from the package."""
     shutil.copytree(REPO / "config", tmp_path / "config")

@@ -53,6 +53,7 @@ def test_paper_counts_are_the_plans(paper):
     assert est.rules["pretrain"].jobs == 0
 
 
+@pytest.mark.slow
 def test_cli_prints_the_paper_plan_and_says_the_figures_are_assumed(paper):
     _, plan, est = paper
     done = run_cli(["plan", "--configfile", PAPER], cwd=REPO)
@@ -132,6 +133,7 @@ def test_unknown_arch_figure_and_schema_errors_name_the_setting(tmp_path):
     assert "mem_mb" in done.stderr or "minimum" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_the_cpu_overlay_costs_the_paper_plan_and_names_its_cpu(paper):
     """config/throughput_cpu.yaml (measured on a CPU) replaces only the throughput: the same jobs, more hours."""
     _, _, assumed = paper

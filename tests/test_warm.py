@@ -42,6 +42,7 @@ def wait_for(condition, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_forwarded_training_run_equals_one_run_alone(server, write_config, tmp_path):
     config = write_config(run_dict("mlp", train={"epochs": 3}))
     warm = linpath(["train", "--config", str(config), "--out", str(tmp_path / "warm"), "--threads", "1",
