@@ -24,7 +24,7 @@ from conftest import assert_states_equal, load_tensors, run_dict
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import RunSpec, SettingsError
 from linpath.paths.lmc import (barrier, instability_table, pair_sweep, parameter_distance, peak_alpha, stable_from,
-                                sweep_pairs)
+                                sweep_pairs, write_instability)
 from linpath.report.lmc_figures import instability_figure
 from linpath.study.lmc_plan import INDEPENDENT, LmcPlan
 from linpath.foundations.hparams import InstabilitySpec
@@ -375,6 +375,7 @@ def test_a_run_that_saves_spawn_states_refuses_a_stop_rule_without_a_last_epoch(
 # --- the workflow ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_instability_figure_alone_builds_only_base_runs_spawns_and_pair_sweeps(tmp_path):
     from conftest import job_stats, output_of, snakemake, tail, with_default_config
 
@@ -512,3 +513,22 @@ def test_linpath_plan_costs_the_children_pairs_and_planes():
     assert est.rules["plane"].jobs == len(lmc.planes) == 4 + 3 and len(random) == 3
     # A grid of 29 x 29 points; a random plane's grid and line.
     assert est.rules["plane"].path_points == 4 * 29 * 29 + sum(j.spec.points**2 + j.spec.line_points for j in random)
+
+
+def test_the_instability_files_hold_every_pair_sweep_and_the_log_counts_the_skipped(tmp_path):
+    paths = hand_paths(seeds=(0,), ks=(1,))
+    skipped = paths[paths["pair"] == "k1"].drop_duplicates(["bn_mode", "split"]).assign(
+        status="skipped", status_reason="not measured: c1 diverged", alpha=np.nan, loss=np.nan, error=np.nan)
+    files = [tmp_path / "independent.parquet", tmp_path / "k1.parquet"]
+    paths[paths["pair"] != "k1"].to_parquet(files[0], index=False)
+    skipped.to_parquet(files[1], index=False)
+    out_table, out_paths, log = tmp_path / "t" / "instability.parquet", tmp_path / "t" / "paths.parquet", tmp_path / "log"
+    table = write_instability([str(f) for f in files], 0.02, out_table, out_paths, str(log))
+    read = pd.read_parquet(out_table)  # `stable` of a skipped row: NaN in the frame, None in the file
+    pd.testing.assert_frame_equal(read.drop(columns="stable"), table.drop(columns="stable"))
+    assert read["stable"].isna().tolist() == table["stable"].isna().tolist() == [False] * 4 + [True] * 4
+    assert read["stable"].iloc[:4].tolist() == table["stable"].iloc[:4].tolist()
+    written = pd.read_parquet(out_paths)
+    assert len(written) == len(paths[paths["pair"] != "k1"]) + len(skipped), "every row of every sweep file"
+    assert len(table) == 8 and (table["status"] == "skipped").sum() == 4
+    assert log.read_text() == f"8 rows (4 skipped) -> {out_table}; curves -> {out_paths}\n"

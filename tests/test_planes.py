@@ -17,8 +17,8 @@ from linpath.engine import models
 from linpath.foundations.hparams import PlaneSpec
 from linpath.foundations.outcome import Outcome, write_outcome
 from linpath.paths.evaluator import EvalSplit, PathEvaluator
-from linpath.paths.planes import (affine_note, load_any_state, log_range, moving_keys, plane_geometry, plane_grid,
-                                  plane_job, project, random_note)
+from linpath.paths.planes import (affine_note, filter_norms, load_any_state, log_range, moving_keys, plane_geometry,
+                                  plane_grid, plane_job, project, random_note, write_planes)
 from linpath.engine.train import evaluate, train
 
 ALPHAS = np.array([-0.5, 0.0, 0.25, 1.0, 1.5])
@@ -189,3 +189,21 @@ def test_a_spawn_state_and_a_plain_state_load_as_the_same_weights(tmp_path):
 def test_the_notes_state_the_coordinates_the_figure_uses():
     assert "A + α(B−A) + β(C−A)" in affine_note() and "(0,0), (1,0), (0,1)" in affine_note()
     assert "centre + a·d1 + b·d2" in random_note() and "filter-normalised" in random_note()
+
+
+def test_the_planes_table_is_every_plane_file_in_order(tmp_path):
+    files = []
+    for i, rows in enumerate((2, 3)):
+        files.append(tmp_path / f"p{i}.parquet")
+        pd.DataFrame({"plane": [f"p{i}"] * rows, "loss": np.arange(rows, dtype=float)}).to_parquet(files[-1], index=False)
+    log = tmp_path / "logs" / "planes.log"
+    table = write_planes([str(f) for f in files], tmp_path / "planes.parquet", str(log))
+    assert list(table["plane"]) == ["p0", "p0", "p1", "p1", "p1"] and list(table.index) == list(range(5))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "planes.parquet"), table)
+    assert log.read_text() == f"2 planes, 5 rows -> {tmp_path / 'planes.parquet'}\n"
+
+
+def test_filter_norms_are_the_norms_of_each_output_channel():
+    weight = torch.tensor([[[3.0, 4.0]], [[0.0, 0.0]], [[1.0, 0.0]]], dtype=torch.float32)
+    norms = filter_norms(weight)
+    assert norms.dtype == torch.float64 and torch.equal(norms, torch.tensor([5.0, 0.0, 1.0], dtype=torch.float64))
