@@ -23,8 +23,9 @@ from conftest import run_cli
 from linpath.foundations.hparams import GroupRule, RunSpec, SettingsError, ShapeThresholds
 from linpath.paths.shapes import curve_metrics, shape_table
 from linpath.report.sensitivity import (SensitivityGrid, _lucas, _nearest_flip, grid_points, group_references,
-                                        group_sensitivity, point_name, relabel, robust_counts, robustness_line,
-                                        sensitivity_markdown, sensitivity_table)
+                                        group_markdown, group_sensitivity, point_name, relabel, robust_counts,
+                                        robustness_line, sensitivity_markdown, sensitivity_table, with_robustness_line,
+                                        write_sensitivity)
 from linpath.report.tables import table1
 from linpath.study.barrier_groups import write_barrier_groups
 from linpath.study.plan import Plan
@@ -517,3 +518,66 @@ def test_a_point_is_named_by_the_thresholds_where_it_differs():
     assert point_name({**product, "varied": "configured", "layer_barrier_floor": 0.02}) == \
         "barrier_rel 0.05, barrier_tol 0.01, layer_barrier_floor 0.02"
     assert point_name({**conf, "varied": "plateau_alpha", "plateau_alpha": 0.9}) == "plateau_alpha 0.9"
+
+
+# --- the written tables, in process ---------------------------------------------------------------------
+
+
+def test_the_group_part_of_the_markdown_has_one_line_per_rule_and_the_count(group_table, grid_table):
+    lines = group_markdown(group_table)
+    assert lines[:2] == ["## Barrier groups under other group rules", ""]
+    assert lines[2].startswith("Grid: rule monotonic at tol {0, 1e-05, 0.0001, 0.001, 0.01}; rule label at every "
+                               "barrier_rel x barrier_tol pair; the configured rule at min_share {0.25, 1}. Which layer")
+    assert lines[4:6] == ["| setting | read by | rule | barrier groups | as used | readers whose runs would differ |",
+                          "|---|---|---|---|---|---|"]
+    rows = [line for line in lines if line.startswith("| ref |")]
+    assert len(rows) == 5 + 15 + 2
+    for row in ("| ref | lr_barrier, lr_other | monotonic, tol 0.0001, min_share 0.5 (configured) | block1, block2 | yes | – |",
+                "| ref | lr_barrier, lr_other | monotonic, tol 0.001, min_share 0.5 | block2 | no | "
+                "lr_barrier (other groups), lr_other (other groups) |",
+                "| ref | lr_barrier, lr_other | label, barrier_rel 0.1, barrier_tol 0.01, min_share 0.5 | (none) | no | "
+                "lr_barrier (skipped), lr_other (other groups) |",
+                "| ref | lr_barrier, lr_other | monotonic, tol 0.0001, min_share 0.25 | block1, block2, block4 | no | "
+                "lr_barrier (other groups), lr_other (other groups) |"):
+        assert row in rows, row
+    assert lines[-2:] == ["Groups the same under every rule: 0 of 1 settings (none).", ""]
+    robust = group_table[group_table["varied"] == "group_tol"].iloc[:3].assign(groups_robust=True)
+    assert group_markdown(robust)[-2] == "Groups the same under every rule: 1 of 1 settings (ref)."
+    assert sensitivity_markdown(grid_table, group_table).endswith("\n".join(lines).rstrip() + "\n")
+
+
+def test_a_group_list_that_was_not_measured_is_one_line_saying_why(groups_used):
+    failed = group_sensitivity(plan(readers=True), measured_shapes(with_ref=True),
+                               {"ref": {"with_barrier": [], "upstream_failed": True, "reason": "none of the 4 runs trained"}})
+    lines = group_markdown(failed)
+    assert lines[6] == "| ref | lr_barrier, lr_other | – | not measured: none of the 4 runs trained |  | – |"
+
+
+def test_write_sensitivity_writes_the_tables_and_the_markdown_and_logs_their_size(tmp_path, groups_used):
+    config = {**plan(readers=True).config, "results": str(tmp_path / "results")}
+    runs().to_parquet(tmp_path / "runs.parquet", index=False)
+    measured_shapes(with_ref=True).to_parquet(tmp_path / "shapes.parquet", index=False)
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(groups_used["ref"]))
+    out, md, groups_out, log = (tmp_path / n for n in ("s.parquet", "s.md", "g.parquet", "s.log"))
+    write_sensitivity(Plan(config), tmp_path / "runs.parquet", tmp_path / "shapes.parquet", out, md, groups_out,
+                      {"ref": str(tmp_path / "ref.yaml")}, str(log))
+    frame, groups = pd.read_parquet(out), pd.read_parquet(groups_out)
+    assert len(frame) == 7 * 23 and len(groups) == 5 + 15 + 2
+    assert md.read_text() == sensitivity_markdown(frame, groups)
+    assert log.read_text() == (f"Table 1 sensitivity: 7 rows x 23 threshold points -> {out}, {md}; "
+                               f"barrier groups of 1 settings -> {groups_out}\n")
+    # Without the groups' output: Table 1's part alone, and the groups of the files only go to Table 1.
+    plain = Plan({**plan().config, "results": str(tmp_path / "results")})
+    write_sensitivity(plain, tmp_path / "runs.parquet", tmp_path / "shapes.parquet", out, md, log=str(log))
+    assert "Barrier groups" not in md.read_text()
+    assert log.read_text().splitlines()[-1] == f"Table 1 sensitivity: 7 rows x 23 threshold points -> {out}, {md}"
+
+
+def test_the_robustness_line_goes_after_the_agreement_summary_or_at_the_end(grid_table):
+    line = robustness_line(grid_table)
+    with_summary = "# Table 1\n\n| a |\n\nAgreement with the paper: 3 of 5\n\nLegend\n"
+    assert with_robustness_line(with_summary, grid_table) == (
+        f"# Table 1\n\n| a |\n\nAgreement with the paper: 3 of 5\n\n{line}\n\nLegend\n")
+    assert with_robustness_line("# Table 1\n\n| a |\n", grid_table) == f"# Table 1\n\n| a |\n\n{line}\n"
+    assert robustness_line(grid_table.iloc[:0].assign(grid=pd.Series(dtype=str))).endswith(
+        f"(grid: {SensitivityGrid().describe()}; see table1_sensitivity.md).")
