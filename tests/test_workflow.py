@@ -231,6 +231,7 @@ def test_a_bad_config_is_refused_naming_the_key_and_nothing_is_written(tmp_path,
         assert not (tmp_path / written).exists(), written
 
 
+@pytest.mark.slow
 def test_the_unchanged_mini_config_is_accepted(tmp_path):
     """The bad configs above differ from this one by one key each."""
     path = with_mini_config(tmp_path, mini_config())
@@ -248,7 +249,7 @@ def _barrier_point_that_is_never_written(c):
 
 
 @pytest.mark.parametrize("mutate, expected", [
-    pytest.param(_table1_names_an_unknown_setting, "pretrianed"),
+    pytest.param(_table1_names_an_unknown_setting, "pretrianed", marks=pytest.mark.slow),
     pytest.param(_barrier_point_that_is_never_written, "middle", marks=pytest.mark.slow),
 ], ids=["table1_unknown_setting", "barrier_point_typo"])
 def test_a_bad_name_is_refused_before_anything_runs(tmp_path, mutate, expected):
