@@ -24,12 +24,12 @@ from conftest import assert_states_equal, load_tensors, run_dict
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import RunSpec, SettingsError
 from linpath.paths.lmc import (barrier, instability_table, pair_sweep, parameter_distance, peak_alpha, stable_from,
-                                sweep_pairs, write_instability)
+                                not_trained, skipped_frame, sweep_pairs, write_instability)
 from linpath.report.lmc_figures import instability_figure
 from linpath.study.lmc_plan import INDEPENDENT, LmcPlan
-from linpath.foundations.hparams import InstabilitySpec
+from linpath.foundations.hparams import ALIGNED, ALIGNED_REPAIR, InstabilitySpec
 from linpath.foundations.outcome import Outcome, write_outcome
-from linpath.study.spawn import CHILD_SEED_STEP, SpawnSpec, child_name, parent_spawn_epochs
+from linpath.study.spawn import CHILD_SEED_STEP, SpawnSpec, child_name, child_run, parent_spawn_epochs
 from linpath.engine.train import train
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -82,6 +82,8 @@ def test_parameter_distance_is_the_l2_distance_and_its_share_of_the_mean_norm():
     assert parameter_distance(b, a, ["w", "b"]) == (l2, rel), "symmetric in the two ends"
     c = {"w": torch.tensor([0.0, 6.0]), "b": torch.tensor([8.0])}
     assert parameter_distance(a, c, ["w", "b"]) == pytest.approx((math.sqrt(9 + 36 + 16), math.sqrt(61) / 7.5))
+    small = {"w": torch.tensor([0.3, 0.0]), "b": torch.tensor([0.4])}
+    assert parameter_distance(small, b, ["w", "b"]) == pytest.approx((0.5, 2.0)), "a scale below 1 still divides"
     zero, rel_zero = parameter_distance(b, b, ["w", "b"])
     assert zero == 0.0 and np.isnan(rel_zero), "two zero states: no scale to divide by"
 
@@ -516,7 +518,7 @@ def test_linpath_plan_costs_the_children_pairs_and_planes():
 
 
 def test_the_instability_files_hold_every_pair_sweep_and_the_log_counts_the_skipped(tmp_path):
-    paths = hand_paths(seeds=(0,), ks=(1,))
+    paths = hand_paths(seeds=(0,), ks=(1, 3))  # three pairs: the independent one, k1 (skipped) and k3
     skipped = paths[paths["pair"] == "k1"].drop_duplicates(["bn_mode", "split"]).assign(
         status="skipped", status_reason="not measured: c1 diverged", alpha=np.nan, loss=np.nan, error=np.nan)
     files = [tmp_path / "independent.parquet", tmp_path / "k1.parquet"]
@@ -526,9 +528,45 @@ def test_the_instability_files_hold_every_pair_sweep_and_the_log_counts_the_skip
     table = write_instability([str(f) for f in files], 0.02, out_table, out_paths, str(log))
     read = pd.read_parquet(out_table)  # `stable` of a skipped row: NaN in the frame, None in the file
     pd.testing.assert_frame_equal(read.drop(columns="stable"), table.drop(columns="stable"))
-    assert read["stable"].isna().tolist() == table["stable"].isna().tolist() == [False] * 4 + [True] * 4
-    assert read["stable"].iloc[:4].tolist() == table["stable"].iloc[:4].tolist()
+    assert read["stable"].isna().tolist() == table["stable"].isna().tolist() == [False] * 8 + [True] * 4
+    assert read["stable"].iloc[:8].tolist() == table["stable"].iloc[:8].tolist()
     written = pd.read_parquet(out_paths)
     assert len(written) == len(paths[paths["pair"] != "k1"]) + len(skipped), "every row of every sweep file"
-    assert len(table) == 8 and (table["status"] == "skipped").sum() == 4
-    assert log.read_text() == f"8 rows (4 skipped) -> {out_table}; curves -> {out_paths}\n"
+    assert len(table) == 12 and (table["status"] == "skipped").sum() == 4
+    assert log.read_text() == f"12 rows (4 skipped) -> {out_table}; curves -> {out_paths}\n"
+
+
+def test_a_pair_end_without_an_outcome_has_not_finished_and_names_the_file(tmp_path):
+    done, running = tmp_path / "done", tmp_path / "running"
+    write_outcome(Outcome("trained", run="done"), done)
+    with pytest.raises(FileNotFoundError, match=f"{running / 'outcome.yaml'}: the run has not finished"):
+        not_trained([done, running])
+    assert not_trained([done]) is None
+
+
+def test_a_skipped_pair_has_one_row_per_mode_and_split_and_an_aligned_one_per_kind():
+    spec = InstabilitySpec(bn_modes=["interpolate", "recompute"], splits=["train", "test"])
+    meta = {"setting": "base", "seed": 0, "pair_kind": INDEPENDENT, "pair": INDEPENDENT}
+    plain = skipped_frame(meta, spec, "not measured: b diverged")
+    assert len(plain) == 4 and set(plain["pair"]) == {INDEPENDENT} and (plain["status"] == "skipped").all()
+    assert set(zip(plain["bn_mode"], plain["split"])) == {(m, s) for m in spec.bn_modes for s in spec.splits}
+    aligned = skipped_frame(meta, spec, "not measured: b diverged", align=True)
+    assert len(aligned) == 8 and (aligned["pair"] == aligned["pair_kind"]).all()
+    assert set(aligned["pair_kind"]) == {ALIGNED, ALIGNED_REPAIR}
+    assert (aligned["status_reason"] == "not measured: b diverged").all()
+
+
+def test_a_child_run_is_its_parents_recipe_from_the_spawn_state_with_its_own_data_order():
+    parent = {"init": {"seed": 7, "source": "x.pt"}, "train": {"seed": 3, "lr": 0.1, "spawn_epochs": [1, 2]}}
+    spec = SpawnSpec(epochs=[1], keep_optimizer=False, keep_schedule=True)
+    child = child_run(parent, "base", 1, 1, spec)
+    assert child["init"] == {"seed": 7, "spawn": "@spawn:base/1", "spawn_optimizer": False, "spawn_schedule": True}
+    assert child["train"] == {"seed": 3 + 2 * CHILD_SEED_STEP, "lr": 0.1}, "no spawn states of its own"
+    assert parent["train"] == {"seed": 3, "lr": 0.1, "spawn_epochs": [1, 2]}, "the parent's recipe is left alone"
+    bare = child_run({"model": {"arch": "mlp"}}, "base", 0, 0, SpawnSpec(epochs=[0]))
+    assert bare["init"]["seed"] == 0 and bare["train"] == {"seed": CHILD_SEED_STEP} and bare["model"] == {"arch": "mlp"}
+
+
+def test_an_unknown_key_of_a_spawn_section_is_named_with_its_place():
+    with pytest.raises(SettingsError, match="unknown setting 'settings.base.spawn.child'"):
+        SpawnSpec.from_config({"epochs": [1], "child": 2}, "settings.base.spawn", [0, 1])
