@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from conftest import run_spec, run_spec_with
+from conftest import run_dict, run_spec, run_spec_with
 from linpath.engine import models
 from linpath.foundations.hparams import PlaneSpec
 from linpath.foundations.outcome import Outcome, write_outcome
 from linpath.paths.evaluator import EvalSplit, PathEvaluator
 from linpath.paths.planes import (affine_note, filter_norms, load_any_state, log_range, moving_keys, plane_geometry,
-                                  plane_grid, plane_job, project, random_note, write_planes)
+                                  plane_grid, plane_job, project, random_note, trajectory_states, write_planes)
 from linpath.engine.train import evaluate, train
 
 ALPHAS = np.array([-0.5, 0.0, 0.25, 1.0, 1.5])
@@ -152,6 +153,8 @@ def test_the_grid_holds_zero_and_one_exactly_and_no_negative_zero(points, span):
 @pytest.mark.parametrize("values, log", [
     ([1.0, 20.0], False),  # a span of exactly 20x stays linear
     ([1.0, 20.001], True),
+    ([2.0, 30.0], False),  # the ratio decides (15), not the size of the values
+    ([0.1, 3.0], True),
     ([0.5, 100.0, 2.0], True),
     ([0.0, 100.0], False),  # a zero (or anything below) cannot be drawn on a log scale
     ([-1.0, 100.0], False),
@@ -187,8 +190,43 @@ def test_a_spawn_state_and_a_plain_state_load_as_the_same_weights(tmp_path):
 
 
 def test_the_notes_state_the_coordinates_the_figure_uses():
-    assert "A + α(B−A) + β(C−A)" in affine_note() and "(0,0), (1,0), (0,1)" in affine_note()
-    assert "centre + a·d1 + b·d2" in random_note() and "filter-normalised" in random_note()
+    assert affine_note() == "affine coordinates θ(α, β) = A + α(B−A) + β(C−A): A, B, C at (0,0), (1,0), (0,1)"
+    assert random_note() == ("θ(a, b) = centre + a·d1 + b·d2, d1 and d2 filter-normalised Gaussian directions "
+                             "(Li et al. 2018); biases and BN zero")
+
+
+def test_a_state_off_the_plane_by_less_than_one_has_its_relative_residual():
+    a, b, c = ({"w": torch.tensor(v)} for v in ([0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]))
+    assert project({"w": torch.tensor([0.0, 0.0, 0.5])}, a, b, c, ["w"]) == pytest.approx((0.0, 0.0, 1.0))
+    assert project({"w": torch.tensor([0.3, 0.0, 0.4])}, a, b, c, ["w"]) == pytest.approx((0.3, 0.0, 0.8))
+
+
+def test_a_random_planes_corners_are_the_centre_plus_each_direction(digits):
+    from linpath.engine.train import resolve
+    from linpath.paths.evaluator import tensor_kinds
+    from linpath.paths.planes import filter_directions, random_states
+
+    spec = resolve(run_spec_with("resnet18_w4"), digits)
+    model = models.build(spec.model)
+    centre = {k: v.clone() for k, v in model.state_dict().items()}
+    b, c, geometry = random_states(model, centre, [1, 2])
+    for corner, seed in ((b, 1), (c, 2)):
+        d = filter_directions(tensor_kinds(model), centre, seed)
+        for key, value in centre.items():
+            assert torch.equal(corner[key], value + d[key] if value.is_floating_point() else value), key
+    assert geometry["norm_ba"] > 0 and geometry["norm_ca"] > 0 and abs(geometry["cos_ba_ca"]) < 0.5
+
+
+def test_the_trajectory_is_init_the_saved_epochs_strictly_inside_and_final(tmp_path):
+    from linpath.foundations.layout import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.settings.parent.mkdir(parents=True)
+    run.settings.write_text(yaml.safe_dump(run_dict("mlp", train={"epochs": 3, "save_epochs": [0, 1, 2, 3, 5]})))
+    pd.DataFrame({"epoch": [0, 1, 3]}).to_parquet(run.metrics, index=False)
+    for t in (0, 1, 3, 5):  # epoch 2 was not kept; 0 and 3 are init and final; 5 is past the end
+        run.epoch(t).write_bytes(b"")
+    assert trajectory_states(run.path) == [("init", 0, run.init), ("epoch_1", 1, run.epoch(1)), ("final", 3, run.final)]
 
 
 def test_the_planes_table_is_every_plane_file_in_order(tmp_path):
