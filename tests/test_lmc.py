@@ -23,8 +23,9 @@ import yaml
 from conftest import assert_states_equal, load_tensors, run_dict
 from linpath.study.plan import Plan
 from linpath.foundations.hparams import RunSpec, SettingsError
-from linpath.paths.lmc import (barrier, instability_table, pair_sweep, parameter_distance, peak_alpha, stable_from,
-                                not_trained, skipped_frame, sweep_pairs, write_instability)
+from linpath.paths.lmc import (END_STATISTICS, barrier, curve_rows, instability_table, not_trained, pair_sweep,
+                                parameter_distance, peak_alpha, skipped_frame, stable_from, sweep_pairs,
+                                write_instability)
 from linpath.report.lmc_figures import instability_figure
 from linpath.study.lmc_plan import INDEPENDENT, LmcPlan
 from linpath.foundations.hparams import ALIGNED, ALIGNED_REPAIR, InstabilitySpec
@@ -570,3 +571,55 @@ def test_a_child_run_is_its_parents_recipe_from_the_spawn_state_with_its_own_dat
 def test_an_unknown_key_of_a_spawn_section_is_named_with_its_place():
     with pytest.raises(SettingsError, match="unknown setting 'settings.base.spawn.child'"):
         SpawnSpec.from_config({"epochs": [1], "child": 2}, "settings.base.spawn", [0, 1])
+
+
+def two_settings_lines() -> pd.DataFrame:
+    """One line (k1, interpolate, train) of `zeta` then one of `alpha`: loss 1, 2, 1.5 and error 0.1, 0.4, 0.2."""
+    rows = []
+    for setting in ("zeta", "alpha"):
+        for alpha, loss, err in ((0.0, 1.0, 0.1), (0.5, 2.0, 0.4), (1.0, 1.5, 0.2)):
+            rows.append({"setting": setting, "experiment": "E2", "seed": 0, "pair_kind": "spawn", "pair": "k1",
+                         "spawn_epoch": 1, "run_id": "r", "end_a": "a", "end_b": "b", "bn_mode": "interpolate",
+                         "split": "train", "alpha": alpha, "loss": loss, "accuracy": 1 - err, "error": err,
+                         "distance_l2": 2.0, "distance_rel": 0.5, "status": "measured", "status_reason": ""})
+    return pd.DataFrame(rows)
+
+
+def test_a_line_is_its_barriers_ends_and_distance_and_the_table_keeps_the_measured_order():
+    paths = two_settings_lines()
+    line = curve_rows(paths.assign(distance_l2_unaligned=3.0, distance_rel_unaligned=0.75, align_iterations=2,
+                                   align_converged=True, repair=""))[0]
+    assert {k: line[k] for k in ("setting", "loss_a", "loss_b", "loss_barrier", "error_barrier", "error_barrier_alpha",
+                                 "accuracy_a", "accuracy_b", "distance_l2", "distance_rel", "distance_l2_unaligned",
+                                 "align_iterations", "align_converged")} == pytest.approx(
+        {"setting": "zeta", "loss_a": 1.0, "loss_b": 1.5, "loss_barrier": 0.75, "error_barrier": 0.25,
+         "error_barrier_alpha": 0.5, "accuracy_a": 0.9, "accuracy_b": 0.8, "distance_l2": 2.0, "distance_rel": 0.5,
+         "distance_l2_unaligned": 3.0, "align_iterations": 2, "align_converged": True})
+    table = instability_table(paths, 0.02)
+    assert list(table["setting"]) == ["zeta", "alpha"], "rows in the order the sweeps measured them"
+    assert list(table.columns) == [
+        "setting", "experiment", "seed", "pair_kind", "pair", "spawn_epoch", "bn_mode", "split", "n_lines",
+        "error_barrier", "loss_barrier", "distance_l2", "distance_rel", "error_barrier_max", "error_barrier_alpha",
+        "accuracy_a", "accuracy_b", "accuracy_ends_mean", "ends", "distance_l2_unaligned", "distance_rel_unaligned",
+        "align_iterations", "align_converged", "repair", "status", "status_reason", "threshold", "stable",
+        "stable_from_k", "stability_rule", "end_statistics"]
+    assert (table["status_reason"] == "").all() and (table["n_lines"] == 1).all()
+    assert table["align_converged"].dtype == "boolean" and table["end_statistics"].tolist() == [
+        END_STATISTICS["interpolate"]] * 2
+    assert table["stability_rule"].iloc[0] == (
+        "stable: error barrier <= 0.02 (error = 1 - accuracy; barrier = max along the path - mean of its two ends); "
+        "stable_from_k: the smallest spawn epoch k from which the mean over seeds stays stable at every larger k "
+        "measured")
+
+
+def test_a_table_of_skipped_pairs_alone_has_every_column_and_says_why():
+    skipped = two_settings_lines().iloc[[0]].assign(status="skipped", status_reason="not measured: b diverged")
+    table = instability_table(skipped, 0.02)
+    assert list(table.columns) == [
+        "setting", "experiment", "seed", "pair_kind", "pair", "spawn_epoch", "bn_mode", "split", "n_lines", "status",
+        "status_reason", "error_barrier", "loss_barrier", "distance_l2", "distance_rel", "accuracy_ends_mean",
+        "distance_l2_unaligned", "distance_rel_unaligned", "align_iterations", "align_converged", "repair", "threshold",
+        "stable", "stable_from_k", "stability_rule", "end_statistics"]
+    row = table.iloc[0]
+    assert (row["n_lines"], row["status"], row["status_reason"]) == (0, "skipped", "not measured: b diverged")
+    assert np.isnan(row["error_barrier"]) and pd.isna(row["stable"]) and np.isnan(row["stable_from_k"])
