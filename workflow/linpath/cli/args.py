@@ -20,6 +20,16 @@ EXIT_STATUS = f"""exit status:
 EXIT_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
 
+def require_files(*files: str, flag: str | None = None) -> None:
+    """Every named input file exists, before anything is written: else a settings error naming the first
+    missing one (and the flag it came from)."""
+    from pathlib import Path
+
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise SettingsError(f"{flag + ': ' if flag else ''}file not found: {missing[0]}")
+
+
 class CommandFailed(Exception):
     """An expected failure of a verb, with its one-line message and exit status."""
 

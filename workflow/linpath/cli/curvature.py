@@ -15,7 +15,7 @@ from pathlib import Path
 from ..foundations.convert import json_argument
 from ..foundations.hparams import SettingsError
 from ..foundations.layout import Layout, RunDir
-from .args import count
+from .args import count, require_files
 
 def _cmd_curvature(args: argparse.Namespace) -> None:
     from ..foundations.hparams import CurvatureSpec, SweepSpec
@@ -44,16 +44,10 @@ def _cmd_curvature(args: argparse.Namespace) -> None:
     print(f"cpu seconds: {time.process_time() - started:.2f}")
 
 
-def _found(*files: str) -> None:
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        raise SettingsError(f"file not found: {missing[0]}")
-
-
 def _report_table(args: argparse.Namespace) -> None:
     from ..paths.curvature import write_curvature_table
 
-    _found(*args.inputs)
+    require_files(*args.inputs)
     table = write_curvature_table(args.inputs, args.out)
     print(f"{len(table)} rows -> {args.out}")
 
@@ -61,7 +55,7 @@ def _report_table(args: argparse.Namespace) -> None:
 def _report_figure(args: argparse.Namespace) -> None:
     from ..report.curvature_figures import write_curvature_figure
 
-    _found(args.table, *args.sweeps)
+    require_files(args.table, *args.sweeps)
     write_curvature_figure(args.table, args.sweeps, args.out)
     print(f"-> {args.out}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..foundations.convert import json_argument
 from ..foundations.hparams import SettingsError
 from ..foundations.layout import Layout, RunDir
-from .args import count, number
+from .args import count, number, require_files
 
 
 def _json(text: str | None, flag: str) -> dict:
@@ -84,37 +84,31 @@ def _cmd_plane(args: argparse.Namespace) -> None:
     print(_cpu(started))
 
 
-def _found(*files: str) -> None:
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        raise SettingsError(f"file not found: {missing[0]}")
-
-
 def _report_instability(args: argparse.Namespace) -> None:
     from ..paths.lmc import write_instability
 
-    _found(*args.inputs)
+    require_files(*args.inputs)
     write_instability(args.inputs, args.threshold, args.out[0], args.out[1])
 
 
 def _report_instability_figure(args: argparse.Namespace) -> None:
     from ..report.lmc_figures import write_instability_figure
 
-    _found(args.table, args.paths)
+    require_files(args.table, args.paths)
     write_instability_figure(args.table, args.paths, args.out)
 
 
 def _report_planes(args: argparse.Namespace) -> None:
     from ..paths.planes import write_planes
 
-    _found(*args.inputs)
+    require_files(*args.inputs)
     write_planes(args.inputs, args.out)
 
 
 def _report_plane_figure(args: argparse.Namespace) -> None:
     from ..report.lmc_figures import write_plane_figure
 
-    _found(*args.inputs)
+    require_files(*args.inputs)
     write_plane_figure(args.inputs, args.out)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..foundations.hparams import SettingsError
 from ..study.config import read_config_record
+from .args import require_files
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -25,16 +26,10 @@ def _plan(args: argparse.Namespace):
     """The plan of the config record, after every named input file was found."""
     from ..study.plan import Plan
 
-    if not Path(args.config).is_file():
-        raise SettingsError(f"--configfile: file not found: {args.config}")
-    for flag in ("runs", "shapes", "paths", "table1", "sensitivity"):
-        path = getattr(args, flag, None)
-        if path is not None and not Path(path).is_file():
-            raise SettingsError(f"--{flag}: file not found: {path}")
-    for flag in ("run_files", "measurements", "groups"):
-        missing = [f for f in getattr(args, flag, None) or [] if not Path(f).is_file()]
-        if missing:
-            raise SettingsError(f"--{flag.replace('_', '-')}: file not found: {missing[0]}")
+    require_files(args.config, flag="--configfile")
+    for flag in ("runs", "shapes", "paths", "table1", "sensitivity", "run_files", "measurements", "groups"):
+        given = getattr(args, flag, None)
+        require_files(*([given] if isinstance(given, str) else given or []), flag=f"--{flag.replace('_', '-')}")
     return Plan(read_config_record(Path(args.config)))
 
 
