@@ -240,8 +240,8 @@ def test_pairs_cover_every_spawn_and_one_independent_line_per_pair_of_seeds():
 
 
 @pytest.mark.parametrize("spawn, message", [
-    ({"epochs": [1], "children": 1}, "children must be >= 2"),
-    ({"epochs": [1], "seeds": [5]}, "not seeds of the config"),
+    ({"epochs": [1], "children": 1}, r"settings\.base\.spawn\.children must be >= 2 \(a barrier needs two end states\), got 1"),
+    ({"epochs": [1], "seeds": [5]}, r"settings\.base\.spawn\.seeds: \[5\] are not seeds of the config"),
     ({"epochs": [9]}, "spawn_epochs: 9 is not an epoch in 0..train.epochs=3"),
     ({"epochs": [1, 1]}, "distinct"),
     ({"epochs": [-1, 1]}, r"distinct epochs >= 0, got \[-1, 1\]"),
@@ -623,3 +623,22 @@ def test_a_table_of_skipped_pairs_alone_has_every_column_and_says_why():
     row = table.iloc[0]
     assert (row["n_lines"], row["status"], row["status_reason"]) == (0, "skipped", "not measured: b diverged")
     assert np.isnan(row["error_barrier"]) and pd.isna(row["stable"]) and np.isnan(row["stable_from_k"])
+
+
+def test_a_helper_setting_cannot_spawn_and_a_childs_name_cannot_be_taken():
+    config = lmc_config()
+    config["settings"]["base"]["aux"] = True
+    with pytest.raises(SettingsError, match=r"settings\.base\.spawn: a helper \(aux\) setting cannot spawn"):
+        Plan(config).check()
+    config = lmc_config()
+    config["settings"][child_name("base", 1, 0)] = {"experiment": config["settings"]["base"]["experiment"]}
+    with pytest.raises(SettingsError, match=r"settings\.base_k1c0: the name is taken by a child spawned from base"):
+        Plan(config).check()
+
+
+def test_a_child_is_described_by_its_parents_intervention_or_name():
+    config = lmc_config()
+    config["settings"]["base"].pop("intervention", None)
+    assert Plan(config).settings[child_name("base", 1, 0)].intervention == "base: child 0 spawned after epoch 1"
+    config["settings"]["base"]["intervention"] = "standard training"
+    assert Plan(config).settings[child_name("base", 3, 1)].intervention == "standard training: child 1 spawned after epoch 3"
