@@ -18,7 +18,7 @@ from linpath.engine import models
 from linpath.foundations.hparams import PlaneSpec
 from linpath.foundations.outcome import Outcome, write_outcome
 from linpath.paths.evaluator import EvalSplit, PathEvaluator
-from linpath.paths.planes import (affine_note, filter_norms, load_any_state, log_range, moving_keys, plane_geometry,
+from linpath.paths.planes import (COLUMNS, affine_note, filter_norms, load_any_state, log_range, moving_keys, plane_geometry,
                                   plane_grid, plane_job, project, random_note, trajectory_states, write_planes)
 from linpath.engine.train import evaluate, train
 
@@ -130,6 +130,15 @@ def test_a_plane_job_writes_the_grid_anchors_and_trajectory(resnet_run, tmp_path
     assert 0 < trajectory.loc["epoch_1", "residual_rel"] < 1
     assert (frame["status"] == "measured").all() and (frame["norm_ba"] > 0).all()
     assert np.allclose(grid["error"], 1 - grid["accuracy"])
+    assert list(frame.columns) == COLUMNS and (frame["status_reason"] == "").all()
+    assert anchors[["alpha", "beta", "residual_rel"]].values.tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    assert (set(frame["state_a"]), set(frame["state_b"]), set(frame["state_c"])) == ({"init"}, {"final"}, {"other_init"})
+    for split, source in zip(grid["split"], grid["eval_data"]):  # the cached evaluation split each row scored
+        assert str(source).startswith(str(tmp_path / "cache" / "digits-")) and str(source).endswith(f"{split}.pt")
+    assert (frame["directions"] == "states").all() and frame["direction_seed_1"].isna().all()
+    assert summary == (f"3x3 grid, test: loss {grid[grid['split'] == 'test']['loss'].min():.4g}.."
+                       f"{grid[grid['split'] == 'test']['loss'].max():.4g}; train: loss "
+                       f"{grid[grid['split'] == 'train']['loss'].min():.4g}..{grid[grid['split'] == 'train']['loss'].max():.4g}")
 
 
 def test_a_plane_of_a_run_that_did_not_train_is_one_skipped_row(tmp_path):
@@ -139,6 +148,9 @@ def test_a_plane_of_a_run_that_did_not_train_is_one_skipped_row(tmp_path):
     frame, summary = plane_job(run, [run], ["init", "final=x", "other"], tmp_path, spec, tmp_path, {"plane": "p"})
     assert len(frame) == 1 and frame["status"].iloc[0] == "skipped"
     assert "training loss nan in epoch 2" in frame["status_reason"].iloc[0] and "diverged" in summary
+    assert list(frame.columns) == COLUMNS and (frame["kind"].iloc[0], frame["bn_mode"].iloc[0]) == ("grid", spec.bn_mode)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'runs' / 'running' / 'outcome.yaml'}: the run has not finished"):
+        plane_job(run, [tmp_path / "runs" / "running"], ["init", "final=x", "other"], tmp_path, spec, tmp_path, {})
 
 
 @pytest.mark.parametrize("points, span", [(15, [-0.2, 1.2]), (29, [-0.2, 1.2]), (5, [-0.5, 1.5]), (7, [-1.0, 2.0])])
