@@ -32,7 +32,7 @@ def equivalents() -> dict[str, str]:
 
 def results(patterns: list[str]) -> dict[str, str]:
     status = {}
-    for meta in sorted((HERE / "mutants" / "linpath").glob("*.py.meta")):
+    for meta in sorted((HERE / "mutants" / "linpath").rglob("*.py.meta")):  # one per module, in its package
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             if any(fnmatch.fnmatch(name, p) for p in patterns):
                 status[name] = status_by_exit_code[code]
@@ -60,7 +60,8 @@ def main(patterns: list[str]) -> int:
     for name in missed:
         print(f"  {status[name]:10s} {name}" + (f"  [equivalent: {known[name]}]" if name in known else ""))
     unexplained = [n for n in missed if n not in known]
-    stale = sorted(n for n in known if status.get(n, "killed") in DETECTED)
+    stale = sorted(n for n in known if any(fnmatch.fnmatch(n, p) for p in patterns)  # this run's part only
+                   and status.get(n, "killed") in DETECTED)
     if stale:
         print(f"equivalent.txt names {len(stale)} mutants that are killed or gone (renumbered?): {', '.join(stale)}")
     score = killed / len(status)
