@@ -50,7 +50,7 @@ from linpath.engine.objective import strict_fp32
 from linpath.paths.evaluator import FULL, EvalSplit, PathEvaluator
 from linpath.paths.sweeps import alpha_grid
 from linpath.engine.train import StepSettings, make_optimizer, train, train_step
-from test_data import write_cifar10
+from conftest import write_cifar10
 
 CUDA = torch.cuda.is_available()
 NO_CUDA = (f"needs a CUDA GPU: torch {torch.__version__} (CUDA build {torch.version.cuda}) "
