@@ -26,6 +26,10 @@ def check_states_close(state: dict, start: dict, end: dict, alpha: float) -> Non
             assert torch.equal(value, end[key]), key
 
 
+# Each test runs the installed console script on a trained run (tens of seconds): the slow part of the suite.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def default_paths(trained_mlp, tmp_path_factory):
     """`linpath interpolate --run R --out P` with every other option at its default."""

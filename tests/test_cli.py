@@ -112,6 +112,7 @@ def test_cli_malformed_yaml_is_a_settings_error(tmp_path, capsys):
     assert "broken.yaml" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_installed_console_script(tmp_path, write_config):
     config = write_config(run_dict(train={"epochs": 1}))
     out = tmp_path / "sub"

@@ -152,6 +152,7 @@ def test_report_table1_writes_the_rows_the_config_record_lists(tmp_path):
     assert "| data | less data |" in text and "| regularisation | no weight decay |" in text
 
 
+@pytest.mark.slow
 def test_report_takes_configfile_as_plan_does_and_keeps_config_as_an_alias(tmp_path):
     """One flag name for a workflow config across verbs (`linpath plan --configfile`, Snakemake's own);
     the older `--config` still works, and the third --out is Table 1's markdown as an HTML page."""

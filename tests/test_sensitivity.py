@@ -383,6 +383,7 @@ def test_a_missing_or_failed_group_list_is_named(groups_used):
     assert len(failed) == 1 and failed.iloc[0]["note"] == "not measured: none of the 4 runs trained"
 
 
+@pytest.mark.slow
 def test_report_verb_writes_the_sensitivity_and_table1_states_the_count(tmp_path: Path, groups_used):
     config = {**plan(readers=True).config, "results": str(tmp_path / "results")}
     record = tmp_path / "config.json"
