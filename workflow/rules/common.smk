@@ -173,8 +173,10 @@ def job_reads_of(name):
 
 def config_json(wildcards, input):
     """The config as JSON, for the two rules that write it. A params function of `input`: Snakemake leaves
-    such params out of its rerun check, so only their digest param decides when the file is written again."""
-    return json.dumps(config, sort_keys=True)
+    such params out of its rerun check, so only their digest param decides when the file is written again.
+    Keys keep the config's order: the planner reads its settings in that order, so the run order of the
+    tables (runs, paths, shapes) is the order the config lists its settings in, as in the workflow's plan."""
+    return json.dumps(config)
 
 
 # A shell command, not a `run:` block: a local shell job ends in well under a second, where a `run:` job
