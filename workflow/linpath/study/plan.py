@@ -18,6 +18,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -292,7 +293,7 @@ class Plan:
             return by_path
 
         check(measurement_files, self.measurement_files(planned), "--measurements")
-        skipped = self.skipped_runs(planned, lambda path: yaml.safe_load(open(path)) or {})
+        skipped = self.skipped_runs(planned, lambda path: yaml.safe_load(Path(path).read_text()) or {})
         read = [r for r in planned if r not in skipped]
         handed = check(run_files, self.run_files(read), "--run-files")
         roles = {"outcome": lambda r: self.layout.run_file(r, "outcome"), "sweep": self.layout.sweep,
